@@ -1,0 +1,104 @@
+"""lightning-client: one interface for SDXL-Lightning over Replicate, fal.ai and local diffusers.
+
+The request/result models and the errors are imported eagerly; generators, the router,
+the ledger and the testing sandbox load on first use, so `import lightning_client`
+stays fast and never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from lightning_client.credentials import SecretFilter
+from lightning_client.errors import (
+    AllProvidersFailedError,
+    AuthenticationError,
+    BudgetExceededError,
+    ContentFilteredError,
+    GenerationTimeoutError,
+    InvalidRequestError,
+    LightningError,
+    ProviderResponseError,
+    ProviderUnavailableError,
+    RateLimitError,
+)
+from lightning_client.generator import BaseGenerator, Capabilities, Generator
+from lightning_client.request import GenerationRequest
+from lightning_client.result import (
+    Attempt,
+    Cost,
+    GeneratedImage,
+    GenerationResult,
+    GenerationWarning,
+    Timings,
+)
+
+if TYPE_CHECKING:
+    from lightning_client import testing
+    from lightning_client.ledger import Ledger
+    from lightning_client.providers.fal import FalGenerator
+    from lightning_client.providers.local import LocalGenerator
+    from lightning_client.providers.replicate import ReplicateGenerator
+    from lightning_client.routing.router import Router
+
+__version__ = "0.1.0"
+
+#: `lc.Warning` is the short name of `GenerationWarning`.
+Warning = GenerationWarning
+
+_logger = logging.getLogger("lightning_client")
+_logger.addHandler(logging.NullHandler())
+_logger.addFilter(SecretFilter())
+
+_LAZY = {
+    "ReplicateGenerator": "lightning_client.providers.replicate",
+    "FalGenerator": "lightning_client.providers.fal",
+    "LocalGenerator": "lightning_client.providers.local",
+    "Router": "lightning_client.routing.router",
+    "Ledger": "lightning_client.ledger",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "testing":
+        return importlib.import_module("lightning_client.testing")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lightning_client' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "AllProvidersFailedError",
+    "Attempt",
+    "AuthenticationError",
+    "BaseGenerator",
+    "BudgetExceededError",
+    "Capabilities",
+    "ContentFilteredError",
+    "Cost",
+    "FalGenerator",
+    "GeneratedImage",
+    "GenerationRequest",
+    "GenerationResult",
+    "GenerationTimeoutError",
+    "GenerationWarning",
+    "Generator",
+    "InvalidRequestError",
+    "Ledger",
+    "LightningError",
+    "LocalGenerator",
+    "ProviderResponseError",
+    "ProviderUnavailableError",
+    "RateLimitError",
+    "ReplicateGenerator",
+    "Router",
+    "Timings",
+    "Warning",
+    "__version__",
+    "testing",
+]

@@ -1,0 +1,366 @@
+"""The `Generator` protocol, `Capabilities`, and the base class providers build on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
+from lightning_client._sync import run_sync
+from lightning_client.errors import (
+    GenerationTimeoutError,
+    InvalidRequestError,
+    LightningError,
+    ProviderResponseError,
+)
+from lightning_client.request import GenerationRequest
+from lightning_client.result import (
+    Attempt,
+    Cost,
+    GeneratedImage,
+    GenerationResult,
+    GenerationWarning,
+    Timings,
+    WarningKind,
+    utcnow,
+)
+
+__all__ = [
+    "AttemptContext",
+    "AttemptEvent",
+    "BaseGenerator",
+    "Capabilities",
+    "Generator",
+    "observe_attempts",
+]
+
+logger = logging.getLogger("lightning_client")
+
+
+class Capabilities(BaseModel):
+    """What a generator can serve, so a router can choose before sending anything."""
+
+    model_config = ConfigDict(frozen=True)
+
+    native_steps: frozenset[int] = frozenset({1, 2, 4, 8})
+    emulated_steps: frozenset[int] = frozenset()
+    min_side: int = 64
+    max_side: int = 4096
+    max_images: int = 8
+    max_images_per_call: int = 8
+    formats: frozenset[str] = frozenset({"png", "jpeg", "webp"})
+    converted_formats: frozenset[str] = frozenset()
+    seed: bool = True
+    negative_prompt: bool = False
+    guidance: bool = False
+
+    @property
+    def steps(self) -> frozenset[int]:
+        """Every step count served, natively or emulated."""
+        return self.native_steps | self.emulated_steps
+
+    def problems(self, request: GenerationRequest) -> list[str]:
+        """Reasons this generator cannot serve `request` (empty when it can)."""
+        reasons: list[str] = []
+        if request.steps not in self.steps:
+            reasons.append(f"steps={request.steps} not supported (supported: {sorted(self.steps)})")
+        elif request.steps not in self.native_steps and not request.allow_emulation:
+            reasons.append(
+                f"steps={request.steps} only emulated (native: {sorted(self.native_steps)}) and allow_emulation=False"
+            )
+        for side, value in (("width", request.width), ("height", request.height)):
+            if not self.min_side <= value <= self.max_side:
+                reasons.append(f"{side}={value} outside {self.min_side}..{self.max_side}")
+        if request.num_images > self.max_images:
+            reasons.append(f"num_images={request.num_images} above {self.max_images}")
+        if request.output_format not in self.formats | self.converted_formats:
+            reasons.append(f"output_format={request.output_format!r} not available")
+        return reasons
+
+    def warnings(self, request: GenerationRequest, provider: str) -> list[GenerationWarning]:
+        """Typed warnings for settings this generator serves only approximately."""
+        found: list[GenerationWarning] = []
+
+        def warn(kind: WarningKind, setting: str, message: str) -> None:
+            found.append(GenerationWarning(kind=kind, setting=setting, message=message, provider=provider))
+
+        if request.steps not in self.native_steps and request.steps in self.emulated_steps:
+            warn(
+                "emulated",
+                "steps",
+                f"the model's native step counts are {sorted(self.native_steps)}; "
+                f"running {request.steps} steps on it is not the matching SDXL-Lightning checkpoint",
+            )
+        if request.negative_prompt:
+            if not self.negative_prompt:
+                warn(
+                    "unsupported", "negative_prompt", "this provider does not accept a negative prompt; it was not sent"
+                )
+            elif request.guidance_scale <= 1:
+                warn("ignored", "negative_prompt", "has no effect at guidance_scale <= 1 (CFG is off)")
+        if request.guidance_scale and not self.guidance:
+            warn("unsupported", "guidance_scale", "this provider does not accept guidance_scale; it was not sent")
+        if request.output_format in self.converted_formats and request.output_format not in self.formats:
+            warn(
+                "converted", "output_format", f"{request.output_format} is converted locally from the provider's output"
+            )
+        return found
+
+
+AttemptEvent = Literal["start", "job", "end"]
+AttemptObserver = Callable[[AttemptEvent, Attempt], None]
+_observers: ContextVar[tuple[AttemptObserver, ...]] = ContextVar("lightning_client_attempt_observers", default=())
+
+
+@contextlib.contextmanager
+def observe_attempts(observer: AttemptObserver) -> Iterator[None]:
+    """Call `observer(event, attempt)` for attempts made in this context.
+
+    Events: "start" (before sending), "job" (a remote job id is known), "end" (done,
+    with outcome, timings and cost). Used by the router and ledger; safe across tasks.
+    """
+    token = _observers.set((*_observers.get(), observer))
+    try:
+        yield
+    finally:
+        _observers.reset(token)
+
+
+def _notify(event: AttemptEvent, attempt: Attempt) -> None:
+    for observer in _observers.get():
+        try:
+            observer(event, attempt)
+        except Exception:  # an observer must never break a generation
+            logger.exception("attempt observer failed on %s", event)
+
+
+class AttemptContext:
+    """Per-call helper handed to a provider: records remote ids, warnings and the deadline."""
+
+    def __init__(self, generator: BaseGenerator, request: GenerationRequest) -> None:
+        self.request = request
+        self.provider = generator.name
+        self.started = time.monotonic()
+        self.deadline = None if request.timeout_s is None else self.started + request.timeout_s
+        self.warnings: list[GenerationWarning] = generator.capabilities.warnings(request, generator.name)
+        self.attempt = Attempt(
+            provider=generator.name,
+            model=generator.model,
+            seed=request.seed,
+            steps=request.steps,
+        )
+        self.cost = Cost()
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def job_started(self, remote_id: str) -> None:
+        """Record a remote job id as soon as it is known (before waiting on it)."""
+        self.attempt.remote_ids.append(remote_id)
+        if self.attempt.request_id is None:
+            self.attempt.request_id = remote_id
+        _notify("job", self.attempt)
+
+    def warn(self, kind: WarningKind, setting: str, message: str) -> None:
+        self.warnings.append(GenerationWarning(kind=kind, setting=setting, message=message, provider=self.provider))
+
+    def add_cost(self, cost: Cost) -> None:
+        """Add what a (possibly abandoned) remote job cost to this attempt."""
+        self.cost = self.cost + cost if self.cost.basis or self.cost.usd else cost
+
+    def result(
+        self,
+        images: Sequence[GeneratedImage],
+        *,
+        model: str,
+        seed: int | None = None,
+        timings: Timings | None = None,
+        cost: Cost | None = None,
+    ) -> GenerationResult:
+        """Assemble the result; the base class fills total_s and the attempt."""
+        if cost is not None:
+            self.add_cost(cost)
+        return GenerationResult(
+            images=list(images),
+            seed=self.request.seed if seed is None else seed,
+            provider=self.provider,
+            model=model,
+            prompt=self.request.prompt,
+            steps=self.request.steps,
+            request_id=self.attempt.request_id,
+            timings=timings or Timings(),
+            cost=self.cost,
+            warnings=list(self.warnings),
+        )
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Anything that turns a `GenerationRequest` into a `GenerationResult`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def agenerate(self, request: GenerationRequest) -> GenerationResult: ...
+
+    def generate(self, request: GenerationRequest) -> GenerationResult: ...
+
+    async def aclose(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def as_request(request: GenerationRequest | str | None, fields: dict[str, Any]) -> GenerationRequest:
+    """Accept a request, a bare prompt, or keyword fields."""
+    if isinstance(request, GenerationRequest):
+        if fields:
+            return GenerationRequest.model_validate({**request.model_dump(), **fields})
+        return request
+    if isinstance(request, str):
+        return GenerationRequest(prompt=request, **fields)
+    if request is None:
+        return GenerationRequest(**fields)
+    raise InvalidRequestError(
+        f"request must be a GenerationRequest or a prompt string, not {type(request).__name__}", field="request"
+    )
+
+
+class BaseGenerator(ABC):
+    """Shared lifecycle for every backend: validation, deadline, attempt record, sync API.
+
+    Subclasses implement `_generate(ctx)` making exactly one attempt, and raise only
+    `LightningError`s. Cancelling the awaiting task (or the deadline) must cancel
+    any remote job the subclass started; the base class turns the deadline into
+    `GenerationTimeoutError`.
+    """
+
+    name: str = "generator"
+    model: str = ""
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @abstractmethod
+    async def _generate(self, ctx: AttemptContext) -> GenerationResult: ...
+
+    async def _close(self) -> None:
+        """Release resources bound to the running loop (override)."""
+
+    def _close_all(self) -> None:
+        """Release every resource from synchronous code (override)."""
+
+    async def agenerate(self, request: GenerationRequest | str | None = None, **fields: Any) -> GenerationResult:
+        """Generate images for `request` (or a prompt plus request fields)."""
+        req = as_request(request, fields)
+        problems = self.capabilities.problems(req)
+        if problems:
+            raise InvalidRequestError(
+                f"{self.name} cannot serve this request: " + "; ".join(problems),
+                provider=self.name,
+                field=problems[0].split("=", 1)[0],
+            )
+        ctx = AttemptContext(self, req)
+        _notify("start", ctx.attempt)
+        try:
+            if ctx.deadline is None:
+                result = await self._generate(ctx)
+            else:
+                try:
+                    async with async_timeout(req.timeout_s):
+                        result = await self._generate(ctx)
+                except TIMEOUT_ERRORS:
+                    raise GenerationTimeoutError(
+                        f"no result within timeout_s={req.timeout_s}",
+                        provider=self.name,
+                        request_id=ctx.attempt.request_id,
+                    ) from None
+        except asyncio.CancelledError:
+            self._finish(ctx, "canceled", None)
+            raise
+        except LightningError as exc:
+            if exc.provider is None:
+                exc.provider = self.name
+            if exc.request_id is None:
+                exc.request_id = ctx.attempt.request_id
+            self._finish(ctx, "failed", exc)
+            exc.attempt = ctx.attempt
+            raise
+        except Exception as exc:  # a bug or an unexpected library error: still classified
+            logger.exception("%s: unexpected error", self.name)
+            err = ProviderResponseError(
+                f"unexpected {type(exc).__name__}: {exc}", provider=self.name, request_id=ctx.attempt.request_id
+            )
+            self._finish(ctx, "failed", err)
+            err.attempt = ctx.attempt
+            raise err from exc
+        result.timings.total_s = time.monotonic() - ctx.started
+        self._finish(ctx, "succeeded", None, result)
+        result.attempts = [ctx.attempt.model_copy(deep=True)]
+        return result
+
+    def _finish(
+        self,
+        ctx: AttemptContext,
+        outcome: Literal["succeeded", "failed", "canceled"],
+        error: LightningError | None,
+        result: GenerationResult | None = None,
+    ) -> None:
+        attempt = ctx.attempt
+        attempt.outcome = outcome
+        attempt.ended_at = utcnow()
+        attempt.cost = ctx.cost
+        if result is not None:
+            attempt.timings = result.timings.model_copy()
+            attempt.num_images = len(result.images)
+            attempt.seed = result.seed
+        else:
+            attempt.timings.total_s = time.monotonic() - ctx.started
+        if error is not None:
+            attempt.error_type = type(error).__name__
+            attempt.error_message = error.message
+            attempt.status_code = error.status_code
+            attempt.retryable = error.retryable
+        _notify("end", attempt)
+
+    def generate(self, request: GenerationRequest | str | None = None, **fields: Any) -> GenerationResult:
+        """Synchronous `agenerate`; works in plain scripts and inside a running loop (Jupyter)."""
+        return run_sync(self.agenerate(request, **fields))
+
+    async def aclose(self) -> None:
+        """Close what this generator holds on the running loop."""
+        await self._close()
+
+    def close(self) -> None:
+        """Close everything this generator holds, from synchronous code."""
+        self._close_all()
+
+    def __enter__(self) -> BaseGenerator:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    async def __aenter__(self) -> BaseGenerator:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, model={self.model!r})"

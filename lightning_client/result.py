@@ -1,0 +1,203 @@
+"""Results of a generation: images, timings, cost, warnings and the attempts behind them."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+__all__ = [
+    "Attempt",
+    "Cost",
+    "GeneratedImage",
+    "GenerationResult",
+    "GenerationWarning",
+    "Timings",
+    "WarningKind",
+]
+
+WarningKind = Literal["unsupported", "emulated", "ignored", "converted"]
+Outcome = Literal["succeeded", "failed", "canceled", "skipped"]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+class GenerationWarning(BaseModel):
+    """Something the provider could not honour exactly; never a silent drop."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: WarningKind
+    setting: str
+    message: str
+    provider: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.provider}: " if self.provider else ""
+        return f"{where}{self.kind} {self.setting}: {self.message}"
+
+
+class Timings(BaseModel):
+    """Seconds spent in each phase; None where the provider does not tell."""
+
+    queue_s: float | None = None
+    inference_s: float | None = None
+    download_s: float | None = None
+    load_s: float | None = None
+    total_s: float | None = None
+
+
+class Cost(BaseModel):
+    """What an attempt cost and how that number was obtained."""
+
+    usd: float = 0.0
+    basis: str = ""
+    estimated: bool = True
+
+    def __add__(self, other: Cost) -> Cost:
+        basis = " + ".join(b for b in (self.basis, other.basis) if b)
+        return Cost(usd=self.usd + other.usd, basis=basis, estimated=self.estimated or other.estimated)
+
+
+class Attempt(BaseModel):
+    """One try at one generator: the ledger's unit of record."""
+
+    attempt_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    provider: str
+    model: str | None = None
+    request_id: str | None = None
+    remote_ids: list[str] = Field(default_factory=list)
+    outcome: Outcome | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    status_code: int | None = None
+    retryable: bool | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    timings: Timings = Field(default_factory=Timings)
+    cost: Cost = Field(default_factory=Cost)
+    num_images: int = 0
+    seed: int | None = None
+    steps: int | None = None
+    hedge: bool = False
+    note: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome == "succeeded"
+
+
+_EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+class GeneratedImage(BaseModel):
+    """One output image: the encoded bytes plus what is known about them."""
+
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+    data: bytes = Field(repr=False)
+    width: int
+    height: int
+    content_type: str
+    url: str | None = None
+    nsfw: bool | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def extension(self) -> str:
+        """The file extension for `content_type` ("png", "jpg", "webp")."""
+        return _EXT.get(self.content_type, "bin")
+
+    def to_pil(self) -> PILImage:
+        """Decode into a Pillow image."""
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(self.data))
+        image.load()
+        return image
+
+    def save(self, path: str | Path) -> Path:
+        """Write the image; PNG files carry prompt, seed, steps, provider and model as text chunks.
+
+        A directory path gets a file name derived from the seed and format.
+        """
+        target = Path(path)
+        if target.is_dir():
+            target = (
+                target / f"image-{self.metadata.get('seed', 'x')}-{self.metadata.get('index', '0')}.{self.extension}"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.content_type == "image/png" or target.suffix.lower() == ".png":
+            from PIL.PngImagePlugin import PngInfo
+
+            info = PngInfo()
+            for key, value in self.metadata.items():
+                info.add_text(key, value)
+            self.to_pil().save(target, format="PNG", pnginfo=info)
+        else:
+            target.write_bytes(self.data)
+        return target
+
+
+class GenerationResult(BaseModel):
+    """What a successful generation returns."""
+
+    images: list[GeneratedImage]
+    seed: int
+    provider: str
+    model: str
+    prompt: str = ""
+    steps: int | None = None
+    request_id: str | None = None
+    timings: Timings = Field(default_factory=Timings)
+    cost: Cost = Field(default_factory=Cost)
+    attempts: list[Attempt] = Field(default_factory=list)
+    warnings: list[GenerationWarning] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _stamp_images(self) -> GenerationResult:
+        for index, image in enumerate(self.images):
+            defaults = {
+                "prompt": self.prompt,
+                "seed": str(self.seed),
+                "steps": "" if self.steps is None else str(self.steps),
+                "provider": self.provider,
+                "model": self.model,
+                "index": str(index),
+            }
+            for key, value in defaults.items():
+                image.metadata.setdefault(key, value)
+        return self
+
+    def save(self, directory: str | Path, stem: str | None = None) -> list[Path]:
+        """Save every image into `directory`; returns the paths written."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        base = stem or f"{self.provider}-{self.seed}"
+        return [img.save(folder / f"{base}-{i}.{img.extension}") for i, img in enumerate(self.images)]
+
+    def summary(self) -> dict[str, Any]:
+        """A flat, JSON-friendly description without image bytes."""
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "seed": self.seed,
+            "steps": self.steps,
+            "request_id": self.request_id,
+            "images": len(self.images),
+            **{k: v for k, v in self.timings.model_dump().items()},
+            "cost_usd": self.cost.usd,
+            "cost_basis": self.cost.basis,
+            "cost_estimated": self.cost.estimated,
+            "warnings": [str(w) for w in self.warnings],
+        }

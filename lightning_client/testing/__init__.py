@@ -1,0 +1,21 @@
+"""Test helpers for users' CI and ours: the provider sandbox and tiny local pipelines."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Sandbox": "lightning_client.testing.sandbox",
+    "build_tiny_lightning": "lightning_client.testing.tiny",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lightning_client.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["Sandbox", "build_tiny_lightning"]
