@@ -11,7 +11,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from lightning_client.credentials import SecretFilter
+from lightning_client.credentials import get_logger
 from lightning_client.errors import (
     AllProvidersFailedError,
     AuthenticationError,
@@ -48,9 +48,7 @@ __version__ = "0.1.0"
 #: `lc.Warning` is the short name of `GenerationWarning`.
 Warning = GenerationWarning
 
-_logger = logging.getLogger("lightning_client")
-_logger.addHandler(logging.NullHandler())
-_logger.addFilter(SecretFilter())
+get_logger("lightning_client").addHandler(logging.NullHandler())
 
 _LAZY = {
     "ReplicateGenerator": "lightning_client.providers.replicate",

@@ -7,7 +7,7 @@ import os
 
 from pydantic import SecretStr
 
-__all__ = ["SecretFilter", "fal_key", "register_secret", "replicate_token"]
+__all__ = ["SecretFilter", "fal_key", "get_logger", "register_secret", "replicate_token"]
 
 _secrets: set[str] = set()
 
@@ -60,3 +60,11 @@ class SecretFilter(logging.Filter):
         if masked != message:
             record.msg, record.args = masked, None
         return True
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger with the secret-masking filter (logger filters are not inherited by children)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, SecretFilter) for f in logger.filters):
+        logger.addFilter(SecretFilter())
+    return logger

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
 from lightning_client._sync import run_sync
+from lightning_client.credentials import get_logger
 from lightning_client.errors import (
     GenerationTimeoutError,
     InvalidRequestError,
@@ -43,7 +43,7 @@ __all__ = [
     "observe_attempts",
 ]
 
-logger = logging.getLogger("lightning_client")
+logger = get_logger("lightning_client.generator")
 
 
 class Capabilities(BaseModel):

@@ -1,0 +1,5 @@
+"""`python -m lightning_client` runs the CLI."""
+
+from lightning_client.cli import main
+
+main()

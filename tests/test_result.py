@@ -1,0 +1,91 @@
+"""Result models: JSON round trip, image saving with metadata."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+import lightning_client as lc
+
+
+def _png(width: int = 16, height: int = 8, colour: tuple[int, int, int] = (200, 10, 10)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _result() -> lc.GenerationResult:
+    image = lc.GeneratedImage(data=_png(), width=16, height=8, content_type="image/png", url="https://x/1.png")
+    attempt = lc.Attempt(provider="fal", model="fal-ai/fast-lightning-sdxl", request_id="r1", outcome="succeeded")
+    return lc.GenerationResult(
+        images=[image],
+        seed=7,
+        provider="fal",
+        model="fal-ai/fast-lightning-sdxl",
+        prompt="a red fox",
+        steps=4,
+        request_id="r1",
+        timings=lc.Timings(queue_s=0.1, inference_s=0.5, download_s=0.05, total_s=0.7),
+        cost=lc.Cost(usd=0.002, basis="1 image x $0.002", estimated=False),
+        attempts=[attempt],
+        warnings=[lc.Warning(kind="converted", setting="output_format", message="webp converted", provider="fal")],
+    )
+
+
+def test_json_round_trip_keeps_image_bytes_and_every_field() -> None:
+    result = _result()
+    again = lc.GenerationResult.model_validate_json(result.model_dump_json())
+    assert again == result
+    assert again.images[0].data == result.images[0].data
+    assert again.attempts[0].request_id == "r1"
+    assert again.warnings[0].kind == "converted"
+
+
+def test_images_carry_generation_metadata() -> None:
+    meta = _result().images[0].metadata
+    assert meta["prompt"] == "a red fox"
+    assert meta["seed"] == "7"
+    assert meta["steps"] == "4"
+    assert meta["provider"] == "fal"
+    assert meta["model"] == "fal-ai/fast-lightning-sdxl"
+
+
+def test_save_writes_png_text_chunks(tmp_path: Path) -> None:
+    result = _result()
+    (path,) = result.save(tmp_path)
+    with Image.open(path) as img:
+        assert img.size == (16, 8)
+        assert img.text["prompt"] == "a red fox"  # type: ignore[attr-defined]
+        assert img.text["seed"] == "7"  # type: ignore[attr-defined]
+        assert img.text["provider"] == "fal"  # type: ignore[attr-defined]
+    single = result.images[0].save(tmp_path / "one.png")
+    assert single.exists()
+
+
+def test_non_png_images_are_written_unchanged(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="JPEG")
+    img = lc.GeneratedImage(data=buf.getvalue(), width=8, height=8, content_type="image/jpeg")
+    path = img.save(tmp_path / "x.jpg")
+    assert path.read_bytes() == buf.getvalue()
+    assert img.extension == "jpg"
+
+
+def test_to_pil_decodes() -> None:
+    assert _result().images[0].to_pil().getpixel((0, 0)) == (200, 10, 10)
+
+
+def test_summary_has_no_bytes_and_flat_timings() -> None:
+    summary = _result().summary()
+    assert summary["total_s"] == 0.7
+    assert summary["cost_usd"] == 0.002
+    assert "data" not in str(summary)
+
+
+def test_costs_add_up_with_their_basis() -> None:
+    total = lc.Cost(usd=0.1, basis="a", estimated=False) + lc.Cost(usd=0.2, basis="b", estimated=True)
+    assert round(total.usd, 9) == 0.3
+    assert total.basis == "a + b"
+    assert total.estimated is True
