@@ -7,7 +7,7 @@ import os
 
 from pydantic import SecretStr
 
-__all__ = ["SecretFilter", "fal_key", "get_logger", "register_secret", "replicate_token"]
+__all__ = ["SecretFilter", "fal_key", "get_logger", "mask_secrets", "register_secret", "replicate_token"]
 
 _secrets: set[str] = set()
 
@@ -44,6 +44,14 @@ def fal_key(value: str | SecretStr | None = None) -> SecretStr | None:
         register_secret(key_secret)
         return _secret(f"{key_id}:{key_secret}")
     return None
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with every registered secret replaced by asterisks."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "**********")
+    return text
 
 
 class SecretFilter(logging.Filter):

@@ -32,6 +32,9 @@ class LightningError(Exception):
         retryable: whether the same request may succeed if tried again.
         retry_after: seconds the provider asked us to wait, when it said so.
         attempt: the ledger record of the failed attempt, filled in by generators.
+        outcome_unknown: a create was sent but its outcome is unknown (timeout or reset
+            after sending); the job may exist and cost money, so a router should fail
+            over to another provider instead of re-sending to this one.
     """
 
     default_retryable = False
@@ -45,6 +48,7 @@ class LightningError(Exception):
         request_id: str | None = None,
         retryable: bool | None = None,
         retry_after: float | None = None,
+        outcome_unknown: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -53,6 +57,7 @@ class LightningError(Exception):
         self.request_id = request_id
         self.retryable = self.default_retryable if retryable is None else retryable
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
         self.attempt: Attempt | None = None
 
     def __str__(self) -> str:
@@ -80,6 +85,7 @@ class LightningError(Exception):
             "request_id": self.request_id,
             "retryable": self.retryable,
             "retry_after": self.retry_after,
+            "outcome_unknown": self.outcome_unknown,
         }
 
 

@@ -6,6 +6,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "Latency": "lightning_client.testing.sandbox",
     "Sandbox": "lightning_client.testing.sandbox",
     "build_tiny_lightning": "lightning_client.testing.tiny",
 }
@@ -18,4 +19,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["Sandbox", "build_tiny_lightning"]
+__all__ = ["Latency", "Sandbox", "build_tiny_lightning"]

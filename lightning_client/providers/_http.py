@@ -1,0 +1,405 @@
+"""HTTP plumbing shared by the hosted backends: clients, auth, error mapping, polling, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import re
+import time
+from collections.abc import Coroutine, Mapping
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import SecretStr
+
+from lightning_client import __version__
+from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
+from lightning_client._sync import PerLoop
+from lightning_client.credentials import get_logger, mask_secrets
+from lightning_client.errors import (
+    AuthenticationError,
+    ContentFilteredError,
+    GenerationTimeoutError,
+    InvalidRequestError,
+    LightningError,
+    ProviderResponseError,
+    ProviderUnavailableError,
+    RateLimitError,
+)
+
+__all__ = [
+    "HttpClients",
+    "PollDelays",
+    "detach",
+    "error_from_response",
+    "expired",
+    "make_timeout",
+    "parse_json",
+    "parse_retry_after",
+    "parse_timestamp",
+    "salvage_id",
+    "send",
+    "shielded",
+    "transport_error",
+]
+
+T = TypeVar("T")
+
+log = get_logger("lightning_client.providers.http")
+
+USER_AGENT = f"lightning-client/{__version__}"
+#: Longest error detail quoted in an exception message.
+_DETAIL_CHARS = 300
+_RESETS_IN = re.compile(r"resets in ~?\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
+#: fal error types that mean "the job or prompt was blocked by a safety filter".
+_FILTERED_TYPES = frozenset({"content_policy_violation", "nsfw_content_detected"})
+#: fal error types that mean "a deadline passed".
+_TIMEOUT_TYPES = frozenset({"request_timeout", "startup_timeout"})
+#: httpx errors raised before any byte of the request can have reached the server.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+_background: set[asyncio.Task[Any]] = set()
+
+
+def make_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
+    """An explicit httpx timeout: `timeout` seconds for reads, at most 10 s to connect."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    return httpx.Timeout(timeout, connect=min(10.0, timeout), pool=min(10.0, timeout))
+
+
+class HttpClients:
+    """One `httpx.AsyncClient` per event loop for one generator (pooled connections, explicit limits)."""
+
+    def __init__(self, *, timeout: httpx.Timeout, max_connections: int) -> None:
+        self.timeout = timeout
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._clients: PerLoop[httpx.AsyncClient] = PerLoop(self._new)
+
+    def _new(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=self.timeout, limits=self._limits, headers={"User-Agent": USER_AGENT}, follow_redirects=False
+        )
+
+    def get(self) -> httpx.AsyncClient:
+        """The client for the running loop."""
+        return self._clients.get()
+
+    async def aclose(self) -> None:
+        """Close the running loop's client."""
+        client = self._clients.pop_current()
+        if client is not None:
+            await client.aclose()
+
+    def close_all(self) -> None:
+        """Close every client from synchronous code (each on its own loop when that loop still runs)."""
+        for loop, client in self._clients.pop_all():
+            if loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if loop is running:
+                task = loop.create_task(client.aclose())
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+            elif loop.is_running():
+                future = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+                try:
+                    future.result(timeout=5)
+                except Exception:
+                    log.debug("closing an HTTP client timed out or failed", exc_info=True)
+
+
+def auth_header(scheme: str, secret: SecretStr) -> dict[str, str]:
+    """The Authorization header; built per call so the raw secret is never stored."""
+    return {"Authorization": f"{scheme} {secret.get_secret_value()}"}
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp (any number of fractional digits, `Z` suffix) or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip().replace("z", "Z")
+    text = text[:-1] + "+00:00" if text.endswith("Z") else text
+    match = re.match(r"^(.*?\.\d{1,6})\d*(.*)$", text)  # fromisoformat takes at most 6 fractional digits
+    if match:
+        text = match.group(1) + match.group(2)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def parse_retry_after(response: httpx.Response, detail: str = "") -> float | None:
+    """Seconds to wait from `Retry-After`, else the larger of `ratelimit-reset` and a "resets in ~30s" text."""
+    value = response.headers.get("retry-after", "").strip()
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None:
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=timezone.utc)
+                return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    hints: list[float] = []
+    reset = response.headers.get("ratelimit-reset", "").strip()
+    if reset:
+        try:
+            hints.append(max(0.0, float(reset)))
+        except ValueError:
+            pass
+    match = _RESETS_IN.search(detail)
+    if match:
+        hints.append(float(match.group(1)))
+    return max(hints) if hints else None
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _detail(body: Any, response: httpx.Response) -> str:
+    if isinstance(body, dict):
+        detail = body.get("detail")
+        if isinstance(detail, list):  # FastAPI-style validation errors
+            parts = []
+            for item in detail:
+                if isinstance(item, dict):
+                    loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+                    parts.append(f"{loc}: {item.get('msg', item.get('type', ''))}" if loc else str(item.get("msg")))
+                else:
+                    parts.append(str(item))
+            text = "; ".join(parts)
+        elif detail is not None:
+            text = str(detail)
+        else:
+            text = str(body.get("title") or body.get("error") or body.get("message") or "")
+    else:
+        text = response.text
+    text = mask_secrets(" ".join(text.split()))  # a provider may quote our credentials back
+    return text[:_DETAIL_CHARS] + ("..." if len(text) > _DETAIL_CHARS else "")
+
+
+def _error_types(body: Any, response: httpx.Response) -> set[str]:
+    types = {response.headers.get("x-fal-error-type", "")}
+    if isinstance(body, dict):
+        types.add(str(body.get("error_type") or ""))
+        detail = body.get("detail")
+        if isinstance(detail, list):
+            types.update(str(item.get("type", "")) for item in detail if isinstance(item, dict))
+    types.discard("")
+    return types
+
+
+def _invalid_field(body: Any) -> str | None:
+    if not isinstance(body, dict):
+        return None
+    fields = body.get("invalid_fields")
+    if isinstance(fields, list) and fields and isinstance(fields[0], dict):
+        return str(fields[0].get("field", "")).removeprefix("input.") or None
+    detail = body.get("detail")
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        loc = [str(p) for p in detail[0].get("loc", ()) if p != "body"]
+        return loc[-1] if loc else None
+    return None
+
+
+def error_from_response(
+    provider: str, response: httpx.Response, *, request_id: str | None = None, what: str = "request"
+) -> LightningError:
+    """Map an unsuccessful HTTP response to the error taxonomy.
+
+    401/402/403 -> AuthenticationError; 429 -> RateLimitError; 400/422 -> InvalidRequestError
+    (content-policy types -> ContentFilteredError); 504 deadline types -> GenerationTimeoutError;
+    408/409/499/5xx -> ProviderUnavailableError; anything else -> ProviderResponseError.
+    fal's `X-Fal-Retryable` header, when present, decides `retryable`.
+    """
+    status = response.status_code
+    body = _body(response)
+    detail = _detail(body, response)
+    types = _error_types(body, response)
+    message = f"{what} failed with HTTP {status}" + (f": {detail}" if detail else "")
+    fields: dict[str, Any] = {
+        "provider": provider,
+        "status_code": status,
+        "request_id": request_id,
+        "retry_after": parse_retry_after(response, detail),
+    }
+    error: LightningError
+    if types & _FILTERED_TYPES:
+        error = ContentFilteredError(message, **fields)
+    elif status in (401, 402, 403):
+        error = AuthenticationError(message, **fields)
+    elif status == 429:
+        error = RateLimitError(message, **fields)
+    elif status == 504 and (types & _TIMEOUT_TYPES or response.headers.get("x-fal-request-timeout-type")):
+        error = GenerationTimeoutError(message, **fields)
+    elif status in (408, 409, 499) or status >= 500:
+        error = ProviderUnavailableError(message, **fields)
+    elif status in (400, 422):
+        error = InvalidRequestError(message, field=_invalid_field(body), **fields)
+    else:
+        error = ProviderResponseError(message, **fields)
+    flag = (response.headers.get("x-fal-retryable") or response.headers.get("x-fal-needs-retry") or "").lower()
+    if flag in ("true", "1", "yes", "false", "0", "no"):
+        error.retryable = flag in ("true", "1", "yes")
+    return error
+
+
+def transport_error(
+    provider: str, exc: httpx.HTTPError, *, what: str, request_id: str | None = None, creates: bool = False
+) -> LightningError:
+    """Map an httpx transport failure; for a create that may have reached the server, flag `outcome_unknown`."""
+    unknown = creates and not isinstance(exc, _NOT_SENT)
+    message = f"{what} failed: {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
+    if unknown:
+        message += "; the job may have been created, so it is not re-sent"
+    return ProviderUnavailableError(message, provider=provider, request_id=request_id, outcome_unknown=unknown)
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    what: str,
+    headers: Mapping[str, str] | None = None,
+    json_body: Any = None,
+    timeout: httpx.Timeout | None = None,
+    request_id: str | None = None,
+    creates: bool = False,
+) -> httpx.Response:
+    """One HTTP exchange with logging and error mapping; returns only 2xx responses.
+
+    `creates` marks a request that creates a remote job: a failure after sending then
+    raises with `outcome_unknown=True` (and the request is never re-sent).
+    """
+    started = time.monotonic()
+    try:
+        response = await client.request(
+            method,
+            url,
+            headers=headers,
+            json=json_body,
+            timeout=client.timeout if timeout is None else timeout,
+        )
+    except httpx.HTTPError as exc:
+        log.debug("%s %s failed after %.1f ms: %s", method, url, (time.monotonic() - started) * 1e3, type(exc).__name__)
+        raise transport_error(provider, exc, what=what, request_id=request_id, creates=creates) from None
+    log.debug(
+        "%s %s -> %d in %.1f ms%s",
+        method,
+        url,
+        response.status_code,
+        (time.monotonic() - started) * 1e3,
+        f" (id {request_id})" if request_id else "",
+    )
+    if not response.is_success:
+        raise error_from_response(provider, response, request_id=request_id, what=what)
+    return response
+
+
+def parse_json(
+    response: httpx.Response,
+    *,
+    provider: str,
+    what: str,
+    request_id: str | None = None,
+    outcome_unknown: bool = False,
+) -> dict[str, Any]:
+    """The response's JSON object, or a retryable `ProviderResponseError` naming what was wrong."""
+    try:
+        body = json.loads(response.content)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        problem = f"is not valid JSON ({exc.msg if isinstance(exc, json.JSONDecodeError) else exc})"
+    else:
+        if isinstance(body, dict):
+            return body
+        problem = f"is a JSON {type(body).__name__}, not an object"
+    raise ProviderResponseError(
+        f"{what} response (HTTP {response.status_code}) {problem}",
+        provider=provider,
+        status_code=response.status_code,
+        request_id=request_id,
+        retryable=True,
+        outcome_unknown=outcome_unknown,
+    )
+
+
+def salvage_id(content: bytes, key: str) -> str | None:
+    """The string value of `key` from a truncated or malformed JSON body, when it is still readable.
+
+    A create whose answer is cut off has still created the job; recovering its id lets us cancel it.
+    """
+    match = re.search(rb'"' + re.escape(key.encode()) + rb'"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"', content[:4096])
+    return match.group(1).decode() if match else None
+
+
+def expired(remaining: float | None) -> bool:
+    """Whether a deadline with `remaining` seconds left (None: no deadline) has passed."""
+    return remaining is not None and remaining <= 0
+
+
+class PollDelays:
+    """Adaptive polling: fast at first, growing geometrically to a cap, never past the deadline."""
+
+    def __init__(self, first: float = 0.05, cap: float = 1.0, factor: float = 1.5) -> None:
+        self._next = first
+        self._cap = cap
+        self._factor = factor
+
+    def next(self, remaining: float | None = None) -> float:
+        """The next sleep in seconds (clipped to `remaining`, the seconds left before the deadline)."""
+        delay = self._next
+        self._next = min(self._cap, self._next * self._factor)
+        return delay if remaining is None else max(0.0, min(delay, remaining))
+
+
+async def _bounded(coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T | None:
+    try:
+        async with async_timeout(timeout):
+            return await coro
+    except TIMEOUT_ERRORS:
+        log.warning("%s did not finish within %.1f s", what, timeout)
+    except Exception as exc:  # noqa: BLE001 - cleanup must never replace the original error
+        log.warning("%s failed: %s", what, exc)
+    return None
+
+
+def _keep(task: asyncio.Task[Any]) -> None:
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def shielded(coro: Coroutine[Any, Any, T], *, timeout: float, what: str) -> T | None:
+    """Run `coro` to the end even if the caller is being cancelled; best effort, bounded by `timeout`.
+
+    Used to cancel abandoned remote jobs: failures are logged and give None. If the
+    caller is cancelled again while waiting, the work is still finished before the
+    cancellation propagates.
+    """
+    task = asyncio.ensure_future(_bounded(coro, timeout, what))
+    _keep(task)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # Cancelled again (say, the deadline passed during the cleanup): finish the bounded work, then go.
+        await asyncio.wait({task})
+        raise
+
+
+def detach(coro: Coroutine[Any, Any, Any], *, timeout: float, what: str) -> None:
+    """Run `coro` in the background, bounded by `timeout`; failures are logged."""
+    _keep(asyncio.ensure_future(_bounded(coro, timeout, what)))

@@ -1,0 +1,676 @@
+"""`FalGenerator`: fal-ai/fast-lightning-sdxl over fal's queue HTTP API, waiting on the SSE status stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+from weakref import WeakKeyDictionary
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+from pydantic import SecretStr
+
+from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
+from lightning_client.credentials import fal_key, get_logger, mask_secrets
+from lightning_client.errors import (
+    AuthenticationError,
+    ContentFilteredError,
+    GenerationTimeoutError,
+    InvalidRequestError,
+    LightningError,
+    ProviderResponseError,
+    ProviderUnavailableError,
+)
+from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
+from lightning_client.images import DecodedImage, convert_image, download_image
+from lightning_client.pricing import DEFAULT_PRICES, Price, PriceTable
+from lightning_client.providers._http import (
+    HttpClients,
+    PollDelays,
+    auth_header,
+    detach,
+    expired,
+    make_timeout,
+    parse_json,
+    salvage_id,
+    send,
+    shielded,
+)
+from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
+
+__all__ = ["DEFAULT_APP", "DEFAULT_QUEUE_URL", "FalGenerator"]
+
+log = get_logger("lightning_client.providers.fal")
+
+DEFAULT_QUEUE_URL = "https://queue.fal.run"
+DEFAULT_RUN_URL = "https://fal.run"
+DEFAULT_REST_URL = "https://api.fal.ai"
+DEFAULT_APP = "fal-ai/fast-lightning-sdxl"
+
+#: fal's named sizes; a request matching one exactly sends the name.
+PRESETS: dict[tuple[int, int], str] = {
+    (1024, 1024): "square_hd",
+    (512, 512): "square",
+    (768, 1024): "portrait_4_3",
+    (576, 1024): "portrait_16_9",
+    (1024, 768): "landscape_4_3",
+    (1024, 576): "landscape_16_9",
+}
+#: Error types reported in a COMPLETED status, mapped onto the taxonomy (fal's request-error table).
+_TIMEOUT_TYPES = frozenset({"request_timeout", "startup_timeout"})
+_FILTERED_TYPES = frozenset({"content_policy_violation", "nsfw_content_detected"})
+_UNAVAILABLE_PREFIXES = ("runner_", "internal_", "client_")
+#: Longest wait for a request without a deadline.
+MAX_JOB_S = 30 * 60.0
+#: How long a failed pricing lookup is remembered before it is tried again.
+_PRICING_RETRY_S = 300.0
+
+
+@dataclass
+class _Job:
+    """What we know of one queued request while following it."""
+
+    request_id: str
+    status_url: str
+    response_url: str
+    cancel_url: str
+    submitted: float
+    status: str = "IN_QUEUE"
+    in_progress_at: float | None = None
+    completed: dict[str, Any] = field(default_factory=dict)
+
+
+class FalGenerator(BaseGenerator):
+    """SDXL-Lightning on fal.ai (`fal-ai/fast-lightning-sdxl` by default), through the queue API.
+
+    One call makes one attempt: a queue submission with `X-Fal-Request-Timeout` from
+    the deadline, followed on the SSE status stream (falling back to adaptive polling),
+    then the result and its images; cancelled remotely when abandoned; priced from
+    `x-fal-billable-units` x the unit price from fal's pricing API (or the price table).
+
+    Args:
+        key: fal key (`key_id:key_secret`); default: FAL_KEY, else FAL_KEY_ID + FAL_KEY_SECRET.
+        queue_url: queue API root (the sandbox's `fal_url` in tests).
+        app: endpoint id (`owner/app[/path]`).
+        run_url: synchronous-run root, used by `mode="run"`.
+        rest_url: platform API root, for the pricing lookup.
+        prices: fallback prices when the pricing API is unreachable (default `DEFAULT_PRICES`).
+        use_sse: wait on the status stream (else poll).
+        mode: "queue" (default: remote id known at once, cancellable) or "run" (one POST to
+            `run_url`; no remote id until it returns, and abandoning it only disconnects).
+        timeout: seconds (or an `httpx.Timeout`) for each HTTP exchange, not the whole job.
+        max_connections: connection pool size per event loop.
+        poll_initial_s / poll_max_s: adaptive polling starts at the first and backs off to the second.
+        cancel_timeout_s: how long a best-effort remote cancel may take.
+    """
+
+    name = "fal"
+
+    def __init__(
+        self,
+        key: str | SecretStr | None = None,
+        queue_url: str = DEFAULT_QUEUE_URL,
+        app: str = DEFAULT_APP,
+        *,
+        run_url: str = DEFAULT_RUN_URL,
+        rest_url: str = DEFAULT_REST_URL,
+        prices: PriceTable | None = None,
+        use_sse: bool = True,
+        mode: Literal["queue", "run"] = "queue",
+        timeout: float | httpx.Timeout = 30.0,
+        max_connections: int = 64,
+        poll_initial_s: float = 0.05,
+        poll_max_s: float = 1.0,
+        cancel_timeout_s: float = 5.0,
+    ) -> None:
+        if mode not in ("queue", "run"):
+            raise ValueError(f"mode must be 'queue' or 'run', got {mode!r}")
+        if app.count("/") < 1:
+            raise ValueError(f"app must be an endpoint id like 'owner/app[/path]', got {app!r}")
+        self.model = app
+        self.app = app
+        self.queue_url = queue_url.rstrip("/")
+        self.run_url = run_url.rstrip("/")
+        self.rest_url = rest_url.rstrip("/")
+        self.prices = prices or DEFAULT_PRICES
+        self.use_sse = use_sse
+        self.mode = mode
+        self.poll_initial_s = poll_initial_s
+        self.poll_max_s = poll_max_s
+        self.cancel_timeout_s = cancel_timeout_s
+        self._key = fal_key(key)
+        self._http = HttpClients(timeout=make_timeout(timeout), max_connections=max_connections)
+        # Status, result and cancel URLs use only owner/app (no sub-path); used when a submit omits them.
+        self._requests_root = f"{self.queue_url}/{'/'.join(app.split('/')[:2])}/requests"
+        self._price: tuple[Price, str] | None = None
+        self._price_failed_at: float | None = None
+        self._price_tasks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = WeakKeyDictionary()
+        self._capabilities = Capabilities(
+            native_steps=frozenset({1, 2, 4, 8}),
+            # fal's toolkit accepts sides up to 14142; the hosted app's own limit is not documented,
+            # so we stay within sizes SDXL handles well.
+            min_side=256,
+            max_side=2048,
+            max_images=8,
+            max_images_per_call=8,
+            formats=frozenset({"png", "jpeg"}),
+            converted_formats=frozenset({"webp"}),
+            seed=True,
+            negative_prompt=False,
+            guidance=False,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    def __repr__(self) -> str:
+        return f"FalGenerator(queue_url={self.queue_url!r}, app={self.app!r}, mode={self.mode!r})"
+
+    async def _close(self) -> None:
+        await self._http.aclose()
+
+    def _close_all(self) -> None:
+        self._http.close_all()
+
+    # -- request mapping --------------------------------------------------------------------------
+
+    def _arguments(self, ctx: AttemptContext) -> dict[str, Any]:
+        req = ctx.request
+        preset = PRESETS.get((req.width, req.height))
+        arguments: dict[str, Any] = {
+            "prompt": req.prompt,
+            "image_size": preset or {"width": req.width, "height": req.height},
+            # The endpoint declares a string enum; whether integers are coerced is undocumented.
+            "num_inference_steps": str(req.steps),
+            "num_images": req.num_images,
+            "seed": req.seed,
+            "enable_safety_checker": req.safety_checker,
+            # webp is converted locally from lossless png.
+            "format": "jpeg" if req.output_format == "jpeg" else "png",
+        }
+        arguments.update(req.options_for("fal"))
+        return arguments
+
+    def _headers(self, key: SecretStr, remaining: float | None) -> dict[str, str]:
+        headers = auth_header("Key", key)
+        if remaining is not None:
+            # Time-to-start deadline on fal's side. fal-client refuses values <= 1 s, fal's docs > 0.1 s:
+            # never send less than 1 s; our own cancel covers a shorter deadline.
+            headers["X-Fal-Request-Timeout"] = f"{max(1.0, math.floor(remaining * 10) / 10):.1f}"
+        return headers
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def _generate(self, ctx: AttemptContext) -> GenerationResult:
+        key = self._key or fal_key()
+        if key is None:
+            raise AuthenticationError(
+                "no fal key: pass key= or set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)", provider=self.name
+            )
+        self._key = key
+        client = self._http.get()
+        self._prefetch_price(client, key)
+        arguments = self._arguments(ctx)
+        if self.mode == "run":
+            output, units, job = await self._run(ctx, client, key, arguments)
+        else:
+            job = await self._submit(ctx, client, key, arguments)
+            ctx.job_started(job.request_id)
+            try:
+                await self._wait(ctx, client, key, job)
+                output, units = await self._result(ctx, client, key, job)
+            except asyncio.CancelledError:
+                await self._abandon(ctx, client, key, job)
+                raise
+            except LightningError as exc:
+                exc.request_id = exc.request_id or job.request_id
+                if job.status != "COMPLETED":
+                    await self._abandon(ctx, client, key, job)
+                else:  # fal does not bill server errors; a failed request's usage is not reported
+                    ctx.add_cost(Cost(usd=0.0, basis="failed request: assumed not billed", estimated=True))
+                raise
+        try:
+            images, download_s = await self._images(ctx, client, output, job.request_id)
+        except (asyncio.CancelledError, LightningError) as exc:
+            if isinstance(exc, LightningError):
+                exc.request_id = exc.request_id or job.request_id
+            # The request completed, so it is billed even though its images are not delivered.
+            ctx.add_cost(
+                await self._cost(client, key, units, ctx.request.num_images, _inference_s(job.completed, output))
+            )
+            raise
+        inference_s = _inference_s(job.completed, output)
+        ctx.add_cost(await self._cost(client, key, units, len(images), inference_s))
+        timings = Timings(queue_s=_queue_s(job, inference_s), inference_s=inference_s, download_s=download_s)
+        return ctx.result(images, model=self.model, seed=self._seed_used(ctx, output), timings=timings)
+
+    async def _submit(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, arguments: dict[str, Any]
+    ) -> _Job:
+        remaining = ctx.remaining()
+        submitted = time.monotonic()
+        post = asyncio.ensure_future(
+            send(
+                client,
+                "POST",
+                f"{self.queue_url}/{self.app}",
+                provider=self.name,
+                what="submit",
+                headers=self._headers(key, remaining),
+                json_body=arguments,
+                creates=True,
+            )
+        )
+        try:
+            response = await asyncio.shield(post)  # left running if we are cancelled: see below
+        except asyncio.CancelledError:
+            self._cancel_when_submitted(client, key, post, submitted)
+            if not expired(ctx.remaining()):
+                raise
+            # The deadline: report it here, with what we know about the submit.
+            raise GenerationTimeoutError(
+                "deadline passed while submitting; the request may be queued, so it is not re-sent"
+                " (it is cancelled if the submit still answers)",
+                provider=self.name,
+                outcome_unknown=True,
+            ) from None
+        try:
+            body = parse_json(response, provider=self.name, what="submit", outcome_unknown=True)
+        except ProviderResponseError as exc:
+            salvaged = salvage_id(response.content, "request_id")
+            if salvaged is None:
+                raise
+            # The request is queued: cancel it rather than leave it running unseen.
+            ctx.job_started(salvaged)
+            job = self._job(salvaged, {}, submitted)
+            await self._abandon(ctx, client, key, job)
+            raise ProviderResponseError(
+                f"{exc.message}; request {salvaged} was identified in the partial body and cancelled",
+                provider=self.name,
+                status_code=response.status_code,
+                request_id=salvaged,
+                retryable=True,
+            ) from None
+        request_id = body.get("request_id")
+        if not isinstance(request_id, str) or not request_id:
+            raise ProviderResponseError(
+                "submit response has no request_id",
+                provider=self.name,
+                status_code=response.status_code,
+                retryable=True,
+                outcome_unknown=True,
+            )
+        job = self._job(request_id, body, submitted)
+        self._observe(job, body)
+        log.debug("request %s submitted: %s", request_id, job.status)
+        return job
+
+    def _cancel_when_submitted(
+        self, client: httpx.AsyncClient, key: SecretStr, post: asyncio.Future[httpx.Response], submitted: float
+    ) -> None:
+        """The attempt was abandoned with a submit in flight: once it answers, cancel what it queued."""
+
+        async def reap() -> None:
+            try:
+                response = await post
+            except LightningError:
+                return
+            request_id = salvage_id(response.content, "request_id")
+            if request_id is not None:
+                log.warning("fal request %s was submitted after its attempt was abandoned; cancelling it", request_id)
+                await self._cancel(client, key, self._job(request_id, {}, submitted))
+
+        read = self._http.timeout.read or 30.0
+        detach(reap(), timeout=read + self.cancel_timeout_s, what="cancel of a late fal submit")
+
+    def _job(self, request_id: str, body: dict[str, Any], submitted: float) -> _Job:
+        """Follow the URLs the submit returned (built from owner/app and the id when absent)."""
+        root = f"{self._requests_root}/{quote(request_id, safe='')}"
+
+        def url(name: str, default: str) -> str:
+            value = body.get(name)
+            return value if isinstance(value, str) and value else default
+
+        return _Job(
+            request_id=request_id,
+            status_url=url("status_url", f"{root}/status"),
+            response_url=url("response_url", root),
+            cancel_url=url("cancel_url", f"{root}/cancel"),
+            submitted=submitted,
+        )
+
+    def _observe(self, job: _Job, status: dict[str, Any]) -> bool:
+        """Record one status object; True once it is COMPLETED."""
+        value = status.get("status")
+        if value == "IN_PROGRESS" and job.in_progress_at is None:
+            job.in_progress_at = time.monotonic()
+        if isinstance(value, str):
+            job.status = value
+        if value == "COMPLETED":
+            job.completed = status
+            return True
+        return False
+
+    async def _wait(self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> None:
+        try:
+            # Without a deadline, a generous cap still bounds the wait (fal documents no job limit).
+            async with async_timeout(None if ctx.deadline is not None else MAX_JOB_S):
+                if job.status != "COMPLETED" and not (self.use_sse and await self._stream(client, key, job)):
+                    await self._poll(ctx, client, key, job)
+        except TIMEOUT_ERRORS:
+            raise GenerationTimeoutError(
+                f"request still {job.status} after {MAX_JOB_S:.0f} s", provider=self.name
+            ) from None
+        error = job.completed.get("error")
+        error_type = job.completed.get("error_type")
+        if error or error_type:
+            raise _completed_error(str(error or error_type), str(error_type or ""), job.request_id)
+
+    async def _stream(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> bool:
+        """Follow the SSE status stream; True when it delivered COMPLETED, False to fall back to polling."""
+        url = httpx.URL(job.status_url)
+        url = url.copy_with(path=url.path.rstrip("/") + "/stream")
+        started = time.monotonic()
+        base = self._http.timeout
+        # The server sends a comment every 15 s, so a silent 30 s means the stream is dead.
+        timeout = httpx.Timeout(
+            connect=base.connect, read=max(30.0, base.read or 0.0), write=base.write, pool=base.pool
+        )
+        try:
+            async with aconnect_sse(
+                client, "GET", str(url), headers=auth_header("Key", key), timeout=timeout
+            ) as source:
+                if source.response.status_code != 200:
+                    log.debug("status stream for %s answered HTTP %d", job.request_id, source.response.status_code)
+                    return False
+                async for event in source.aiter_sse():
+                    if not event.data:
+                        continue
+                    status = json.loads(event.data)
+                    if isinstance(status, dict) and self._observe(job, status):
+                        log.debug(
+                            "request %s completed (stream, %.1f ms)", job.request_id, (time.monotonic() - started) * 1e3
+                        )
+                        return True
+        except (httpx.HTTPError, SSEError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            log.debug("status stream for %s failed (%s); polling instead", job.request_id, type(exc).__name__)
+            return False
+        log.debug("status stream for %s ended before COMPLETED; polling instead", job.request_id)
+        return False
+
+    async def _poll(self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> None:
+        delays = PollDelays(self.poll_initial_s, self.poll_max_s)
+        headers = auth_header("Key", key)
+        while True:
+            response = await send(
+                client,
+                "GET",
+                job.status_url,
+                provider=self.name,
+                what="status",
+                headers=headers,
+                request_id=job.request_id,
+            )
+            status = parse_json(response, provider=self.name, what="status", request_id=job.request_id)
+            if self._observe(job, status):
+                return
+            await asyncio.sleep(delays.next(ctx.remaining()))
+
+    async def _result(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, job: _Job
+    ) -> tuple[dict[str, Any], float | None]:
+        response = await send(
+            client,
+            "GET",
+            job.response_url,
+            provider=self.name,
+            what="result",
+            headers=auth_header("Key", key),
+            request_id=job.request_id,
+        )
+        output = parse_json(response, provider=self.name, what="result", request_id=job.request_id)
+        return output, _units(response)
+
+    async def _run(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, arguments: dict[str, Any]
+    ) -> tuple[dict[str, Any], float | None, _Job]:
+        """`mode="run"`: one POST that returns the output; the request id comes with it."""
+        remaining = ctx.remaining()
+        started = time.monotonic()
+        try:
+            response = await send(
+                client,
+                "POST",
+                f"{self.run_url}/{self.app}",
+                provider=self.name,
+                what="run",
+                headers=self._headers(key, remaining),
+                json_body=arguments,
+                creates=True,
+            )
+        except asyncio.CancelledError:
+            if not expired(ctx.remaining()):
+                raise
+            raise GenerationTimeoutError(
+                "deadline passed during a synchronous run; fal may still run it (it cannot be cancelled by id)",
+                provider=self.name,
+                outcome_unknown=True,
+            ) from None
+        request_id = response.headers.get("x-fal-request-id") or ""
+        if request_id:
+            ctx.job_started(request_id)
+        output = parse_json(response, provider=self.name, what="run", request_id=request_id or None)
+        job = _Job(request_id, "", "", "", submitted=started, status="COMPLETED")
+        return output, _units(response), job
+
+    async def _images(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, output: dict[str, Any], request_id: str
+    ) -> tuple[list[GeneratedImage], float]:
+        entries = output.get("images")
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("url"), str) for e in entries
+        ):
+            raise ProviderResponseError(
+                "result has no list of images with urls", provider=self.name, request_id=request_id, retryable=True
+            )
+        flags = output.get("has_nsfw_concepts")
+        nsfw = [bool(f) for f in flags] if isinstance(flags, list) else []
+        if ctx.request.safety_checker and nsfw and len(nsfw) == len(entries) and all(nsfw):
+            raise ContentFilteredError(
+                "every image was flagged by the safety checker (has_nsfw_concepts)",
+                provider=self.name,
+                request_id=request_id,
+            )
+        started = time.monotonic()
+        decoded = await asyncio.gather(*(self._download(client, e["url"], request_id) for e in entries))
+        download_s = time.monotonic() - started
+        images = []
+        for index, image in enumerate(decoded):
+            if image.format != ctx.request.output_format:
+                image = await asyncio.to_thread(convert_image, image, ctx.request.output_format)
+            images.append(
+                image.to_generated(url=entries[index]["url"], nsfw=nsfw[index] if index < len(nsfw) else None)
+            )
+        flagged = sum(1 for flag in nsfw if flag)
+        if flagged:
+            ctx.warn(
+                "ignored",
+                "safety_checker",
+                f"{flagged} of {len(entries)} images were flagged by the safety checker (GeneratedImage.nsfw)",
+            )
+        return images, download_s
+
+    async def _download(self, client: httpx.AsyncClient, url: str, request_id: str) -> DecodedImage:
+        # Files live on fal's CDN: no credentials are sent with them.
+        try:
+            image, seconds = await download_image(client, url, provider=self.name)
+        except LightningError as exc:
+            exc.request_id = request_id
+            exc.retryable = True  # the request succeeded; a new one will most likely deliver intact files
+            raise
+        log.debug("request %s: downloaded %s in %.1f ms", request_id, url[:80], seconds * 1e3)
+        return image
+
+    async def _abandon(self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> None:
+        """Cancel a request we no longer wait for (shielded, bounded) and record what it may cost."""
+        status = await shielded(
+            self._cancel(client, key, job),
+            timeout=self.cancel_timeout_s,
+            what=f"cancel of fal request {job.request_id}",
+        )
+        if job.status == "IN_QUEUE" and status is not None and status < 300:
+            ctx.add_cost(Cost(usd=0.0, basis="cancelled while queued: not billed", estimated=False))
+            return
+        ctx.add_cost(await self._cost(client, key, None, ctx.request.num_images, None, note="abandoned"))
+
+    async def _cancel(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> int:
+        response = await client.put(job.cancel_url, headers=auth_header("Key", key))
+        # 202 CANCELLATION_REQUESTED; 400 ALREADY_COMPLETED and 404 NOT_FOUND are expected races.
+        log.debug("PUT %s -> %d", job.cancel_url, response.status_code)
+        return response.status_code
+
+    # -- cost -------------------------------------------------------------------------------------
+
+    def _prefetch_price(self, client: httpx.AsyncClient, key: SecretStr) -> None:
+        """Start the pricing lookup alongside the first job (once per generator and loop)."""
+        if self._price is not None or self._price_retry_pending():
+            return
+        loop = asyncio.get_running_loop()
+        task = self._price_tasks.get(loop)
+        if task is None or task.done():
+            self._price_tasks[loop] = loop.create_task(self._fetch_price(client, key))
+
+    def _price_retry_pending(self) -> bool:
+        return self._price_failed_at is not None and time.monotonic() - self._price_failed_at < _PRICING_RETRY_S
+
+    async def _fetch_price(self, client: httpx.AsyncClient, key: SecretStr) -> None:
+        try:
+            response = await send(
+                client,
+                "GET",
+                f"{self.rest_url}/v1/models/pricing?endpoint_id={quote(self.app, safe='/')}",
+                provider=self.name,
+                what="pricing lookup",
+                headers=auth_header("Key", key),
+                timeout=httpx.Timeout(3.0),
+            )
+            body = parse_json(response, provider=self.name, what="pricing lookup")
+        except LightningError as exc:
+            log.debug("fal pricing API unavailable (%s); using the price table", exc)
+            self._price_failed_at = time.monotonic()
+            return
+        for entry in body.get("prices") or ():
+            if isinstance(entry, dict) and entry.get("endpoint_id") == self.app:
+                try:
+                    usd = float(entry["unit_price"])
+                except (KeyError, TypeError, ValueError):
+                    break
+                unit = str(entry.get("unit") or "unit")
+                price = Price(usd=usd, unit=unit, source="fal pricing API", as_of=time.strftime("%Y-%m-%d"))
+                self._price = (price, "fal pricing API")
+                return
+        log.debug("fal pricing API has no price for %s; using the price table", self.app)
+        self._price_failed_at = time.monotonic()
+
+    async def _unit_price(self, client: httpx.AsyncClient, key: SecretStr) -> tuple[Price, str] | None:
+        if self._price is None and not self._price_retry_pending():
+            self._prefetch_price(client, key)
+            task = self._price_tasks.get(asyncio.get_running_loop())
+            if task is not None:
+                try:
+                    async with async_timeout(3.5):
+                        await asyncio.shield(task)  # shared by concurrent calls: never cancel it from here
+                except TIMEOUT_ERRORS:
+                    log.debug("fal pricing lookup still running; using the price table for this call")
+        if self._price is not None:
+            return self._price
+        fallback = self.prices.fal_unit(self.app)
+        return None if fallback is None else (fallback, f"price table: {fallback.source}, {fallback.as_of}")
+
+    async def _cost(
+        self,
+        client: httpx.AsyncClient,
+        key: SecretStr,
+        units: float | None,
+        images: int,
+        inference_s: float | None,
+        note: str = "",
+    ) -> Cost:
+        """Billable units x unit price; without the units header they are inferred (estimated)."""
+        priced = await self._unit_price(client, key)
+        prefix = f"{note}: " if note else ""
+        if priced is None:
+            return Cost(usd=0.0, basis=f"{prefix}no price known for {self.app}", estimated=True)
+        price, source = priced
+        estimated = units is None or source != "fal pricing API"
+        if units is None:
+            unit = price.unit.lower()
+            if "second" in unit:
+                units = inference_s or 0.0
+            elif "megapixel" in unit:
+                units = 0.0  # needs the image size; assume none billed without the header
+            else:
+                units = float(images)
+            basis_units = f"~{units:g} (assumed)"
+        else:
+            basis_units = f"{units:g}"
+        return Cost(
+            usd=units * price.usd,
+            basis=f"{prefix}billable units {basis_units} x ${price.usd:g}/{price.unit} ({source})",
+            estimated=estimated,
+        )
+
+    def _seed_used(self, ctx: AttemptContext, output: dict[str, Any]) -> int:
+        seed = output.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            return ctx.request.seed
+        if seed != ctx.request.seed:
+            ctx.warn("ignored", "seed", f"requested seed {ctx.request.seed} but fal reports seed {seed}")
+        return seed
+
+
+def _units(response: httpx.Response) -> float | None:
+    value = response.headers.get("x-fal-billable-units")
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+def _inference_s(completed: dict[str, Any], output: dict[str, Any]) -> float | None:
+    metrics = completed.get("metrics")
+    value = metrics.get("inference_time") if isinstance(metrics, dict) else None
+    if not isinstance(value, (int, float)):
+        timings = output.get("timings")
+        value = timings.get("inference") if isinstance(timings, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _queue_s(job: _Job, inference_s: float | None) -> float | None:
+    """Submit to IN_PROGRESS as we saw it; without that event, the wait less the inference time."""
+    if job.in_progress_at is not None:
+        return max(0.0, job.in_progress_at - job.submitted)
+    if job.completed and inference_s is not None:
+        return max(0.0, time.monotonic() - job.submitted - inference_s)
+    return None
+
+
+def _completed_error(message: str, error_type: str, request_id: str) -> LightningError:
+    """Map a COMPLETED status that carries `error` / `error_type`."""
+    text = f"request completed with an error: {mask_secrets(message)}" + (f" ({error_type})" if error_type else "")
+    fields: dict[str, Any] = {"provider": "fal", "request_id": request_id}
+    if error_type in _FILTERED_TYPES:
+        return ContentFilteredError(text, **fields)
+    if error_type in _TIMEOUT_TYPES:
+        return GenerationTimeoutError(text, **fields)
+    if error_type.startswith(_UNAVAILABLE_PREFIXES):
+        return ProviderUnavailableError(text, **fields)
+    if error_type in ("bad_request", "validation_error"):
+        return InvalidRequestError(text, **fields)
+    return ProviderResponseError(text, retryable=True, **fields)

@@ -1,0 +1,621 @@
+"""`ReplicateGenerator`: bytedance/sdxl-lightning-4step over Replicate's predictions HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
+from lightning_client.credentials import get_logger, mask_secrets, replicate_token
+from lightning_client.errors import (
+    AuthenticationError,
+    ContentFilteredError,
+    GenerationTimeoutError,
+    LightningError,
+    ProviderResponseError,
+    ProviderUnavailableError,
+)
+from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
+from lightning_client.images import DecodedImage, convert_image, download_image
+from lightning_client.pricing import DEFAULT_PRICES, PriceTable
+from lightning_client.providers._http import (
+    HttpClients,
+    PollDelays,
+    auth_header,
+    detach,
+    expired,
+    make_timeout,
+    parse_json,
+    parse_timestamp,
+    salvage_id,
+    send,
+    shielded,
+)
+from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ReplicateGenerator"]
+
+log = get_logger("lightning_client.providers.replicate")
+
+DEFAULT_BASE_URL = "https://api.replicate.com"
+DEFAULT_MODEL = "bytedance/sdxl-lightning-4step:5599ed30703defd1d160a25a63321b4dec97101d98b4674bcc56e41f62f35637"
+
+#: Statuses after which a prediction never changes (`aborted` arrived with deadlines, 2025-10).
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+#: The model's schema allows num_outputs 1..4; larger requests are split over several predictions.
+MAX_OUTPUTS = 4
+#: The longest `Prefer: wait` Replicate honours.
+MAX_WAIT_S = 60
+#: Predictions time out after running 30 minutes; we stop waiting a minute later.
+MAX_JOB_S = 31 * 60.0
+#: Replicate's minimum `Cancel-After` (seconds from creation).
+MIN_CANCEL_AFTER_S = 5
+#: Seconds kept between the server-side `Prefer: wait` and our deadline, so the create answers before it.
+_WAIT_MARGIN_S = 1.0
+#: Tolerated difference between our clock and Replicate's when matching a prediction to our create.
+_CLOCK_SKEW_S = 30.0
+_SEED_LOG = re.compile(r"Using seed:\s*(\d+)")
+_NSFW = re.compile(r"nsfw", re.IGNORECASE)
+#: Hosts that serve Replicate output files and may receive the token (the docs say downloads need it).
+_FILE_HOSTS = re.compile(r"(^|\.)replicate\.delivery$")
+
+
+@dataclass
+class _Done:
+    """One finished prediction: its final JSON, decoded images and download time."""
+
+    prediction: dict[str, Any]
+    images: list[DecodedImage]
+    download_s: float
+
+
+class ReplicateGenerator(BaseGenerator):
+    """SDXL-Lightning on Replicate (`bytedance/sdxl-lightning-4step` by default).
+
+    One call makes one attempt: a prediction (or, above 4 images, several run
+    concurrently), created with `Prefer: wait` and `Cancel-After` derived from the
+    request's deadline, followed with adaptive polling, cancelled remotely when
+    abandoned, and priced from `metrics.predict_time`.
+
+    Args:
+        api_token: Replicate token; default: the REPLICATE_API_TOKEN environment variable.
+        base_url: API root without `/v1` (the sandbox's `replicate_url` in tests).
+        model: `owner/name:version` (versioned route) or `owner/name` (official-model route).
+        prices: price table for the hardware $/s (default `DEFAULT_PRICES`).
+        wait_s: longest `Prefer: wait` to ask for (1..60; 0 turns sync mode off).
+        timeout: seconds (or an `httpx.Timeout`) for each HTTP exchange, not the whole job.
+        max_connections: connection pool size per event loop.
+        poll_initial_s / poll_max_s: adaptive polling starts at the first and backs off to the second.
+        cancel_timeout_s: how long a best-effort remote cancel may take.
+    """
+
+    name = "replicate"
+
+    def __init__(
+        self,
+        api_token: str | SecretStr | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        model: str = DEFAULT_MODEL,
+        *,
+        prices: PriceTable | None = None,
+        wait_s: int = 60,
+        timeout: float | httpx.Timeout = 30.0,
+        max_connections: int = 64,
+        poll_initial_s: float = 0.05,
+        poll_max_s: float = 1.0,
+        cancel_timeout_s: float = 5.0,
+    ) -> None:
+        if not 0 <= wait_s <= MAX_WAIT_S:
+            raise ValueError(f"wait_s must be from 0 to 60 seconds, got {wait_s}")
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.prices = prices or DEFAULT_PRICES
+        self.wait_s = wait_s
+        self.poll_initial_s = poll_initial_s
+        self.poll_max_s = poll_max_s
+        self.cancel_timeout_s = cancel_timeout_s
+        self._token = replicate_token(api_token)
+        self._http = HttpClients(timeout=make_timeout(timeout), max_connections=max_connections)
+        self._api_host = urlsplit(self.base_url).netloc
+        owner_name, _, version = model.partition(":")
+        if version:
+            self._create_url = f"{self.base_url}/v1/predictions"
+            self._version: str | None = version
+        else:
+            self._create_url = f"{self.base_url}/v1/models/{owner_name}/predictions"
+            self._version = None
+        self._capabilities = Capabilities(
+            native_steps=frozenset({4}),
+            emulated_steps=frozenset({1, 2, 8}),
+            min_side=256,
+            max_side=1280,
+            max_images=8,
+            max_images_per_call=MAX_OUTPUTS,
+            formats=frozenset({"png"}),
+            converted_formats=frozenset({"jpeg", "webp"}),
+            seed=True,
+            negative_prompt=True,
+            guidance=True,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    def __repr__(self) -> str:
+        return f"ReplicateGenerator(base_url={self.base_url!r}, model={self.model!r})"
+
+    async def _close(self) -> None:
+        await self._http.aclose()
+
+    def _close_all(self) -> None:
+        self._http.close_all()
+
+    # -- request mapping --------------------------------------------------------------------------
+
+    def _inputs(self, ctx: AttemptContext) -> list[dict[str, Any]]:
+        """One model input per prediction; prediction k of a split request uses seed + k."""
+        req = ctx.request
+        counts = [min(MAX_OUTPUTS, req.num_images - start) for start in range(0, req.num_images, MAX_OUTPUTS)]
+        if len(counts) > 1:
+            ctx.warn(
+                "emulated",
+                "num_images",
+                f"split into {len(counts)} concurrent predictions of at most {MAX_OUTPUTS} images; "
+                "prediction k uses seed + k",
+            )
+        inputs = []
+        for k, count in enumerate(counts):
+            payload: dict[str, Any] = {
+                "prompt": req.prompt,
+                # Sent even when empty: the model's default ("worst quality, low quality") would otherwise
+                # apply silently whenever guidance_scale > 1.
+                "negative_prompt": req.negative_prompt or "",
+                "width": req.width,
+                "height": req.height,
+                "num_outputs": count,
+                "num_inference_steps": req.steps,
+                "guidance_scale": req.guidance_scale,
+                "seed": (req.seed + k) % 2**32,
+                "scheduler": "K_EULER",
+                "disable_safety_checker": not req.safety_checker,
+            }
+            payload.update(req.options_for("replicate"))
+            inputs.append(payload)
+        return inputs
+
+    def _create_headers(self, token: SecretStr, remaining: float | None) -> tuple[dict[str, str], float | None]:
+        """Headers for a create, and the read timeout it needs (None: the client default)."""
+        headers = auth_header("Bearer", token)
+        wait = self.wait_s if remaining is None else min(self.wait_s, math.floor(remaining - _WAIT_MARGIN_S))
+        read: float | None = None
+        if wait >= 1:
+            headers["Prefer"] = f"wait={wait}"
+            read = wait + 5.0
+        if remaining is not None and remaining >= MIN_CANCEL_AFTER_S:
+            # Server-side backstop for our own cancel; below the minimum only our cancel applies.
+            headers["Cancel-After"] = f"{math.ceil(remaining)}s"
+        return headers, read
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def _generate(self, ctx: AttemptContext) -> GenerationResult:
+        token = self._token or replicate_token()
+        if token is None:
+            raise AuthenticationError(
+                "no Replicate API token: pass api_token= or set REPLICATE_API_TOKEN", provider=self.name
+            )
+        self._token = token
+        inputs = self._inputs(ctx)
+        client = self._http.get()
+        if len(inputs) == 1:
+            done = [await self._prediction(ctx, client, token, inputs[0])]
+        else:
+            done = await self._concurrently(ctx, client, token, inputs)
+        images: list[GeneratedImage] = []
+        for item in done:
+            for image in item.images:
+                if image.format != ctx.request.output_format:
+                    image = await asyncio.to_thread(convert_image, image, ctx.request.output_format)
+                images.append(image.to_generated())
+        first = done[0].prediction
+        queue = [q for q in (self._queue_s(d.prediction) for d in done) if q is not None]
+        predict = [p for p in (self._predict_time(d.prediction) for d in done) if p is not None]
+        timings = Timings(
+            queue_s=max(queue) if queue else None,
+            inference_s=max(predict) if predict else None,
+            download_s=max(d.download_s for d in done),
+        )
+        return ctx.result(images, model=self.model, seed=self._seed_used(ctx, first), timings=timings)
+
+    async def _concurrently(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, inputs: list[dict[str, Any]]
+    ) -> list[_Done]:
+        """Run several predictions at once; the first failure cancels the others (remotely too)."""
+        tasks = [asyncio.ensure_future(self._prediction(ctx, client, token, payload)) for payload in inputs]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        errors = [t.exception() for t in tasks if t.done() and not t.cancelled()]
+        error = next((e for e in errors if e is not None), None)
+        if error is None:
+            return [t.result() for t in tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise error
+
+    async def _prediction(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, payload: dict[str, Any]
+    ) -> _Done:
+        """Create one prediction, wait for it, download its outputs; cancel it if abandoned."""
+        prediction = await self._create(ctx, client, token, payload)
+        pid = prediction["id"]
+        ctx.job_started(pid)
+        try:
+            prediction = await self._wait(ctx, client, token, prediction)
+            if prediction.get("status") != "succeeded" and prediction.get("status") in TERMINAL:
+                raise self._job_error(prediction)
+            done = await self._collect(ctx, client, token, prediction)
+        except (asyncio.CancelledError, LightningError) as exc:
+            if isinstance(exc, LightningError):
+                exc.request_id = exc.request_id or pid
+            if prediction.get("status") in TERMINAL:
+                ctx.add_cost(self._cost(prediction))  # ended on its own: billed for what it ran
+            else:
+                await self._abandon(ctx, client, token, prediction)
+            raise
+        ctx.add_cost(self._cost(done.prediction))
+        return done
+
+    async def _create(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        remaining = ctx.remaining()
+        headers, read = self._create_headers(token, remaining)
+        body: dict[str, Any] = {"input": payload}
+        if self._version is not None:
+            body["version"] = self._version
+        base = self._http.timeout
+        timeout = (
+            None if read is None else httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
+        )
+        sent_at = time.time()
+        post = asyncio.ensure_future(
+            send(
+                client,
+                "POST",
+                self._create_url,
+                provider=self.name,
+                what="create prediction",
+                headers=headers,
+                json_body=body,
+                timeout=timeout,
+                creates=True,
+            )
+        )
+        try:
+            response = await asyncio.shield(post)  # left running if we are cancelled: see below
+        except asyncio.CancelledError:
+            # Abandoned with the create in flight (deadline, cancelled task, e.g. during `Prefer: wait`):
+            # find the prediction and cancel it; failing that, cancel it when the create answers.
+            pid = await shielded(
+                self._recover(ctx, client, token, payload, sent_at), timeout=self.cancel_timeout_s, what="recovery"
+            )
+            if pid is None:
+                self._cancel_when_created(ctx, client, token, post)
+            else:
+                post.cancel()  # its answer is no longer needed
+            if not expired(ctx.remaining()):
+                raise
+            # The deadline: report it here, where we know whether the prediction was found.
+            raise GenerationTimeoutError(
+                "deadline passed while creating the prediction"
+                + (f"; prediction {pid} was found and cancelled" if pid else "; it may exist, so it is not re-sent"),
+                provider=self.name,
+                request_id=pid,
+                outcome_unknown=pid is None,
+            ) from None
+        except LightningError as exc:
+            if not exc.outcome_unknown:
+                raise
+            pid = await shielded(
+                self._recover(ctx, client, token, payload, sent_at), timeout=self.cancel_timeout_s, what="recovery"
+            )
+            if pid is not None:
+                exc.message += f"; prediction {pid} was found and cancelled"
+                exc.request_id, exc.outcome_unknown = pid, False
+            raise
+        try:
+            prediction = parse_json(response, provider=self.name, what="create prediction", outcome_unknown=True)
+        except ProviderResponseError as exc:
+            pid = salvage_id(response.content, "id")
+            if pid is None:
+                raise
+            # The prediction exists: cancel it rather than leave it running unseen.
+            ctx.job_started(pid)
+            await self._abandon(ctx, client, token, {"id": pid, "status": "starting"})
+            raise ProviderResponseError(
+                f"{exc.message}; prediction {pid} was identified in the partial body and cancelled",
+                provider=self.name,
+                status_code=response.status_code,
+                request_id=pid,
+                retryable=True,
+            ) from None
+        if not isinstance(prediction.get("id"), str) or not prediction["id"]:
+            raise ProviderResponseError(
+                "create prediction response has no id",
+                provider=self.name,
+                status_code=response.status_code,
+                retryable=True,
+                outcome_unknown=True,
+            )
+        log.debug("prediction %s created: %s", prediction["id"], prediction.get("status"))
+        return prediction
+
+    async def _recover(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, payload: dict[str, Any], sent_at: float
+    ) -> str | None:
+        """After a create with an unknown outcome: find the prediction it made (newest first, same input,
+        created since we sent it) and cancel it. Returns its id, or None when there is none."""
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(0.25)  # the create may still be on its way to the server
+            response = await send(
+                client,
+                "GET",
+                f"{self.base_url}/v1/predictions",
+                provider=self.name,
+                what="list predictions",
+                headers=auth_header("Bearer", token),
+            )
+            listed = parse_json(response, provider=self.name, what="list predictions").get("results")
+            for prediction in listed if isinstance(listed, list) else ():
+                if _made_by(prediction, payload, sent_at) and prediction["id"] not in ctx.attempt.remote_ids:
+                    log.warning("create outcome was unknown; found prediction %s and cancelling it", prediction["id"])
+                    ctx.job_started(prediction["id"])
+                    await self._abandon(ctx, client, token, prediction)
+                    return str(prediction["id"])
+        return None
+
+    def _cancel_when_created(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, post: asyncio.Future[httpx.Response]
+    ) -> None:
+        """The attempt was abandoned with a create in flight: once it answers, cancel what it created."""
+
+        async def reap() -> None:
+            try:
+                response = await post
+            except LightningError:
+                return
+            pid = salvage_id(response.content, "id")
+            if pid is not None and pid not in ctx.attempt.remote_ids:
+                log.warning("prediction %s was created after its attempt was abandoned; cancelling it", pid)
+                await self._cancel(client, token, {"id": pid})
+
+        read = self._http.timeout.read or 30.0
+        detach(reap(), timeout=MAX_WAIT_S + read + self.cancel_timeout_s, what="cancel of a late prediction")
+
+    async def _get(self, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]) -> dict[str, Any]:
+        pid = prediction["id"]
+        urls = prediction.get("urls")
+        url = urls.get("get") if isinstance(urls, dict) else None
+        response = await send(
+            client,
+            "GET",
+            url if isinstance(url, str) else f"{self.base_url}/v1/predictions/{pid}",
+            provider=self.name,
+            what="get prediction",
+            headers=auth_header("Bearer", token),
+            request_id=pid,
+        )
+        return parse_json(response, provider=self.name, what="get prediction", request_id=pid)
+
+    async def _wait(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]
+    ) -> dict[str, Any]:
+        delays = PollDelays(self.poll_initial_s, self.poll_max_s)
+        try:
+            # Without a deadline, Replicate's own 30-minute limit (plus a margin) bounds the wait.
+            async with async_timeout(None if ctx.deadline is not None else MAX_JOB_S):
+                while not _ready(prediction):
+                    await asyncio.sleep(delays.next(ctx.remaining()))
+                    prediction = await self._get(client, token, prediction)
+        except TIMEOUT_ERRORS:
+            raise GenerationTimeoutError(
+                f"prediction still {prediction.get('status')} after {MAX_JOB_S:.0f} s", provider=self.name
+            ) from None
+        return prediction
+
+    async def _collect(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]
+    ) -> _Done:
+        """Download the outputs; when the prediction is not terminal yet, fetch its metrics meanwhile.
+
+        Returns the prediction as last seen (with metrics when they arrived) for pricing.
+        """
+        pid = prediction["id"]
+        output = prediction.get("output")
+        if prediction.get("data_removed") or output is None:
+            raise ProviderResponseError(
+                "the prediction's outputs were removed (data_removed) before they were downloaded",
+                provider=self.name,
+                request_id=pid,
+                retryable=True,
+            )
+        urls = [output] if isinstance(output, str) else output
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise ProviderResponseError(
+                f"unexpected output shape: {type(output).__name__}", provider=self.name, request_id=pid, retryable=True
+            )
+        if not urls:
+            raise ContentFilteredError(
+                "the prediction returned no images (all withheld by the safety checker)",
+                provider=self.name,
+                request_id=pid,
+            )
+        started = time.monotonic()
+        downloads = asyncio.gather(*(self._download(client, token, url, pid) for url in urls))
+        if prediction.get("status") == "succeeded":
+            images = await downloads
+        else:  # `processing` with outputs: terminal metrics usually follow within moments
+            images, refreshed = await asyncio.gather(downloads, self._refresh(client, token, prediction))
+            prediction = refreshed
+        download_s = time.monotonic() - started
+        requested = int(prediction.get("input", {}).get("num_outputs") or len(urls))
+        if len(urls) < requested:
+            ctx.warn(
+                "ignored",
+                "num_images",
+                f"{requested - len(urls)} of {requested} images were withheld by the safety checker",
+            )
+        return _Done(prediction=prediction, images=list(images), download_s=download_s)
+
+    async def _refresh(self, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]) -> dict[str, Any]:
+        try:
+            refreshed = await self._get(client, token, prediction)
+        except LightningError as exc:
+            log.debug("refreshing prediction %s for its metrics failed: %s", prediction["id"], exc)
+            return prediction
+        return refreshed if refreshed.get("status") in ("processing", "succeeded") else prediction
+
+    async def _download(self, client: httpx.AsyncClient, token: SecretStr, url: str, pid: str) -> DecodedImage:
+        host = urlsplit(url).netloc
+        headers = auth_header("Bearer", token) if host == self._api_host or _FILE_HOSTS.search(host) else None
+        try:
+            image, seconds = await download_image(client, url, provider=self.name, headers=headers)
+        except LightningError as exc:
+            exc.request_id = pid
+            exc.retryable = True  # the job succeeded; a new one will most likely deliver intact files
+            raise
+        log.debug("prediction %s: downloaded %s in %.1f ms", pid, url, seconds * 1e3)
+        return image
+
+    async def _abandon(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]
+    ) -> None:
+        """Cancel a prediction we no longer wait for (shielded, bounded) and record what it cost."""
+        pid = prediction["id"]
+        final = await shielded(
+            self._cancel(client, token, prediction), timeout=self.cancel_timeout_s, what=f"cancel of prediction {pid}"
+        )
+        log.debug("prediction %s abandoned; cancel answered %s", pid, None if final is None else final.get("status"))
+        ctx.add_cost(self._cost(final or prediction))
+
+    async def _cancel(self, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]) -> dict[str, Any]:
+        pid = prediction["id"]
+        urls = prediction.get("urls")
+        url = urls.get("cancel") if isinstance(urls, dict) else None
+        response = await send(
+            client,
+            "POST",
+            url if isinstance(url, str) else f"{self.base_url}/v1/predictions/{pid}/cancel",
+            provider=self.name,
+            what="cancel prediction",
+            headers=auth_header("Bearer", token),
+            request_id=pid,
+        )
+        return parse_json(response, provider=self.name, what="cancel prediction", request_id=pid)
+
+    # -- response mapping -------------------------------------------------------------------------
+
+    def _job_error(self, prediction: dict[str, Any]) -> LightningError:
+        pid, status = prediction["id"], prediction.get("status")
+        error = mask_secrets(str(prediction.get("error") or ""))
+        if status == "failed":
+            if _NSFW.search(error):
+                return ContentFilteredError(f"prediction failed: {error}", provider=self.name, request_id=pid)
+            # Input errors are rejected at create (422); a prediction that fails later may succeed when re-run.
+            return ProviderResponseError(
+                f"prediction failed: {error or 'no error message'}", provider=self.name, request_id=pid, retryable=True
+            )
+        if status == "aborted":
+            return GenerationTimeoutError(
+                "prediction aborted: its deadline passed before it started (not charged)",
+                provider=self.name,
+                request_id=pid,
+            )
+        return ProviderUnavailableError(
+            "prediction was canceled by the provider (or its Cancel-After deadline)", provider=self.name, request_id=pid
+        )
+
+    @staticmethod
+    def _predict_time(prediction: dict[str, Any]) -> float | None:
+        metrics = prediction.get("metrics")
+        value = metrics.get("predict_time") if isinstance(metrics, dict) else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    @staticmethod
+    def _queue_s(prediction: dict[str, Any]) -> float | None:
+        created, started = parse_timestamp(prediction.get("created_at")), parse_timestamp(prediction.get("started_at"))
+        return None if created is None or started is None else max(0.0, (started - created).total_seconds())
+
+    def _cost(self, prediction: dict[str, Any]) -> Cost:
+        """`predict_time` x the hardware's $/s; aborted or never-started predictions cost nothing."""
+        status = prediction.get("status")
+        if status == "aborted":
+            return Cost(usd=0.0, basis="aborted before start: not charged", estimated=False)
+        sku, price = self.prices.replicate_rate(self.model)
+        assumed_sku = self.model.split(":")[0] not in self.prices.replicate_model_hardware
+        source = f"{sku}, {price.source.removeprefix('https://').removeprefix('http://')} {price.as_of}"
+        seconds = self._predict_time(prediction)
+        if seconds is not None:
+            return Cost(
+                usd=seconds * price.usd,
+                basis=f"predict_time {seconds:.3f} s x ${price.usd:.6f}/s ({source})",
+                estimated=assumed_sku,
+            )
+        started = parse_timestamp(prediction.get("started_at"))
+        if started is None:
+            return Cost(usd=0.0, basis=f"prediction {status or 'unknown'} before start: not charged", estimated=False)
+        ended = parse_timestamp(prediction.get("completed_at"))
+        seconds = ((ended.timestamp() if ended else time.time()) - started.timestamp()) if started else 0.0
+        seconds = max(0.0, seconds)
+        return Cost(
+            usd=seconds * price.usd,
+            basis=f"~{seconds:.3f} s since started_at (no predict_time) x ${price.usd:.6f}/s ({source})",
+            estimated=True,
+        )
+
+    def _seed_used(self, ctx: AttemptContext, prediction: dict[str, Any]) -> int:
+        """The seed the model logged (`Using seed: N`); a mismatch with the request is a warning."""
+        logs = prediction.get("logs")
+        match = _SEED_LOG.search(logs) if isinstance(logs, str) else None
+        if match is None:
+            return ctx.request.seed
+        seed = int(match.group(1))
+        if seed != ctx.request.seed:
+            ctx.warn("ignored", "seed", f"requested seed {ctx.request.seed} but the model logged 'Using seed: {seed}'")
+        return seed
+
+
+def _made_by(prediction: Any, payload: dict[str, Any], sent_at: float) -> bool:
+    """Whether a listed prediction is the one our create made: same input, created since we sent it."""
+    if not isinstance(prediction, dict) or not isinstance(prediction.get("id"), str):
+        return False
+    created = parse_timestamp(prediction.get("created_at"))
+    echoed = prediction.get("input")
+    return (
+        created is not None
+        and created.timestamp() >= sent_at - _CLOCK_SKEW_S
+        and isinstance(echoed, dict)
+        and all(echoed.get(key) == value for key, value in payload.items())
+    )
+
+
+def _ready(prediction: dict[str, Any]) -> bool:
+    """Terminal, or `processing` with outputs already present (sync-mode file outputs)."""
+    status = prediction.get("status")
+    return status in TERMINAL or (status == "processing" and bool(prediction.get("output")))

@@ -1,0 +1,193 @@
+"""What a sandbox provider does: latency models, error and fault settings, validated on `configure`."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["COMMON_FAULTS", "FAL_FAULTS", "REPLICATE_FAULTS", "Behaviour", "Latency", "Provider", "SeededDraws"]
+
+Provider = Literal["replicate", "fal"]
+
+#: Fault kinds every provider knows, then the provider-specific ones.
+COMMON_FAULTS = ("reset", "hang", "malformed_json", "truncated_image", "job_error", "nsfw")
+REPLICATE_FAULTS = (*COMMON_FAULTS, "aborted")
+FAL_FAULTS = (*COMMON_FAULTS, "completed_with_error")
+_FAULTS_BY_PROVIDER: dict[str, tuple[str, ...]] = {"replicate": REPLICATE_FAULTS, "fal": FAL_FAULTS}
+
+
+class Latency:
+    """A seconds distribution: fixed (`Latency(0.2)`), `uniform`, or mostly `base` with slow `stragglers`.
+
+    Draws come from the latency's own seeded generator, so a run with the same seed and the same order of
+    jobs sees the same delays.
+    """
+
+    def __init__(self, value: float) -> None:
+        if value < 0:
+            raise ValueError(f"latency must be >= 0 seconds, got {value}")
+        self._kind = "fixed"
+        self._lo = self._hi = float(value)
+        self._rate = 0.0
+        self._factor = 1.0
+        self._rng = random.Random(0)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def uniform(cls, lo: float, hi: float, seed: int = 0) -> Latency:
+        """Uniform between `lo` and `hi` seconds."""
+        if not 0 <= lo <= hi:
+            raise ValueError(f"uniform latency needs 0 <= lo <= hi, got lo={lo}, hi={hi}")
+        latency = cls(lo)
+        latency._kind, latency._hi, latency._rng = "uniform", float(hi), random.Random(seed)
+        return latency
+
+    @classmethod
+    def stragglers(cls, base: float, rate: float = 0.05, factor: float = 10.0, seed: int = 0) -> Latency:
+        """`base` seconds, except a fraction `rate` of draws that take `base * factor`."""
+        if not 0 <= rate <= 1 or factor < 1:
+            raise ValueError(f"stragglers need 0 <= rate <= 1 and factor >= 1, got rate={rate}, factor={factor}")
+        latency = cls(base)
+        latency._kind, latency._rate, latency._factor = "stragglers", rate, factor
+        latency._rng = random.Random(seed)
+        return latency
+
+    def sample(self) -> float:
+        """One delay in seconds."""
+        if self._kind == "fixed":
+            return self._lo
+        with self._lock:
+            if self._kind == "uniform":
+                return self._rng.uniform(self._lo, self._hi)
+            return self._lo * self._factor if self._rng.random() < self._rate else self._lo
+
+    def __repr__(self) -> str:
+        if self._kind == "uniform":
+            return f"Latency.uniform({self._lo}, {self._hi})"
+        if self._kind == "stragglers":
+            return f"Latency.stragglers({self._lo}, rate={self._rate}, factor={self._factor})"
+        return f"Latency({self._lo})"
+
+
+def _latency(name: str, value: Any) -> Latency:
+    if isinstance(value, Latency):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Latency(float(value))
+    raise ValueError(f"{name} must be seconds (a number >= 0) or a Latency, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """One provider's settings; replaced as a whole on every `configure`, so readers never see half an update."""
+
+    inference_s: Latency = field(default_factory=lambda: Latency(0.05))
+    queue_s: Latency = field(default_factory=lambda: Latency(0.0))
+    workers: int = 10_000
+    error_status: int | None = None
+    error_rate: float = 0.0
+    valid_tokens: tuple[str, ...] | None = None
+    retention_s: float = 3600.0
+    faults: tuple[tuple[str, float], ...] = ()
+    #: Replicate's documented minimum for `Cancel-After`; tests may lower it to keep deadlines short.
+    cancel_after_min_s: float = 5.0
+
+    def updated(self, provider: Provider, changes: dict[str, Any]) -> Behaviour:
+        """A copy with `changes` applied, each validated; unknown keys raise ValueError naming them."""
+        allowed = {f.name for f in dataclasses.fields(self)} | {"fault"}
+        if provider != "replicate":
+            allowed -= {"retention_s", "cancel_after_min_s"}
+        unknown = sorted(set(changes) - allowed)
+        if unknown:
+            raise ValueError(
+                f"unknown {provider} sandbox setting(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+            )
+        if "fault" in changes and "faults" in changes:
+            raise ValueError("pass either fault (one kind, always) or faults (kind -> probability), not both")
+        values: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key in ("inference_s", "queue_s"):
+                values[key] = _latency(key, value)
+            elif key == "workers":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"workers must be an integer >= 1, got {value!r}")
+                values[key] = value
+            elif key == "error_status":
+                if value is not None and (not isinstance(value, int) or not 400 <= value <= 599):
+                    raise ValueError(f"error_status must be None or an HTTP status from 400 to 599, got {value!r}")
+                values[key] = value
+            elif key == "error_rate":
+                values[key] = _probability("error_rate", value)
+            elif key == "valid_tokens":
+                if value is not None and (isinstance(value, str) or not all(isinstance(t, str) and t for t in value)):
+                    raise ValueError("valid_tokens must be None (any non-empty token) or a list of non-empty strings")
+                values[key] = None if value is None else tuple(value)
+            elif key in ("retention_s", "cancel_after_min_s"):
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                    raise ValueError(f"{key} must be a number of seconds >= 0, got {value!r}")
+                values[key] = float(value)
+            elif key == "fault":
+                values["faults"] = () if value is None else _faults(provider, {value: 1.0})
+            else:
+                values["faults"] = _faults(provider, value or {})
+        return dataclasses.replace(self, **values)
+
+
+def _probability(name: str, value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a probability from 0 to 1, got {value!r}")
+    return float(value)
+
+
+def _faults(provider: Provider, faults: Any) -> tuple[tuple[str, float], ...]:
+    if not isinstance(faults, dict):
+        raise ValueError(f"faults must be a dict of fault kind -> probability, got {faults!r}")
+    kinds = _FAULTS_BY_PROVIDER[provider]
+    unknown = sorted(str(k) for k in faults if k not in kinds)
+    if unknown:
+        raise ValueError(f"unknown {provider} fault kind(s): {', '.join(unknown)}; allowed: {', '.join(kinds)}")
+    pairs = tuple((kind, _probability(f"faults[{kind!r}]", p)) for kind, p in faults.items())
+    if sum(p for _, p in pairs) > 1 + 1e-9:
+        raise ValueError("fault probabilities are exclusive (one fault per job) and must sum to at most 1")
+    return pairs
+
+
+class SeededDraws:
+    """Reproducible uniform draws: the n-th draw of a stream depends only on the seed, the stream name and n."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._counters: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def bits(self, stream: str, n_bits: int = 64) -> int:
+        """The next draw of `stream` as an integer of `n_bits` random bits (at most 256)."""
+        with self._lock:
+            n = self._counters.get(stream, 0)
+            self._counters[stream] = n + 1
+        digest = hashlib.sha256(f"{self._seed}:{stream}:{n}".encode()).digest()
+        return int.from_bytes(digest, "big") >> (256 - n_bits)
+
+    def next(self, stream: str) -> float:
+        """The next draw in [0, 1) of `stream`."""
+        return self.bits(stream, 53) / 2**53
+
+    def fault(self, faults: tuple[tuple[str, float], ...]) -> str | None:
+        """The fault this job gets (at most one), or None."""
+        if not faults:
+            return None
+        draw, cumulative = self.next("fault"), 0.0
+        for kind, probability in faults:
+            cumulative += probability
+            if draw < cumulative:
+                return kind
+        return None
+
+    def reset(self, keep: tuple[str, ...] = ()) -> None:
+        """Start every stream except those in `keep` again from its first draw."""
+        with self._lock:
+            self._counters = {name: n for name, n in self._counters.items() if name in keep}

@@ -1,0 +1,133 @@
+"""State and HTTP helpers shared by the two emulated providers: settings, jobs, counters and fault responses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections import Counter
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lightning_client.testing._behaviour import Behaviour, Provider, SeededDraws
+from lightning_client.testing._jobs import Finisher, JobEngine, wait_event
+
+__all__ = ["HANG_LIMIT_S", "ProviderCore", "dumps", "hang", "json_response", "reset_connection"]
+
+#: A hung response is held at most this long (the client normally gives up first).
+HANG_LIMIT_S = 300.0
+
+
+def dumps(body: Any) -> bytes:
+    """Compact JSON bytes."""
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None, media_type: str = "application/json"
+) -> Response:
+    """A JSON response, encoded once."""
+    return Response(dumps(body), status_code=status, headers=headers, media_type=media_type)
+
+
+class ProviderCore:
+    """One emulated provider: its settings (swapped whole, thread-safe), its jobs and its counters."""
+
+    def __init__(self, name: Provider, seed: int, finish: Finisher) -> None:
+        self.name = name
+        self.behaviour = Behaviour()
+        self.draws = SeededDraws(seed)
+        self.requests: Counter[str] = Counter()
+        self.engine = JobEngine(lambda: self.behaviour.workers, finish)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closing: asyncio.Event | None = None  # set when the sandbox shuts down; releases hung requests
+        self._lock = threading.Lock()
+
+    def configure(self, changes: dict[str, Any]) -> None:
+        """Validate and apply `changes`; wakes queued jobs when there are more workers."""
+        with self._lock:
+            self.behaviour = self.behaviour.updated(self.name, changes)
+        if "workers" in changes and self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.engine.pump)
+
+    def reset(self) -> None:
+        """Default settings, no jobs, counters at zero (call on the sandbox loop, or before it runs)."""
+        with self._lock:
+            self.behaviour = Behaviour()
+        self.engine.clear()
+        with self._lock:
+            self.requests.clear()
+        # Ids keep counting, so a job id is never reused within one sandbox; every other draw (seeds,
+        # faults, error rate) starts over, so a test sees the same sequence whatever ran before it.
+        self.draws.reset(keep=("id",))
+
+    def count(self, kind: str) -> None:
+        """Record one HTTP request of route kind `kind`."""
+        with self._lock:
+            self.requests[kind] += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Job counters plus HTTP requests seen by route kind."""
+        with self._lock:
+            requests = dict(self.requests)
+        return {**self.engine.counts(), "requests": requests}
+
+    def injected_5xx(self) -> bool:
+        """True when this request should fail with an injected 5xx (`error_rate`)."""
+        rate = self.behaviour.error_rate
+        return rate > 0 and self.draws.next("error_rate") < rate
+
+    def token_ok(self, token: str | None) -> bool:
+        """Whether `token` is accepted: present and, when `valid_tokens` is set, one of them."""
+        if not token:
+            return False
+        valid = self.behaviour.valid_tokens
+        return valid is None or token in valid
+
+
+class _NoResponse(Response):
+    """Sends nothing: the connection was already closed."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+
+async def reset_connection(request: Request) -> Response:
+    """Close the client's connection without a response (the job may exist; the client cannot know).
+
+    The transport is the one the server gave the request (put in the scope by the sandbox's dispatcher).
+    Where the server does not expose it, the request fails as a 500 instead, which leaves the client just
+    as uncertain.
+    """
+    transport = request.scope.get("lightning.transport")
+    if transport is None:
+        return Response(b"Internal Server Error", status_code=500, media_type="text/plain")
+    transport.abort()
+    await asyncio.sleep(0)  # let the server see the connection is gone before the handler returns
+    return _NoResponse()
+
+
+async def hang(request: Request, closing: asyncio.Event | None) -> Response:
+    """Never answer: hold the request until the client disconnects, the sandbox shuts down or `HANG_LIMIT_S`
+    passes, then drop the connection."""
+    stop = closing or asyncio.Event()
+    disconnect = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        waiter = asyncio.ensure_future(wait_event(stop, HANG_LIMIT_S))
+        await asyncio.wait({disconnect, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+    finally:
+        disconnect.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await disconnect
+    return await reset_connection(request)
+
+
+async def _until_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

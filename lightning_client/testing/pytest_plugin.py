@@ -1,0 +1,43 @@
+"""pytest fixtures for the provider sandbox (registered through the `pytest11` entry point).
+
+- `lightning_sandbox`: one `Sandbox` for the whole test session, started the first time a test asks for it.
+- `replicate_sandbox` / `fal_sandbox`: that sandbox's provider handles, reset to defaults (settings, jobs and
+  counters) before each test that uses them.
+
+Nothing is imported or started unless a test requests one of these fixtures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from lightning_client.testing.sandbox import ProviderHandle, Sandbox
+
+__all__ = ["fal_sandbox", "lightning_sandbox", "replicate_sandbox"]
+
+
+@pytest.fixture(scope="session")
+def lightning_sandbox() -> Iterator[Sandbox]:
+    """A running `Sandbox` (Replicate and fal) shared by the session; stopped at the end."""
+    from lightning_client.testing.sandbox import Sandbox
+
+    with Sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def replicate_sandbox(lightning_sandbox: Sandbox) -> Iterator[ProviderHandle]:
+    """The shared sandbox's Replicate handle, reset before the test; its `url` is the client base URL."""
+    lightning_sandbox.replicate.reset()
+    yield lightning_sandbox.replicate
+
+
+@pytest.fixture
+def fal_sandbox(lightning_sandbox: Sandbox) -> Iterator[ProviderHandle]:
+    """The shared sandbox's fal handle, reset before the test; its `url` is the queue base URL."""
+    lightning_sandbox.fal.reset()
+    yield lightning_sandbox.fal

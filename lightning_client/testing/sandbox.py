@@ -1,0 +1,331 @@
+"""`Sandbox`: loopback Replicate and fal emulators on ephemeral ports, served from a background thread.
+
+```python
+from lightning_client.testing import Sandbox, Latency
+
+with Sandbox() as sb:
+    sb.replicate.configure(inference_s=Latency.uniform(0.05, 0.2), fault="nsfw")
+    client = replicate.Client(api_token="r8_test", base_url=sb.replicate_url)
+```
+
+Each endpoint (Replicate API, fal queue, fal sync run, fal REST) listens on its own socket; one uvicorn
+server on one event loop in one daemon thread serves them all, dispatching on the local port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from lightning_client.testing._behaviour import Latency, Provider
+from lightning_client.testing._fal_app import build_fal_apps, fal_finisher
+from lightning_client.testing._provider import ProviderCore
+from lightning_client.testing._replicate_app import build_replicate_app, replicate_finisher
+
+__all__ = ["Latency", "ProviderHandle", "Sandbox"]
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+_ENDPOINTS = ("replicate", "fal", "fal_run", "fal_rest")
+
+
+class ProviderHandle:
+    """Controls one emulated provider at run time; every method is thread-safe."""
+
+    def __init__(self, core: ProviderCore, sandbox: Sandbox) -> None:
+        self._core = core
+        self._sandbox = sandbox
+
+    @property
+    def name(self) -> Provider:
+        """'replicate' or 'fal'."""
+        return self._core.name
+
+    @property
+    def url(self) -> str:
+        """The base URL of this provider: `Sandbox.replicate_url` or `Sandbox.fal_url`."""
+        return self._sandbox.replicate_url if self.name == "replicate" else self._sandbox.fal_url
+
+    def configure(self, **behaviour: Any) -> None:
+        """Change settings now (see docs/sandbox.md); unknown keys or bad values raise ValueError."""
+        self._core.configure(behaviour)
+
+    def reset(self) -> None:
+        """Default settings, every job canceled and forgotten, counters at zero."""
+        self._sandbox._call_on_loop(self._core.reset)
+
+    def stats(self) -> dict[str, Any]:
+        """created/queued/running/succeeded/failed/canceled/aborted jobs and `requests` by route kind."""
+        return self._core.stats()
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """A snapshot of every job (id, status, input, seed, fault, error, created/started/completed_at)."""
+        return self._core.engine.snapshot()
+
+    def __repr__(self) -> str:
+        return f"<ProviderHandle {self.name} {self._core.behaviour}>"
+
+
+class Sandbox:
+    """Loopback emulators of Replicate and fal; a sync and async context manager."""
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        replicate: bool = True,
+        fal: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        start_timeout_s: float = 10.0,
+    ) -> None:
+        """`port=0` picks free ports; `port=N` serves Replicate on N and the fal endpoints on N+1, N+2, N+3."""
+        self.seed = seed
+        self.host = host
+        self._port = port
+        self._start_timeout_s = start_timeout_s
+        self._enabled = {
+            "replicate": replicate,
+            "fal": fal,
+            "fal_run": fal,
+            "fal_rest": fal,
+        }
+        self._replicate_core = ProviderCore("replicate", seed, replicate_finisher)
+        self._fal_core = ProviderCore("fal", seed, fal_finisher)
+        self.replicate = ProviderHandle(self._replicate_core, self)
+        self.fal = ProviderHandle(self._fal_core, self)
+        self._urls: dict[str, str] = {}
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: uvicorn.Server | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+
+    # -- URLs ------------------------------------------------------------------------------------
+
+    def _url(self, endpoint: str) -> str:
+        if not self._enabled[endpoint]:
+            raise RuntimeError(f"this Sandbox was created with {endpoint.split('_')[0]}=False")
+        if endpoint not in self._urls:
+            raise RuntimeError("the Sandbox is not running; use it as a context manager or call start()")
+        return self._urls[endpoint]
+
+    @property
+    def replicate_url(self) -> str:
+        """Base URL for `replicate.Client(base_url=...)` (routes under /v1/...)."""
+        return self._url("replicate")
+
+    @property
+    def fal_url(self) -> str:
+        """fal queue base URL: submit is POST {fal_url}/fal-ai/fast-lightning-sdxl."""
+        return self._url("fal")
+
+    @property
+    def fal_run_url(self) -> str:
+        """fal synchronous run base URL: POST {fal_run_url}/fal-ai/fast-lightning-sdxl."""
+        return self._url("fal_run")
+
+    @property
+    def fal_rest_url(self) -> str:
+        """fal REST base URL: GET {fal_rest_url}/v1/models/pricing?endpoint_id=..."""
+        return self._url("fal_rest")
+
+    def env(self) -> dict[str, str]:
+        """Environment settings that point the official clients at this sandbox (see docs/sandbox.md)."""
+        settings: dict[str, str] = {}
+        if self._enabled["replicate"]:
+            settings["REPLICATE_BASE_URL"] = self.replicate_url
+            settings["REPLICATE_API_TOKEN"] = "r8_sandbox"
+            settings["REPLICATE_POLL_INTERVAL"] = "0.05"
+        if self._enabled["fal"]:
+            settings["FAL_KEY"] = "sandbox:key"
+        return settings
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        """Bind the sockets and start serving; returns once every endpoint accepts connections."""
+        if self._thread is not None:
+            raise RuntimeError("this Sandbox has already been started")
+        sockets = self._bind()
+        self._thread = threading.Thread(target=self._serve, args=(sockets,), name="lightning-sandbox", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self._start_timeout_s) or self._failure is not None:
+            self.stop()
+            raise RuntimeError(f"the sandbox did not start within {self._start_timeout_s} s") from self._failure
+        return self
+
+    def stop(self) -> None:
+        """Stop serving: hung and streaming requests are released, jobs canceled, the thread joined."""
+        loop, thread = self._loop, self._thread
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._begin_shutdown)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self._urls.clear()
+
+    def __enter__(self) -> Sandbox:
+        return self if self._thread is not None else self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Sandbox:
+        return self if self._thread is not None else await asyncio.to_thread(self.start)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self._urls or 'stopped'}>"
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _bind(self) -> dict[str, socket.socket]:
+        sockets: dict[str, socket.socket] = {}
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        url_host = (
+            "127.0.0.1"
+            if self.host in ("0.0.0.0", "")
+            else f"[{self.host}]"
+            if family == socket.AF_INET6
+            else self.host
+        )
+        try:
+            for offset, endpoint in enumerate(e for e in _ENDPOINTS if self._enabled[e]):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                # Accepted connections inherit this; without it a response's header and body writes wait
+                # on the client's delayed ACK (about 40 ms per request on loopback).
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.bind((self.host, self._port + offset if self._port else 0))
+                sockets[endpoint] = sock
+                self._urls[endpoint] = f"http://{url_host}:{sock.getsockname()[1]}"
+        except OSError:
+            for sock in sockets.values():
+                sock.close()
+            self._urls.clear()
+            raise
+        return sockets
+
+    def _apps(self, sockets: dict[str, socket.socket]) -> dict[int, ASGIApp]:
+        by_endpoint: dict[str, Any] = {}
+        if "replicate" in sockets:
+            by_endpoint["replicate"] = build_replicate_app(self._replicate_core, self._urls["replicate"])
+        if "fal" in sockets:
+            queue, run, rest = build_fal_apps(self._fal_core, self._urls["fal"])
+            by_endpoint.update(fal=queue, fal_run=run, fal_rest=rest)
+        return {sockets[name].getsockname()[1]: app for name, app in by_endpoint.items()}
+
+    def _serve(self, sockets: dict[str, socket.socket]) -> None:
+        loop = _new_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main(sockets))
+        except BaseException as exc:  # noqa: BLE001 - reported to start() and re-raised there
+            self._failure = exc
+            self._ready.set()
+        finally:
+            for sock in sockets.values():
+                sock.close()
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    async def _main(self, sockets: dict[str, socket.socket]) -> None:
+        closing = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for core in (self._replicate_core, self._fal_core):
+            core.loop, core.closing = loop, closing
+        dispatcher = _Dispatcher(self._apps(sockets))
+        config = uvicorn.Config(
+            dispatcher,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            ws="none",
+            timeout_graceful_shutdown=1,
+        )
+        server = _Server(config, on_started=self._ready.set)
+        self._server = server
+        await server.serve(sockets=list(sockets.values()))
+        if not server.started:
+            raise RuntimeError("uvicorn could not start serving the sandbox sockets")
+
+    def _begin_shutdown(self) -> None:
+        for core in (self._replicate_core, self._fal_core):
+            if core.closing is not None:
+                core.closing.set()
+            core.engine.clear()
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True
+
+    def _call_on_loop(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the sandbox loop and wait for it (directly when not running or already on it)."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running() or self._thread is threading.current_thread():
+            fn()
+            return
+
+        async def call() -> None:
+            fn()
+
+        asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=10)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that reports the moment it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_started()
+
+
+class _Dispatcher:
+    """The ASGI entry point: routes each request to the app of the socket it arrived on.
+
+    It also puts the connection's transport in the scope (as `lightning.transport`), which the
+    connection-reset and hang faults use to drop the connection without an HTTP response.
+    """
+
+    def __init__(self, apps: dict[int, ASGIApp]) -> None:
+        self._apps = apps
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
+        server = scope.get("server")
+        app = self._apps.get(server[1]) if server else None
+        if app is None:
+            return
+        cycle = getattr(send, "__self__", None)
+        scope["lightning.transport"] = getattr(cycle, "transport", None)
+        await app(scope, receive, send)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    if importlib.util.find_spec("uvloop") is not None:
+        loop: asyncio.AbstractEventLoop = importlib.import_module("uvloop").new_event_loop()
+        return loop
+    return asyncio.new_event_loop()
