@@ -1,0 +1,435 @@
+"""`Ledger`: one record per attempt, in memory or in a SQLite file, with summaries and export.
+
+Feed it attempt events (`with ledger.observe(): ...`, or give it to a `Router`). With a
+path, every event is written to SQLite (WAL mode) by a background thread, batched,
+within milliseconds: an attempt's row exists from its start, gains its remote job id as
+soon as the provider returns one, and is completed at its end, so a crash loses at most
+the last few milliseconds and `open_jobs()` (also after a reopen) finds remote jobs that
+were started but never finished. The event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import csv
+import json
+import logging
+import math
+import queue
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pydantic import BaseModel
+
+from lightning_client.credentials import mask_secrets
+from lightning_client.generator import AttemptEvent, observe_attempts
+from lightning_client.result import Attempt, Cost, Timings
+
+__all__ = ["Ledger", "ProviderSummary", "percentile"]
+
+logger = logging.getLogger("lightning_client")
+
+#: Columns of the `attempts` table and of CSV exports, in order.
+COLUMNS: tuple[str, ...] = (
+    "attempt_id",
+    "provider",
+    "model",
+    "request_id",
+    "remote_ids",
+    "outcome",
+    "error_type",
+    "error_message",
+    "status_code",
+    "retryable",
+    "started_at",
+    "ended_at",
+    "queue_s",
+    "inference_s",
+    "download_s",
+    "load_s",
+    "total_s",
+    "cost_usd",
+    "cost_basis",
+    "cost_estimated",
+    "num_images",
+    "seed",
+    "steps",
+    "hedge",
+    "note",
+)
+_TIMINGS = ("queue_s", "inference_s", "download_s", "load_s", "total_s")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS attempts (
+    attempt_id TEXT PRIMARY KEY,
+    {", ".join(f"{c}" for c in COLUMNS[1:])}
+);
+CREATE INDEX IF NOT EXISTS attempts_provider ON attempts (provider);
+CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
+"""
+_INSERT = f"INSERT OR REPLACE INTO attempts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) of `values`, linearly interpolated; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _row(attempt: Attempt) -> dict[str, Any]:
+    """The flat, secret-free row stored for an attempt."""
+    return {
+        "attempt_id": attempt.attempt_id,
+        "provider": attempt.provider,
+        "model": attempt.model,
+        "request_id": attempt.request_id,
+        "remote_ids": json.dumps(attempt.remote_ids),
+        "outcome": attempt.outcome,
+        "error_type": attempt.error_type,
+        "error_message": None if attempt.error_message is None else mask_secrets(attempt.error_message),
+        "status_code": attempt.status_code,
+        "retryable": attempt.retryable,
+        "started_at": attempt.started_at.isoformat(),
+        "ended_at": None if attempt.ended_at is None else attempt.ended_at.isoformat(),
+        **{name: getattr(attempt.timings, name) for name in _TIMINGS},
+        "cost_usd": attempt.cost.usd,
+        "cost_basis": attempt.cost.basis,
+        "cost_estimated": attempt.cost.estimated,
+        "num_images": attempt.num_images,
+        "seed": attempt.seed,
+        "steps": attempt.steps,
+        "hedge": attempt.hedge,
+        "note": attempt.note,
+    }
+
+
+def _attempt(row: sqlite3.Row) -> Attempt:
+    return Attempt(
+        attempt_id=row["attempt_id"],
+        provider=row["provider"],
+        model=row["model"],
+        request_id=row["request_id"],
+        remote_ids=json.loads(row["remote_ids"] or "[]"),
+        outcome=row["outcome"],
+        error_type=row["error_type"],
+        error_message=row["error_message"],
+        status_code=row["status_code"],
+        retryable=None if row["retryable"] is None else bool(row["retryable"]),
+        started_at=datetime.fromisoformat(row["started_at"]),
+        ended_at=None if row["ended_at"] is None else datetime.fromisoformat(row["ended_at"]),
+        timings=Timings(**{name: row[name] for name in _TIMINGS}),
+        cost=Cost(usd=row["cost_usd"] or 0.0, basis=row["cost_basis"] or "", estimated=bool(row["cost_estimated"])),
+        num_images=row["num_images"] or 0,
+        seed=row["seed"],
+        steps=row["steps"],
+        hedge=bool(row["hedge"]),
+        note=row["note"],
+    )
+
+
+class ProviderSummary(BaseModel):
+    """One provider's line of `Ledger.summary()`.
+
+    `count` is the attempts actually sent (skipped ones are counted apart);
+    `success_rate` is succeeded / (succeeded + failed): a cancelled hedge loser is not
+    a failure. Latency percentiles are of successful attempts' total seconds.
+    `cost_per_image` divides every dollar spent with the provider (failed and cancelled
+    attempts included) by the images it delivered; `cost_estimated` is True when any of
+    those dollars is an estimate or a successful attempt had no price at all.
+    """
+
+    provider: str
+    count: int
+    succeeded: int
+    failed: int
+    canceled: int
+    skipped: int
+    success_rate: float | None
+    p50_s: float | None
+    p95_s: float | None
+    p99_s: float | None
+    mean_inference_s: float | None
+    images: int
+    cost_per_image: float | None
+    total_cost: float
+    cost_estimated: bool
+
+
+def _summarize(provider: str, attempts: list[Attempt]) -> ProviderSummary:
+    sent = [a for a in attempts if a.outcome != "skipped"]
+    by_outcome = {o: sum(a.outcome == o for a in sent) for o in ("succeeded", "failed", "canceled")}
+    decided = by_outcome["succeeded"] + by_outcome["failed"]
+    totals = [a.timings.total_s for a in sent if a.succeeded and a.timings.total_s is not None]
+    inference = [a.timings.inference_s for a in sent if a.succeeded and a.timings.inference_s is not None]
+    images = sum(a.num_images for a in sent if a.succeeded)
+    total_cost = sum(a.cost.usd for a in sent)
+
+    def pct(q: float) -> float | None:
+        return percentile(totals, q) if totals else None
+
+    return ProviderSummary(
+        provider=provider,
+        count=len(sent),
+        succeeded=by_outcome["succeeded"],
+        failed=by_outcome["failed"],
+        canceled=by_outcome["canceled"],
+        skipped=len(attempts) - len(sent),
+        success_rate=by_outcome["succeeded"] / decided if decided else None,
+        p50_s=pct(50),
+        p95_s=pct(95),
+        p99_s=pct(99),
+        mean_inference_s=sum(inference) / len(inference) if inference else None,
+        images=images,
+        cost_per_image=total_cost / images if images else None,
+        total_cost=total_cost,
+        cost_estimated=any(
+            (a.cost.estimated and bool(a.cost.basis or a.cost.usd)) or (a.succeeded and not a.cost.basis) for a in sent
+        ),
+    )
+
+
+class _Writer:
+    """Writes rows to SQLite on its own thread, in batches, so the event loop never waits on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self._queue: queue.SimpleQueue[Attempt | threading.Event | None] = queue.SimpleQueue()
+        self._db = _connect(path)
+        self._thread = threading.Thread(target=self._run, name=f"lightning-client-ledger {path.name}", daemon=True)
+        self._thread.start()
+
+    def put(self, attempt: Attempt) -> None:
+        self._queue.put(attempt)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is on disk."""
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch: list[Attempt] = []
+            markers: list[threading.Event] = []
+            item = self._queue.get()
+            while True:
+                if item is None:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    markers.append(item)
+                else:
+                    batch.append(item)
+                if len(batch) >= 256:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(batch)
+            for marker in markers:
+                marker.set()
+        self._db.close()
+
+    def _write(self, batch: list[Attempt]) -> None:
+        rows = [_row(a) for a in batch]
+        try:
+            with self._db:
+                self._db.executemany(_INSERT, [[row[c] for c in COLUMNS] for row in rows])
+        except sqlite3.Error:  # a full disk or a locked file must not kill the writer
+            logger.exception("ledger: could not write %d attempt row(s)", len(rows))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _snapshot(attempt: Attempt) -> Attempt:
+    """A copy sharing nothing mutable with `attempt` (cheaper than a deep copy)."""
+    return attempt.model_copy(
+        update={
+            "remote_ids": list(attempt.remote_ids),
+            "timings": attempt.timings.model_copy(),
+            "cost": attempt.cost.model_copy(),
+        }
+    )
+
+
+_open_ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_open_ledgers() -> None:
+    for ledger in list(_open_ledgers):
+        ledger.close()
+
+
+class Ledger:
+    """Every attempt, successful or not; in memory, or in a SQLite file when given a path.
+
+    Safe to share between threads and tasks. In memory, the most recent `max_records`
+    attempts are kept. With a file, nothing is held in memory: rows are written by a
+    background thread within milliseconds of each event (`flush()` waits for them;
+    `close()` and interpreter exit flush too; a closed ledger still records, writing
+    each row at once), and reads (`records()`, `summary()`, exports) query the file, so
+    they also see rows other processes wrote. Opening an existing file keeps its rows.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, max_records: int = 100_000) -> None:
+        if max_records < 1:
+            raise ValueError(f"max_records must be >= 1, got {max_records}")
+        self.path = None if path is None else Path(path)
+        self.max_records = max_records
+        self._lock = threading.Lock()
+        self._attempts: dict[str, Attempt] = {}
+        self._writer: _Writer | None = None
+        if self.path is not None:
+            _connect(self.path).close()  # create or validate the file now, not on the first write
+            self._writer = _Writer(self.path)
+            _open_ledgers.add(self)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Ledger:
+        """Open (or create) a SQLite ledger file."""
+        return cls(path)
+
+    def record(self, event: AttemptEvent, attempt: Attempt) -> None:
+        """Store the current state of `attempt` (an `observe_attempts` callback)."""
+        snapshot = _snapshot(attempt)
+        with self._lock:
+            if self._writer is not None:
+                self._writer.put(snapshot)
+                return
+            if self.path is None:
+                self._attempts.pop(snapshot.attempt_id, None)
+                self._attempts[snapshot.attempt_id] = snapshot
+                while len(self._attempts) > self.max_records:
+                    del self._attempts[next(iter(self._attempts))]
+                return
+        db = _connect(self.path)  # closed: write through
+        try:
+            with db:
+                db.execute(_INSERT, [_row(snapshot)[c] for c in COLUMNS])
+        finally:
+            db.close()
+
+    __call__ = record
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event recorded so far is in the SQLite file (True: done)."""
+        writer = self._writer
+        return True if writer is None else writer.flush(timeout)
+
+    @contextlib.contextmanager
+    def observe(self) -> Iterator[Ledger]:
+        """Record every attempt made inside this block (also without a router)."""
+        with observe_attempts(self.record):
+            yield self
+
+    def _sorted(self, provider: str | None = None) -> list[Attempt]:
+        """Stored attempts in start order (memory snapshots are replaced, never changed)."""
+        if self.path is None:
+            with self._lock:
+                found = [a for a in self._attempts.values() if provider is None or a.provider == provider]
+            return sorted(found, key=lambda a: a.started_at)
+        self.flush()
+        db = _connect(self.path)
+        try:
+            query = "SELECT * FROM attempts" + (" WHERE provider = ?" if provider else "") + " ORDER BY started_at"
+            return [_attempt(row) for row in db.execute(query, (provider,) if provider else ())]
+        finally:
+            db.close()
+
+    def records(self, provider: str | None = None) -> list[Attempt]:
+        """Copies of the stored attempts in start order, optionally of one provider."""
+        found = self._sorted(provider)
+        return found if self.path is not None else [_snapshot(a) for a in found]
+
+    def open_jobs(self) -> list[Attempt]:
+        """Attempts that started a remote job and never recorded an end (e.g. after a crash)."""
+        return [a for a in self.records() if a.remote_ids and a.outcome is None]
+
+    def summary(self) -> list[ProviderSummary]:
+        """One row per provider, in order of first appearance."""
+        grouped: dict[str, list[Attempt]] = {}
+        for attempt in self._sorted():
+            grouped.setdefault(attempt.provider, []).append(attempt)
+        return [_summarize(provider, attempts) for provider, attempts in grouped.items()]
+
+    def total_cost(self) -> float:
+        """Dollars recorded across every stored attempt."""
+        return sum(a.cost.usd for a in self._sorted())
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write every record as one CSV row (the SQLite columns); returns the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            for attempt in self._sorted():
+                writer.writerow(_row(attempt))
+        return target
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write every record as a JSON list of attempts; returns the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for attempt in self._sorted():
+            data = attempt.model_dump(mode="json")
+            if data["error_message"] is not None:
+                data["error_message"] = mask_secrets(data["error_message"])
+            rows.append(data)
+        target.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        return target
+
+    def __len__(self) -> int:
+        if self.path is None:
+            with self._lock:
+                return len(self._attempts)
+        self.flush()
+        db = _connect(self.path)
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0])
+        finally:
+            db.close()
+
+    def close(self) -> None:
+        """Flush the SQLite file and stop its writer thread (later records are written at once)."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+            _open_ledgers.discard(self)
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = "memory" if self.path is None else str(self.path)
+        return f"Ledger({where}, records={len(self)})"
