@@ -37,6 +37,8 @@ class PriceTable(BaseModel):
     #: Replicate does not publish which GPU runs bytedance/sdxl-lightning-4step; the
     #: L40S rate is a documented assumption (see docs/costs.md).
     replicate_model_hardware: dict[str, str] = {"bytedance/sdxl-lightning-4step": "gpu-l40s"}
+    #: Models whose hardware above is confirmed; costs of the others are marked estimated.
+    replicate_hardware_confirmed: frozenset[str] = frozenset()
     fal_units: dict[str, Price] = {
         # No official per-image price is published for fal-ai/fast-lightning-sdxl; this is the
         # widely quoted third-party figure, used only when the pricing endpoint is unreachable.

@@ -33,6 +33,7 @@ __all__ = [
     "HttpClients",
     "PollDelays",
     "detach",
+    "discard",
     "error_from_response",
     "expired",
     "make_timeout",
@@ -398,6 +399,12 @@ async def shielded(coro: Coroutine[Any, Any, T], *, timeout: float, what: str) -
         # Cancelled again (say, the deadline passed during the cleanup): finish the bounded work, then go.
         await asyncio.wait({task})
         raise
+
+
+def discard(future: asyncio.Future[Any]) -> None:
+    """Cancel a future whose answer is no longer needed, retrieving any error it already holds."""
+    future.cancel()
+    future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
 
 
 def detach(coro: Coroutine[Any, Any, Any], *, timeout: float, what: str) -> None:

@@ -31,6 +31,7 @@ from lightning_client.providers._http import (
     PollDelays,
     auth_header,
     detach,
+    discard,
     expired,
     make_timeout,
     parse_json,
@@ -317,7 +318,7 @@ class ReplicateGenerator(BaseGenerator):
             if pid is None:
                 self._cancel_when_created(ctx, client, token, post)
             else:
-                post.cancel()  # its answer is no longer needed
+                discard(post)  # its answer is no longer needed
             if not expired(ctx.remaining()):
                 raise
             # The deadline: report it here, where we know whether the prediction was found.
@@ -568,7 +569,7 @@ class ReplicateGenerator(BaseGenerator):
         if status == "aborted":
             return Cost(usd=0.0, basis="aborted before start: not charged", estimated=False)
         sku, price = self.prices.replicate_rate(self.model)
-        assumed_sku = self.model.split(":")[0] not in self.prices.replicate_model_hardware
+        assumed_sku = self.model.split(":")[0] not in self.prices.replicate_hardware_confirmed
         source = f"{sku}, {price.source.removeprefix('https://').removeprefix('http://')} {price.as_of}"
         seconds = self._predict_time(prediction)
         if seconds is not None:

@@ -13,6 +13,7 @@ import pytest
 
 import lightning_client as lc
 from lightning_client.generator import observe_attempts
+from lightning_client.pricing import PriceTable
 from lightning_client.result import Attempt
 from lightning_client.testing import Sandbox
 
@@ -58,6 +59,17 @@ def settled(sb: Sandbox) -> bool:
 # -- the happy path -------------------------------------------------------------------------------
 
 
+async def test_cost_is_exact_once_the_hardware_is_confirmed(sb: Sandbox) -> None:
+    prices = PriceTable(
+        replicate_model_hardware={"bytedance/sdxl-lightning-4step": "gpu-a100-large"},
+        replicate_hardware_confirmed=frozenset({"bytedance/sdxl-lightning-4step"}),
+    )
+    async with lc.ReplicateGenerator(api_token=TOKEN, base_url=sb.replicate_url, prices=prices) as gen:
+        result = await gen.agenerate(small())
+    assert result.cost.estimated is False and "gpu-a100-large" in result.cost.basis
+    assert result.cost.usd > 0
+
+
 async def test_done_when_one_512_image_with_seed_timings_cost_and_id(gen: lc.ReplicateGenerator) -> None:
     request = lc.GenerationRequest(prompt="a red fox", steps=4, width=512, height=512, seed=7)
     first = await gen.agenerate(request)
@@ -70,7 +82,7 @@ async def test_done_when_one_512_image_with_seed_timings_cost_and_id(gen: lc.Rep
     assert first.timings.inference_s is not None and first.timings.inference_s > 0
     assert first.timings.queue_s is not None and first.timings.download_s is not None
     assert first.timings.total_s is not None and first.timings.total_s >= first.timings.inference_s
-    assert first.cost.usd > 0 and not first.cost.estimated
+    assert first.cost.usd > 0 and first.cost.estimated  # the model's hardware is an assumption
     assert first.cost.basis.startswith("predict_time ") and "gpu-l40s" in first.cost.basis
     assert first.request_id and first.request_id != second.request_id
     assert first.warnings == []
