@@ -18,3 +18,20 @@ def version() -> None:
     from lightning_client import __version__
 
     typer.echo(__version__)
+
+
+from lightning_client.cli.sandbox import sandbox as _sandbox  # noqa: E402
+
+app.command(name="sandbox")(_sandbox)
+
+from lightning_client.cli.batch import batch  # noqa: E402
+from lightning_client.cli.compare import compare  # noqa: E402
+from lightning_client.cli.demo import demo  # noqa: E402
+from lightning_client.cli.generate import generate  # noqa: E402
+from lightning_client.cli.ledger import ledger_app  # noqa: E402
+
+app.command()(generate)
+app.command()(compare)
+app.command()(batch)
+app.command()(demo)
+app.add_typer(ledger_app, name="ledger")

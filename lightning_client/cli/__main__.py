@@ -1,0 +1,5 @@
+"""`python -m lightning_client.cli`: the same as the `lightning-client` command."""
+
+from lightning_client.cli import main
+
+main()

@@ -1,0 +1,118 @@
+"""`lightning-client generate`: one request, printed with provider, seed, latency breakdown and cost."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from lightning_client.cli._common import (
+    HOSTED,
+    AspectRatio,
+    Debug,
+    Format,
+    LedgerPath,
+    MissingKeysError,
+    SandboxUrl,
+    Size,
+    UseSandbox,
+    check_request_fields,
+    console,
+    has_key,
+    maybe_sandbox,
+    open_router,
+    run,
+    seconds,
+    size_fields,
+    usd,
+)
+from lightning_client.result import GenerationResult
+
+_CHOICES = ("auto", "replicate", "fal", "local")
+
+
+def print_result(result: GenerationResult, paths: list[Path]) -> None:
+    """The provider, seed, latency breakdown, cost, warnings, attempts and saved files."""
+    t = result.timings
+    console.print(
+        f"[bold green]✓[/] [bold]{result.provider}[/] · {escape(result.model.split(':')[0])} · seed {result.seed} · "
+        f"{result.steps} steps · {len(result.images)} image(s)"
+    )
+    console.print(
+        f"  latency   queue {seconds(t.queue_s)} · inference {seconds(t.inference_s)} · "
+        f"download {seconds(t.download_s)} · total {seconds(t.total_s)}"
+    )
+    estimated = ", estimated" if result.cost.estimated else ""
+    console.print(f"  cost      {usd(result.cost.usd)} ({escape(result.cost.basis or 'no basis reported')}{estimated})")
+    tried = [a for a in result.attempts if a.outcome != "skipped"]
+    if len(tried) > 1:
+        steps = " → ".join(f"{a.provider} {a.outcome}" + (f" ({a.error_type})" if a.error_type else "") for a in tried)
+        console.print(f"  attempts  {escape(steps)}")
+    for warning in result.warnings:
+        console.print(f"  [yellow]warning[/]   {escape(str(warning))}")
+    for path in paths:
+        console.print(f"  saved     {escape(str(path))}")
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    provider: Annotated[
+        str, typer.Option("--provider", "-p", help="replicate, fal, local, or auto (every hosted provider with a key).")
+    ] = "auto",
+    steps: Annotated[int, typer.Option("--steps", help="Inference steps: 1, 2, 4 or 8.")] = 4,
+    size: Size = None,
+    aspect_ratio: AspectRatio = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed (drawn at random when absent).")] = None,
+    num_images: Annotated[int, typer.Option("--num-images", "-n", help="Images per request, 1 to 8.")] = 1,
+    output_format: Format = "png",
+    negative_prompt: Annotated[str | None, typer.Option("--negative-prompt", help="Things to avoid.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Deadline in seconds for the whole request.")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the images.", file_okay=False)] = Path("outputs"),
+    local_model: Annotated[
+        Path | None,
+        typer.Option("--local-model", help="Folder with base/ and lightning/ for --provider local.", file_okay=False),
+    ] = None,
+    sandbox: UseSandbox = False,
+    sandbox_url: SandboxUrl = None,
+    ledger: LedgerPath = None,
+    debug: Debug = False,
+) -> None:
+    """Generate images with one provider (or auto failover) and save them with their metadata."""
+    if provider not in _CHOICES:
+        raise typer.BadParameter(f"{provider!r} is invalid; allowed: {', '.join(_CHOICES)}", param_hint="--provider")
+    if (sandbox or sandbox_url) and provider == "local":
+        raise typer.BadParameter(
+            "the sandbox emulates replicate and fal; drop --sandbox for local", param_hint="--sandbox"
+        )
+    fields: dict[str, Any] = {
+        "steps": steps,
+        "seed": seed,
+        "num_images": num_images,
+        "output_format": output_format,
+        "negative_prompt": negative_prompt,
+        "timeout_s": timeout,
+        **size_fields(size, aspect_ratio),
+    }
+
+    async def main() -> None:
+        check_request_fields(fields)
+        if provider == "auto":
+            providers = list(HOSTED) if sandbox or sandbox_url else [p for p in HOSTED if has_key(p)]
+            if not providers:
+                raise MissingKeysError(HOSTED)
+        else:
+            providers = [provider]
+        async with (
+            maybe_sandbox(sandbox, sandbox_url) as sb,
+            open_router(providers, sb, ledger_path=ledger, local_model=local_model) as router,
+        ):
+            result = await router.agenerate(prompt, **fields)
+        paths = await asyncio.to_thread(result.save, out, f"{result.provider}-{result.seed}")
+        print_result(result, paths)
+
+    run(main, debug=debug, command="generate")

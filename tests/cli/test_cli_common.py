@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+import typer
+
+from lightning_client.batching import parse_rate
+from lightning_client.cli._common import (
+    SandboxEndpoints,
+    error_line,
+    missing_keys_message,
+    parse_limits,
+    parse_providers,
+    parse_steps,
+    size_fields,
+)
+from lightning_client.credentials import fal_key
+from lightning_client.errors import AllProvidersFailedError, AuthenticationError
+
+
+def test_error_line_masks_registered_secrets() -> None:
+    secret = "fal-id:very-secret-value-42"
+    assert fal_key(secret) is not None  # registers the secret with the masker
+    error = AuthenticationError(f"rejected key {secret}", provider="fal", status_code=401, request_id="r1")
+    line = error_line(error)
+    assert secret not in line and "very-secret-value-42" not in line
+    assert line.startswith("AuthenticationError [fal]: rejected key ") and "(status=401, request_id=r1)" in line
+    assert "\n" not in error_line(AllProvidersFailedError("a\nb", attempts=[], provider="router"))
+
+
+def test_option_parsers_name_what_is_allowed() -> None:
+    assert parse_providers("fal, replicate,fal") == ["fal", "replicate"]
+    assert parse_steps("1,2,4,8") == [1, 2, 4, 8]
+    assert size_fields("512x768", None) == {"width": 512, "height": 768}
+    assert size_fields(None, "16:9") == {"aspect_ratio": "16:9"}
+    assert parse_limits(["fal=30/min"], "--rate-limit", parse_rate) == {"fal": 0.5}
+    with pytest.raises(typer.BadParameter, match="replicate, fal, local"):
+        parse_providers("openai")
+    with pytest.raises(typer.BadParameter, match="1, 2, 4 or 8"):
+        parse_steps("3")
+    with pytest.raises(typer.BadParameter, match="PROVIDER=VALUE"):
+        parse_limits(["fal"], "--rate-limit", parse_rate)
+    with pytest.raises(typer.BadParameter, match="N/min"):
+        parse_limits(["fal=fast"], "--rate-limit", parse_rate)
+
+
+def test_missing_keys_message_lists_only_missing_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REPLICATE_API_TOKEN", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_abcdefgh")
+    message = missing_keys_message(["replicate", "fal"], "compare")
+    assert "FAL_KEY" in message and "REPLICATE_API_TOKEN" not in message
+    assert "lightning-client compare --sandbox" in message
+
+
+def test_sandbox_url_maps_to_consecutive_ports() -> None:
+    endpoints = SandboxEndpoints.from_url("http://127.0.0.1:8800")
+    assert (endpoints.replicate_url, endpoints.fal_url, endpoints.fal_run_url, endpoints.fal_rest_url) == (
+        "http://127.0.0.1:8800",
+        "http://127.0.0.1:8801",
+        "http://127.0.0.1:8802",
+        "http://127.0.0.1:8803",
+    )
+    with pytest.raises(typer.BadParameter, match="http://HOST:PORT"):
+        SandboxEndpoints.from_url("https://example.com")
