@@ -33,13 +33,13 @@ __all__ = [
     "HttpClients",
     "PollDelays",
     "detach",
-    "discard",
     "error_from_response",
     "expired",
     "make_timeout",
     "parse_json",
     "parse_retry_after",
     "parse_timestamp",
+    "retrieve_errors",
     "salvage_id",
     "send",
     "shielded",
@@ -87,8 +87,12 @@ class HttpClients:
         """The client for the running loop."""
         return self._clients.get()
 
-    async def aclose(self) -> None:
-        """Close the running loop's client."""
+    async def aclose(self, drain_s: float = 5.0) -> None:
+        """Close the running loop's client, after giving pending remote cancels up to `drain_s` to finish."""
+        loop = asyncio.get_running_loop()
+        pending = [t for t in _background if t.get_loop() is loop and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=drain_s)
         client = self._clients.pop_current()
         if client is not None:
             await client.aclose()
@@ -401,9 +405,8 @@ async def shielded(coro: Coroutine[Any, Any, T], *, timeout: float, what: str) -
         raise
 
 
-def discard(future: asyncio.Future[Any]) -> None:
-    """Cancel a future whose answer is no longer needed, retrieving any error it already holds."""
-    future.cancel()
+def retrieve_errors(future: asyncio.Future[Any]) -> None:
+    """Mark `future`'s error as seen even if nobody awaits it (an abandoned create's answer)."""
     future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
 
 

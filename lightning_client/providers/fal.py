@@ -37,6 +37,7 @@ from lightning_client.providers._http import (
     expired,
     make_timeout,
     parse_json,
+    retrieve_errors,
     salvage_id,
     send,
     shielded,
@@ -267,6 +268,7 @@ class FalGenerator(BaseGenerator):
                 creates=True,
             )
         )
+        retrieve_errors(post)
         try:
             response = await asyncio.shield(post)  # left running if we are cancelled: see below
         except asyncio.CancelledError:

@@ -31,11 +31,11 @@ from lightning_client.providers._http import (
     PollDelays,
     auth_header,
     detach,
-    discard,
     expired,
     make_timeout,
     parse_json,
     parse_timestamp,
+    retrieve_errors,
     salvage_id,
     send,
     shielded,
@@ -307,6 +307,7 @@ class ReplicateGenerator(BaseGenerator):
                 creates=True,
             )
         )
+        retrieve_errors(post)
         try:
             response = await asyncio.shield(post)  # left running if we are cancelled: see below
         except asyncio.CancelledError:
@@ -318,7 +319,7 @@ class ReplicateGenerator(BaseGenerator):
             if pid is None:
                 self._cancel_when_created(ctx, client, token, post)
             else:
-                discard(post)  # its answer is no longer needed
+                post.cancel()  # its answer is no longer needed
             if not expired(ctx.remaining()):
                 raise
             # The deadline: report it here, where we know whether the prediction was found.
