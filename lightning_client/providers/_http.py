@@ -61,6 +61,8 @@ _TIMEOUT_TYPES = frozenset({"request_timeout", "startup_timeout"})
 #: httpx errors raised before any byte of the request can have reached the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 _background: set[asyncio.Task[Any]] = set()
+#: The subset of `_background` that is cancelling remote jobs right now (bounded work).
+_cleanups: set[asyncio.Task[Any]] = set()
 
 
 def make_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
@@ -88,9 +90,12 @@ class HttpClients:
         return self._clients.get()
 
     async def aclose(self, drain_s: float = 5.0) -> None:
-        """Close the running loop's client, after giving pending remote cancels up to `drain_s` to finish."""
+        """Close the running loop's client, after giving remote cancels in progress up to `drain_s` to finish.
+
+        Creates still waiting for an answer are not waited for: closing the client aborts them.
+        """
         loop = asyncio.get_running_loop()
-        pending = [t for t in _background if t.get_loop() is loop and not t.done()]
+        pending = [t for t in _cleanups if t.get_loop() is loop and not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=drain_s)
         client = self._clients.pop_current()
@@ -397,6 +402,8 @@ async def shielded(coro: Coroutine[Any, Any, T], *, timeout: float, what: str) -
     """
     task = asyncio.ensure_future(_bounded(coro, timeout, what))
     _keep(task)
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
