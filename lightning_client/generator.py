@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import Self
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
 from lightning_client._sync import run_sync
@@ -39,6 +40,7 @@ __all__ = [
     "AttemptEvent",
     "BaseGenerator",
     "Capabilities",
+    "ClosingContext",
     "Generator",
     "observe_attempts",
 ]
@@ -238,7 +240,31 @@ def as_request(request: GenerationRequest | str | None, fields: dict[str, Any]) 
     )
 
 
-class BaseGenerator(ABC):
+class ClosingContext:
+    """`with` / `async with` support for anything with `close()` and `aclose()`."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class BaseGenerator(ClosingContext, ABC):
     """Shared lifecycle for every backend: validation, deadline, attempt record, sync API.
 
     Subclasses implement `_generate(ctx)` making exactly one attempt, and raise only
@@ -347,20 +373,6 @@ class BaseGenerator(ABC):
     def close(self) -> None:
         """Close everything this generator holds, from synchronous code."""
         self._close_all()
-
-    def __enter__(self) -> BaseGenerator:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    async def __aenter__(self) -> BaseGenerator:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, model={self.model!r})"

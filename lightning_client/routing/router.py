@@ -21,7 +21,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,7 +37,14 @@ from lightning_client.errors import (
     ProviderResponseError,
     RateLimitError,
 )
-from lightning_client.generator import AttemptEvent, Capabilities, Generator, as_request, observe_attempts
+from lightning_client.generator import (
+    AttemptEvent,
+    Capabilities,
+    ClosingContext,
+    Generator,
+    as_request,
+    observe_attempts,
+)
 from lightning_client.ledger import Ledger
 from lightning_client.pricing import DEFAULT_PRICES, PriceTable
 from lightning_client.request import GenerationRequest
@@ -137,7 +143,7 @@ class _Running:
     started: float
 
 
-class Router:
+class Router(ClosingContext):
     """A `Generator` over several generators, with failover, retries, breakers, hedging and budgets.
 
     Args:
@@ -279,20 +285,6 @@ class Router:
                 run_sync(self.drain())
         for generator in self.generators:
             generator.close()
-
-    def __enter__(self) -> Router:
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Router:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         names = ", ".join(g.name for g in self.generators)
