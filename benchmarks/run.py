@@ -1,0 +1,320 @@
+"""Run every benchmark against the sandbox, print one table of targets, and record the numbers.
+
+    python benchmarks/run.py            # full run: benchmarks/results/*.json and docs/benchmarks.md
+    python benchmarks/run.py --quick    # under 3 minutes: benchmarks/results/quick/*.json, docs untouched
+
+Each benchmark is a module here with `run(quick) -> dict`: lag, cpu_cost, concurrency,
+import_time (ours), failover and hedging (the router's), plus the sandbox's own throughput
+script, run as a subprocess. A benchmark that fails is reported as such; the others still run.
+Only the section of docs/benchmarks.md between the run.py markers is rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS, machine, python
+
+HERE = Path(__file__).resolve().parent
+DOC = HERE.parent / "docs" / "benchmarks.md"
+BEGIN = "<!-- BEGIN GENERATED: run.py -->"
+END = "<!-- END GENERATED: run.py -->"
+#: Modules that must import without torch, diffusers, the sandbox's server or matplotlib.
+LIGHT_MODULES = (
+    "lightning_client",
+    "lightning_client.providers.replicate",
+    "lightning_client.providers.fal",
+    "lightning_client.routing",
+)
+BENCHMARKS = ("lag", "cpu_cost", "concurrency", "failover", "hedging", "import_time")
+
+
+@dataclass
+class Target:
+    """One row of the table: what was promised, what was measured, and whether it holds."""
+
+    benchmark: str
+    target: str
+    measured: str
+    met: bool | None  # None: informational, or not measured
+
+    @property
+    def status(self) -> str:
+        return "n/a" if self.met is None else "met" if self.met else "NOT MET"
+
+
+def _run_module(name: str, quick: bool) -> dict[str, Any]:
+    module = importlib.import_module(name)
+    runner: Callable[[bool], dict[str, Any]] = module.run
+    return runner(quick)
+
+
+def _sandbox_throughput(quick: bool) -> dict[str, Any]:
+    args = ["--jobs", "300", "--seconds", "1"] if quick else ["--jobs", "1000", "--seconds", "3"]
+    done = subprocess.run(
+        [python(), str(HERE / "sandbox_throughput.py"), *args], capture_output=True, text=True, timeout=400, check=True
+    )
+    return {"args": args, "output": done.stdout.strip().splitlines()}
+
+
+def _p50(report: dict[str, Any], compute: str, client: str) -> float:
+    value: float = report[compute][client]["p50_ms"]
+    return value
+
+
+def _lag_targets(report: dict[str, Any]) -> list[Target]:
+    rows = []
+    for compute in (k for k in report if k.startswith("compute_")):
+        label = f"lag, {compute.removeprefix('compute_')} compute"
+        for ours in ("ours_replicate", "ours_fal"):
+            value = _p50(report, compute, ours)
+            rows.append(Target(label, f"{ours} p50 <= 15 ms", f"{value:.1f} ms", value <= 15.0))
+        fal, official = _p50(report, compute, "ours_fal"), _p50(report, compute, "fal_client")
+        rows.append(
+            Target(
+                label,
+                "ours_fal p50 <= 1/2 fal-client's",
+                f"{fal:.1f} vs {official:.1f} ms ({fal / official:.2f}x)",
+                fal <= official / 2,
+            )
+        )
+        rep, official = _p50(report, compute, "ours_replicate"), _p50(report, compute, "replicate_python")
+        rows.append(
+            Target(
+                label,
+                "ours_replicate p50 <= replicate-python's",
+                f"{rep:.1f} vs {official:.1f} ms ({rep / official:.2f}x)",
+                rep <= official,
+            )
+        )
+        raw = _p50(report, compute, "raw_httpx_replicate"), _p50(report, compute, "raw_httpx_fal")
+        rows.append(
+            Target(label, "raw httpx p50 (replicate / fal), reference", f"{raw[0]:.1f} / {raw[1]:.1f} ms", None)
+        )
+    return rows
+
+
+def _cpu_targets(report: dict[str, Any]) -> list[Target]:
+    return [
+        Target(
+            "cpu per request",
+            f"{provider}: ours <= 1.3x raw httpx",
+            f"{row['ours_cpu_ms_per_request']:.2f} vs {row['raw_httpx_cpu_ms_per_request']:.2f} ms ({row['ratio']:.2f}x)",
+            row["ratio"] <= 1.3,
+        )
+        for provider, row in ((p, report[p]) for p in ("replicate", "fal"))
+    ]
+
+
+def _concurrency_targets(report: dict[str, Any]) -> list[Target]:
+    label = f"concurrency, {report['requests']} requests"
+    return [
+        Target(
+            label, "wall time <= 1.5 s (target set for 1,000)", f"{report['wall_s']:.2f} s", report["wall_s"] <= 1.5
+        ),
+        Target(
+            label,
+            "all succeed",
+            f"{report['succeeded']}/{report['requests']}",
+            report["succeeded"] == report["requests"],
+        ),
+        Target(label, "client peak RSS", f"{report['peak_rss_mb']:.0f} MiB", None),
+        Target(
+            label,
+            "client / sandbox CPU",
+            f"{report['client_cpu_s']:.1f} s ({report['client_cpu_ms_per_request']:.1f} ms/request) / "
+            f"{report['sandbox_cpu_s']:.1f} s",
+            None,
+        ),
+    ]
+
+
+def _failover_targets(report: dict[str, Any]) -> list[Target]:
+    scenarios = report["scenarios"]
+    baseline = scenarios["baseline (fal alone)"]["added_p50_ms"]
+    rows = [
+        Target(
+            "failover",
+            f"{name}: added p50 <= 20 ms",
+            f"{scenarios[name]['added_p50_ms']:.1f} ms",
+            scenarios[name]["added_p50_ms"] <= 20.0,
+        )
+        for name in ("refused (closed port)", "503 from replicate")
+    ]
+    opened = scenarios["breaker open"]["added_p50_ms"]
+    rows.append(
+        Target(
+            "failover",
+            "breaker open: added ~0 (within 2 ms of baseline)",
+            f"{opened:.2f} vs {baseline:.2f} ms",
+            opened - baseline <= 2.0,
+        )
+    )
+    return rows
+
+
+def _hedging_targets(report: dict[str, Any]) -> list[Target]:
+    rows = []
+    off = report["off"]
+    for mode in (k for k in ("p90", "p75") if k in report):
+        row = report[mode]
+        rows.append(
+            Target(
+                f"hedging ({mode})",
+                "p99 cut >= 3x for <= 10% extra cost per image",
+                f"p99 {off['p99_s']:.2f} -> {row['p99_s']:.2f} s ({row['p99_cut_x']:.2f}x), "
+                f"cost {row['extra_cost_pct']:+.1f}%",
+                row["p99_cut_x"] >= 3.0 and row["extra_cost_pct"] <= 10.0,
+            )
+        )
+    return rows
+
+
+def _import_targets(report: dict[str, Any]) -> list[Target]:
+    rows = []
+    for module, row in report["modules"].items():
+        ours = module.startswith("lightning_client")
+        rows.append(
+            Target(
+                "import time",
+                module
+                + (
+                    ": no torch/diffusers/server imports"
+                    if module in LIGHT_MODULES
+                    else " (informational)"
+                    if ours
+                    else " (reference)"
+                ),
+                f"{row['median_ms']:.0f} ms"
+                + (f"; heavy: {', '.join(row['heavy_imports'])}" if row["heavy_imports"] else ""),
+                (not row["heavy_imports"]) if module in LIGHT_MODULES else None,
+            )
+        )
+    return rows
+
+
+TARGETS: dict[str, Callable[[dict[str, Any]], list[Target]]] = {
+    "lag": _lag_targets,
+    "cpu_cost": _cpu_targets,
+    "concurrency": _concurrency_targets,
+    "failover": _failover_targets,
+    "hedging": _hedging_targets,
+    "import_time": _import_targets,
+}
+
+
+def _table(rows: list[Target]) -> str:
+    lines = ["| Benchmark | Target | Measured | Status |", "|---|---|---|---|"]
+    lines += [f"| {r.benchmark} | {r.target} | {r.measured} | {r.status} |" for r in rows]
+    return "\n".join(lines)
+
+
+def _section(rows: list[Target], info: dict[str, Any], reports: dict[str, Any], seconds: float) -> str:
+    m = info
+    parts = [
+        BEGIN,
+        "## Sandbox benchmarks (generated by `python benchmarks/run.py`)",
+        "",
+        f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['os']}; "
+        f"the whole run took {seconds:.0f} s. Every comparison is side by side in one run against the "
+        "loopback sandbox (lag, CPU and concurrency with the sandbox in its own process); images are "
+        "256x256 PNG so that downloads do not dominate. The raw numbers are in `benchmarks/results/*.json`.",
+        "",
+        _table(rows),
+        "",
+        "How to read it:",
+        "",
+        "- Lag is end-to-end time minus the provider's compute: create or submit, the wait for completion, "
+        "the result and the image download (and, for our generators, validating and decoding the image). "
+        "Clients run one request at a time, interleaved, so machine noise hits them alike; absolute "
+        "milliseconds move between runs on a shared machine, the ratios much less.",
+        "- fal-client polls every 0.1 s. With 1.0 s and 0.2 s of compute its polls line up with the end of "
+        "the sandbox's job, which real jobs do not do; the 0.23 s row shows the usual case.",
+        "- CPU per request: the sandbox is in another process, so only the client's CPU is counted.",
+        "- Concurrency: the sandbox process and the client process each get one of the two cores; both "
+        "CPU totals are shown. The target of 1.5 s cannot be reached on this machine while the sandbox "
+        "alone needs more CPU seconds than that for the burst.",
+    ]
+    throughput = reports.get("sandbox_throughput")
+    if isinstance(throughput, dict) and "output" in throughput:
+        parts += [
+            "",
+            "Sandbox throughput (`benchmarks/sandbox_throughput.py " + " ".join(throughput["args"]) + "`):",
+            "",
+        ]
+        parts += [f"    {line}" for line in throughput["output"]]
+    failed = [name for name, report in reports.items() if isinstance(report, dict) and "error" in report]
+    if failed:
+        parts += ["", "Failed to run: " + ", ".join(failed) + " (see the JSON files)."]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def update_doc(section: str, path: Path = DOC) -> None:
+    """Replace the text between the run.py markers (append the section when they are absent)."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples, under 3 minutes; docs untouched")
+    parser.add_argument("--only", nargs="*", choices=(*BENCHMARKS, "sandbox_throughput"), help="run only these")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    out = RESULTS / "quick" if args.quick else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    started = time.perf_counter()
+    reports: dict[str, Any] = {}
+    rows: list[Target] = []
+    for name in (*BENCHMARKS, "sandbox_throughput"):
+        if args.only and name not in args.only:
+            continue
+        t0 = time.perf_counter()
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        try:
+            report = _sandbox_throughput(args.quick) if name == "sandbox_throughput" else _run_module(name, args.quick)
+            report["seconds"] = round(time.perf_counter() - t0, 1)
+            if name in TARGETS:
+                rows += TARGETS[name](report)
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the others
+            traceback.print_exc()
+            report = {"error": f"{type(exc).__name__}: {exc}"}
+            rows.append(Target(name, "runs", report["error"][:80], False))
+        reports[name] = report
+        (out / f"{name}.json").write_text(
+            json.dumps({"machine": info, "quick": args.quick, **report}, indent=2, default=str) + "\n"
+        )
+    seconds = time.perf_counter() - started
+    width = max(len(r.target) for r in rows) if rows else 10
+    print(f"\n{info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['os']}, {info['date']}")
+    print(f"{'benchmark':<28}{'target':<{width + 2}}{'status':<9}measured")
+    for row in rows:
+        print(f"{row.benchmark:<28}{row.target:<{width + 2}}{row.status:<9}{row.measured}")
+    print(f"\ntotal {seconds:.0f} s; results in {out}")
+    if not args.quick and not args.no_docs and not args.only:
+        update_doc(_section(rows, info, reports, seconds))
+        print(f"updated {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
