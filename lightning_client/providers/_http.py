@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
+import itertools
 import json
+import math
 import re
+import ssl
 import time
 from collections.abc import Coroutine, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+import certifi
 import httpx
 from pydantic import SecretStr
 
@@ -72,25 +77,66 @@ def make_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
     return httpx.Timeout(timeout, connect=min(10.0, timeout), pool=min(10.0, timeout))
 
 
+class _ClientShards:
+    """Several `httpx.AsyncClient`s used in turn, for one event loop.
+
+    httpcore's pool rescans every connection and queued request on each request event, so
+    one pool's CPU cost per request grows with the requests in flight; pools of at most
+    `SHARD_CONNECTIONS` connections keep it flat (measured in benchmarks/concurrency.py).
+    """
+
+    def __init__(self, clients: list[httpx.AsyncClient]) -> None:
+        self.clients = clients
+        self._turn = itertools.cycle(clients)
+
+    def next(self) -> httpx.AsyncClient:
+        return next(self._turn)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(client.aclose() for client in self.clients))
+
+
+#: The most connections one httpx client (one pool) is given.
+SHARD_CONNECTIONS = 16
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every client: loading the CA bundle costs ~30 ms each time."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 class HttpClients:
-    """One `httpx.AsyncClient` per event loop for one generator (pooled connections, explicit limits)."""
+    """The HTTP clients of one generator, per event loop (pooled connections, explicit limits)."""
 
     def __init__(self, *, timeout: httpx.Timeout, max_connections: int) -> None:
         self.timeout = timeout
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._clients: PerLoop[httpx.AsyncClient] = PerLoop(self._new)
+        shards = math.ceil(max_connections / SHARD_CONNECTIONS)
+        per_shard = math.ceil(max_connections / shards)
+        self._limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        self._shards = shards
+        self._clients: PerLoop[_ClientShards] = PerLoop(self._new)
 
-    def _new(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            timeout=self.timeout, limits=self._limits, headers={"User-Agent": USER_AGENT}, follow_redirects=False
+    def _new(self) -> _ClientShards:
+        return _ClientShards(
+            [
+                httpx.AsyncClient(
+                    timeout=self.timeout,
+                    limits=self._limits,
+                    headers={"User-Agent": USER_AGENT},
+                    follow_redirects=False,
+                    verify=_tls_context(),
+                )
+                for _ in range(self._shards)
+            ]
         )
 
     def get(self) -> httpx.AsyncClient:
-        """The client for the running loop."""
-        return self._clients.get()
+        """A client for the running loop (several are used in turn when the pool is large)."""
+        return self._clients.get().next()
 
     async def aclose(self, drain_s: float = 5.0) -> None:
-        """Close the running loop's client, after giving remote cancels in progress up to `drain_s` to finish.
+        """Close the running loop's clients, after giving remote cancels in progress up to `drain_s` to finish.
 
         Creates still waiting for an answer are not waited for: closing the client aborts them.
         """
@@ -98,13 +144,13 @@ class HttpClients:
         pending = [t for t in _cleanups if t.get_loop() is loop and not t.done()]
         if pending:
             await asyncio.wait(pending, timeout=drain_s)
-        client = self._clients.pop_current()
-        if client is not None:
-            await client.aclose()
+        shards = self._clients.pop_current()
+        if shards is not None:
+            await shards.aclose()
 
     def close_all(self) -> None:
         """Close every client from synchronous code (each on its own loop when that loop still runs)."""
-        for loop, client in self._clients.pop_all():
+        for loop, shards in self._clients.pop_all():
             if loop.is_closed():
                 continue
             try:
@@ -112,11 +158,11 @@ class HttpClients:
             except RuntimeError:
                 running = None
             if loop is running:
-                task = loop.create_task(client.aclose())
+                task = loop.create_task(shards.aclose())
                 _background.add(task)
                 task.add_done_callback(_background.discard)
             elif loop.is_running():
-                future = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+                future = asyncio.run_coroutine_threadsafe(shards.aclose(), loop)
                 try:
                     future.result(timeout=5)
                 except Exception:
