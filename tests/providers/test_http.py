@@ -249,3 +249,17 @@ def test_one_client_per_loop_closed_from_sync_code(file_server: FileServer) -> N
     assert own is not portal
     clients.close_all()
     assert portal.is_closed
+
+
+async def test_large_pools_are_sharded_over_clients_used_in_turn() -> None:
+    from lightning_client.providers._http import SHARD_CONNECTIONS, HttpClients, make_timeout
+
+    big = HttpClients(timeout=make_timeout(5.0), max_connections=SHARD_CONNECTIONS * 4)
+    clients = [big.get() for _ in range(8)]
+    assert len({id(c) for c in clients}) == 4
+    assert clients[:4] == clients[4:]  # used in turn
+    small = HttpClients(timeout=make_timeout(5.0), max_connections=3)
+    assert small.get() is small.get()
+    await big.aclose()
+    await small.aclose()
+    assert all(c.is_closed for c in clients)
