@@ -61,10 +61,7 @@ class SecretFilter(logging.Filter):
         if not _secrets:
             return True
         message = record.getMessage()
-        masked = message
-        for secret in _secrets:
-            if secret in masked:
-                masked = masked.replace(secret, "**********")
+        masked = mask_secrets(message)
         if masked != message:
             record.msg, record.args = masked, None
         return True
