@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 
 from lightning_client.credentials import fal_key, mask_secrets, replicate_token
 from lightning_client.errors import InvalidRequestError, LightningError
@@ -61,6 +61,10 @@ AspectRatio = Annotated[
     str | None, typer.Option("--aspect-ratio", help="W:H, mapped to the nearest SDXL size, e.g. 16:9.")
 ]
 Format = Annotated[str, typer.Option("--format", help="Output format: png, jpeg or webp.")]
+LocalModel = Annotated[
+    Path | None,
+    typer.Option("--local-model", help="Folder with base/ and lightning/ for the local provider.", file_okay=False),
+]
 
 
 def has_key(provider: str) -> bool:
@@ -70,6 +74,14 @@ def has_key(provider: str) -> bool:
     if provider == "fal":
         return fal_key() is not None
     return True
+
+
+def hosted_providers(sandbox: bool, sandbox_url: str | None) -> list[str]:
+    """Every hosted provider with a sandbox, else those with a key in the environment (none: `MissingKeysError`)."""
+    chosen = list(HOSTED) if sandbox or sandbox_url else [p for p in HOSTED if has_key(p)]
+    if not chosen:
+        raise MissingKeysError(HOSTED)
+    return chosen
 
 
 def missing_keys_message(providers: Sequence[str], command: str) -> str:
@@ -370,6 +382,17 @@ def progress_bar(*, transient: bool = False) -> Progress:
         TextColumn("{task.fields[status]}"),
         console=console,
         transient=transient,
+    )
+
+
+def advance_progress(bar: Progress, task: TaskID, failed: int) -> None:
+    """One more done: advance `task` and show the rate and the failures so far."""
+    bar.advance(task)
+    state = bar.tasks[task]
+    bar.update(
+        task,
+        rate=rate_text(int(state.completed), state.elapsed),
+        status=f"[red]{failed} failed[/]" if failed else "",
     )
 
 

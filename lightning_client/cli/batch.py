@@ -21,17 +21,17 @@ from lightning_client.batching import (
 )
 from lightning_client.batching.runner import MANIFEST, Routes
 from lightning_client.cli._common import (
-    HOSTED,
     AspectRatio,
     Debug,
     Format,
     LedgerPath,
-    MissingKeysError,
+    LocalModel,
     SandboxUrl,
     Size,
     UseSandbox,
+    advance_progress,
     console,
-    has_key,
+    hosted_providers,
     maybe_sandbox,
     open_router,
     parse_limits,
@@ -78,13 +78,7 @@ async def run_batch_with_progress(
         def advance(item: BatchItem, entry: ManifestEntry) -> None:
             nonlocal failed
             failed += entry.status == "failed"
-            bar.advance(task)
-            state = bar.tasks[task]
-            bar.update(
-                task,
-                rate=rate_text(int(state.completed), state.elapsed),
-                status=f"[red]{failed} failed[/]" if failed else "",
-            )
+            advance_progress(bar, task, failed)
 
         return await run_batch(router, items, out, concurrency=concurrency, providers=providers, on_item=advance)
 
@@ -138,10 +132,7 @@ def batch(
     aspect_ratio: AspectRatio = None,
     output_format: Format = "png",
     timeout: Annotated[float | None, typer.Option("--timeout", help="Deadline in seconds per item.")] = None,
-    local_model: Annotated[
-        Path | None,
-        typer.Option("--local-model", help="Folder with base/ and lightning/ for the local provider.", file_okay=False),
-    ] = None,
+    local_model: LocalModel = None,
     sandbox: UseSandbox = False,
     sandbox_url: SandboxUrl = None,
     ledger: LedgerPath = None,
@@ -163,9 +154,7 @@ def batch(
 
     async def main() -> int:
         items = load_items(prompts, defaults={k: v for k, v in defaults.items() if v is not None})
-        chosen = names or (list(HOSTED) if sandbox or sandbox_url else [p for p in HOSTED if has_key(p)])
-        if not chosen:
-            raise MissingKeysError(HOSTED)
+        chosen = names or hosted_providers(sandbox, sandbox_url)
         async with (
             maybe_sandbox(sandbox, sandbox_url) as sb,
             open_router(chosen, sb, ledger_path=ledger, local_model=local_model, wrap=limit, policy=policy) as router,

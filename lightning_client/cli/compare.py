@@ -19,9 +19,11 @@ from lightning_client.cli._common import (
     Debug,
     Format,
     LedgerPath,
+    LocalModel,
     SandboxUrl,
     Size,
     UseSandbox,
+    advance_progress,
     check_request_fields,
     console,
     maybe_sandbox,
@@ -29,7 +31,6 @@ from lightning_client.cli._common import (
     parse_providers,
     parse_steps,
     progress_bar,
-    rate_text,
     run,
     size_fields,
 )
@@ -113,13 +114,7 @@ async def run_comparison(
             nonlocal failed
             if not any(r.succeeded for r in rows):
                 failed += 1
-            bar.advance(task)
-            state = bar.tasks[task]
-            bar.update(
-                task,
-                rate=rate_text(int(state.completed), state.elapsed),
-                status=f"[red]{failed} failed[/]" if failed else "",
-            )
+            advance_progress(bar, task, failed)
 
         return await run_matrix(
             router, cells, out, request_fields=request_fields, concurrency=concurrency, on_cell=advance
@@ -154,10 +149,7 @@ def compare(
     aspect_ratio: AspectRatio = None,
     output_format: Format = "png",
     timeout: Annotated[float | None, typer.Option("--timeout", help="Deadline in seconds per job.")] = None,
-    local_model: Annotated[
-        Path | None,
-        typer.Option("--local-model", help="Folder with base/ and lightning/ for the local provider.", file_okay=False),
-    ] = None,
+    local_model: LocalModel = None,
     sandbox: UseSandbox = False,
     sandbox_url: SandboxUrl = None,
     ledger: LedgerPath = None,

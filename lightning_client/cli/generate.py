@@ -10,18 +10,16 @@ import typer
 from rich.markup import escape
 
 from lightning_client.cli._common import (
-    HOSTED,
     AspectRatio,
     Debug,
     Format,
     LedgerPath,
-    MissingKeysError,
     SandboxUrl,
     Size,
     UseSandbox,
     check_request_fields,
     console,
-    has_key,
+    hosted_providers,
     maybe_sandbox,
     open_router,
     run,
@@ -101,12 +99,7 @@ def generate(
 
     async def main() -> None:
         check_request_fields(fields)
-        if provider == "auto":
-            providers = list(HOSTED) if sandbox or sandbox_url else [p for p in HOSTED if has_key(p)]
-            if not providers:
-                raise MissingKeysError(HOSTED)
-        else:
-            providers = [provider]
+        providers = hosted_providers(sandbox, sandbox_url) if provider == "auto" else [provider]
         async with (
             maybe_sandbox(sandbox, sandbox_url) as sb,
             open_router(providers, sb, ledger_path=ledger, local_model=local_model) as router,

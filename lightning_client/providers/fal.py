@@ -26,19 +26,15 @@ from lightning_client.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
-from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
-from lightning_client.images import DecodedImage, convert_image, download_image
-from lightning_client.pricing import DEFAULT_PRICES, Price, PriceTable
+from lightning_client.generator import AttemptContext, Capabilities
+from lightning_client.images import DecodedImage, convert_image
+from lightning_client.pricing import Price, PriceTable
 from lightning_client.providers._http import (
-    HttpClients,
+    HttpGenerator,
     PollDelays,
     auth_header,
-    detach,
     expired,
-    make_timeout,
     parse_json,
-    retrieve_errors,
-    salvage_id,
     send,
     shielded,
 )
@@ -86,7 +82,7 @@ class _Job:
     completed: dict[str, Any] = field(default_factory=dict)
 
 
-class FalGenerator(BaseGenerator):
+class FalGenerator(HttpGenerator):
     """SDXL-Lightning on fal.ai (`fal-ai/fast-lightning-sdxl` by default), through the queue API.
 
     One call makes one attempt: a queue submission with `X-Fal-Request-Timeout` from
@@ -111,6 +107,7 @@ class FalGenerator(BaseGenerator):
     """
 
     name = "fal"
+    _log = log
 
     def __init__(
         self,
@@ -133,19 +130,22 @@ class FalGenerator(BaseGenerator):
             raise ValueError(f"mode must be 'queue' or 'run', got {mode!r}")
         if app.count("/") < 1:
             raise ValueError(f"app must be an endpoint id like 'owner/app[/path]', got {app!r}")
-        self.model = app
+        super().__init__(
+            model=app,
+            prices=prices,
+            timeout=timeout,
+            max_connections=max_connections,
+            poll_initial_s=poll_initial_s,
+            poll_max_s=poll_max_s,
+            cancel_timeout_s=cancel_timeout_s,
+        )
         self.app = app
         self.queue_url = queue_url.rstrip("/")
         self.run_url = run_url.rstrip("/")
         self.rest_url = rest_url.rstrip("/")
-        self.prices = prices or DEFAULT_PRICES
         self.use_sse = use_sse
         self.mode = mode
-        self.poll_initial_s = poll_initial_s
-        self.poll_max_s = poll_max_s
-        self.cancel_timeout_s = cancel_timeout_s
         self._key = fal_key(key)
-        self._http = HttpClients(timeout=make_timeout(timeout), max_connections=max_connections)
         # Status, result and cancel URLs use only owner/app (no sub-path); used when a submit omits them.
         self._requests_root = f"{self.queue_url}/{'/'.join(app.split('/')[:2])}/requests"
         self._price: tuple[Price, str] | None = None
@@ -166,18 +166,8 @@ class FalGenerator(BaseGenerator):
             guidance=False,
         )
 
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
-
     def __repr__(self) -> str:
         return f"FalGenerator(queue_url={self.queue_url!r}, app={self.app!r}, mode={self.mode!r})"
-
-    async def _close(self) -> None:
-        await self._http.aclose()
-
-    def _close_all(self) -> None:
-        self._http.close_all()
 
     # -- request mapping --------------------------------------------------------------------------
 
@@ -256,19 +246,13 @@ class FalGenerator(BaseGenerator):
     ) -> _Job:
         remaining = ctx.remaining()
         submitted = time.monotonic()
-        post = asyncio.ensure_future(
-            send(
-                client,
-                "POST",
-                f"{self.queue_url}/{self.app}",
-                provider=self.name,
-                what="submit",
-                headers=self._headers(key, remaining),
-                json_body=arguments,
-                creates=True,
-            )
+        post = self._post_create(
+            client,
+            f"{self.queue_url}/{self.app}",
+            what="submit",
+            headers=self._headers(key, remaining),
+            json_body=arguments,
         )
-        retrieve_errors(post)
         try:
             response = await asyncio.shield(post)  # left running if we are cancelled: see below
         except asyncio.CancelledError:
@@ -282,32 +266,12 @@ class FalGenerator(BaseGenerator):
                 provider=self.name,
                 outcome_unknown=True,
             ) from None
-        try:
-            body = parse_json(response, provider=self.name, what="submit", outcome_unknown=True)
-        except ProviderResponseError as exc:
-            salvaged = salvage_id(response.content, "request_id")
-            if salvaged is None:
-                raise
-            # The request is queued: cancel it rather than leave it running unseen.
-            ctx.job_started(salvaged)
-            job = self._job(salvaged, {}, submitted)
-            await self._abandon(ctx, client, key, job)
-            raise ProviderResponseError(
-                f"{exc.message}; request {salvaged} was identified in the partial body and cancelled",
-                provider=self.name,
-                status_code=response.status_code,
-                request_id=salvaged,
-                retryable=True,
-            ) from None
-        request_id = body.get("request_id")
-        if not isinstance(request_id, str) or not request_id:
-            raise ProviderResponseError(
-                "submit response has no request_id",
-                provider=self.name,
-                status_code=response.status_code,
-                retryable=True,
-                outcome_unknown=True,
-            )
+
+        async def abandon(request_id: str) -> None:
+            await self._abandon(ctx, client, key, self._job(request_id, {}, submitted))
+
+        body = await self._created(ctx, response, what="submit", id_key="request_id", noun="request", abandon=abandon)
+        request_id = body["request_id"]
         job = self._job(request_id, body, submitted)
         self._observe(job, body)
         log.debug("request %s submitted: %s", request_id, job.status)
@@ -318,18 +282,16 @@ class FalGenerator(BaseGenerator):
     ) -> None:
         """The attempt was abandoned with a submit in flight: once it answers, cancel what it queued."""
 
-        async def reap() -> None:
-            try:
-                response = await post
-            except LightningError:
-                return
-            request_id = salvage_id(response.content, "request_id")
-            if request_id is not None:
-                log.warning("fal request %s was submitted after its attempt was abandoned; cancelling it", request_id)
-                await self._cancel(client, key, self._job(request_id, {}, submitted))
+        async def cancel(request_id: str) -> None:
+            await self._cancel(client, key, self._job(request_id, {}, submitted))
 
-        read = self._http.timeout.read or 30.0
-        detach(reap(), timeout=read + self.cancel_timeout_s, what="cancel of a late fal submit")
+        self._cancel_when_answered(
+            post,
+            "request_id",
+            cancel,
+            warning="fal request %s was submitted after its attempt was abandoned; cancelling it",
+            what="cancel of a late fal submit",
+        )
 
     def _job(self, request_id: str, body: dict[str, Any], submitted: float) -> _Job:
         """Follow the URLs the submit returned (built from owner/app and the id when absent)."""
@@ -379,11 +341,8 @@ class FalGenerator(BaseGenerator):
         url = httpx.URL(job.status_url)
         url = url.copy_with(path=url.path.rstrip("/") + "/stream")
         started = time.monotonic()
-        base = self._http.timeout
         # The server sends a comment every 15 s, so a silent 30 s means the stream is dead.
-        timeout = httpx.Timeout(
-            connect=base.connect, read=max(30.0, base.read or 0.0), write=base.write, pool=base.pool
-        )
+        timeout = self._read_timeout(max(30.0, self._http.timeout.read or 0.0))
         try:
             async with aconnect_sse(
                 client, "GET", str(url), headers=auth_header("Key", key), timeout=timeout
@@ -510,12 +469,7 @@ class FalGenerator(BaseGenerator):
 
     async def _download(self, client: httpx.AsyncClient, url: str, request_id: str) -> DecodedImage:
         # Files live on fal's CDN: no credentials are sent with them.
-        try:
-            image, seconds = await download_image(client, url, provider=self.name)
-        except LightningError as exc:
-            exc.request_id = request_id
-            exc.retryable = True  # the request succeeded; a new one will most likely deliver intact files
-            raise
+        image, seconds = await self._download_output(client, url, request_id)
         log.debug("request %s: downloaded %s in %.1f ms", request_id, url[:80], seconds * 1e3)
         return image
 

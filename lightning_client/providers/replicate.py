@@ -23,20 +23,16 @@ from lightning_client.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
-from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
-from lightning_client.images import DecodedImage, convert_image, download_image
-from lightning_client.pricing import DEFAULT_PRICES, PriceTable
+from lightning_client.generator import AttemptContext, Capabilities
+from lightning_client.images import DecodedImage, convert_image
+from lightning_client.pricing import PriceTable
 from lightning_client.providers._http import (
-    HttpClients,
+    HttpGenerator,
     PollDelays,
     auth_header,
-    detach,
     expired,
-    make_timeout,
     parse_json,
     parse_timestamp,
-    retrieve_errors,
-    salvage_id,
     send,
     shielded,
 )
@@ -78,7 +74,7 @@ class _Done:
     download_s: float
 
 
-class ReplicateGenerator(BaseGenerator):
+class ReplicateGenerator(HttpGenerator):
     """SDXL-Lightning on Replicate (`bytedance/sdxl-lightning-4step` by default).
 
     One call makes one attempt: a prediction (or, above 4 images, several run
@@ -99,6 +95,7 @@ class ReplicateGenerator(BaseGenerator):
     """
 
     name = "replicate"
+    _log = log
 
     def __init__(
         self,
@@ -116,15 +113,18 @@ class ReplicateGenerator(BaseGenerator):
     ) -> None:
         if not 0 <= wait_s <= MAX_WAIT_S:
             raise ValueError(f"wait_s must be from 0 to 60 seconds, got {wait_s}")
-        self.model = model
+        super().__init__(
+            model=model,
+            prices=prices,
+            timeout=timeout,
+            max_connections=max_connections,
+            poll_initial_s=poll_initial_s,
+            poll_max_s=poll_max_s,
+            cancel_timeout_s=cancel_timeout_s,
+        )
         self.base_url = base_url.rstrip("/")
-        self.prices = prices or DEFAULT_PRICES
         self.wait_s = wait_s
-        self.poll_initial_s = poll_initial_s
-        self.poll_max_s = poll_max_s
-        self.cancel_timeout_s = cancel_timeout_s
         self._token = replicate_token(api_token)
-        self._http = HttpClients(timeout=make_timeout(timeout), max_connections=max_connections)
         self._api_host = urlsplit(self.base_url).netloc
         owner_name, _, version = model.partition(":")
         if version:
@@ -147,18 +147,8 @@ class ReplicateGenerator(BaseGenerator):
             guidance=True,
         )
 
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._capabilities
-
     def __repr__(self) -> str:
         return f"ReplicateGenerator(base_url={self.base_url!r}, model={self.model!r})"
-
-    async def _close(self) -> None:
-        await self._http.aclose()
-
-    def _close_all(self) -> None:
-        self._http.close_all()
 
     # -- request mapping --------------------------------------------------------------------------
 
@@ -289,25 +279,11 @@ class ReplicateGenerator(BaseGenerator):
         body: dict[str, Any] = {"input": payload}
         if self._version is not None:
             body["version"] = self._version
-        base = self._http.timeout
-        timeout = (
-            None if read is None else httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
-        )
+        timeout = None if read is None else self._read_timeout(read)
         sent_at = time.time()
-        post = asyncio.ensure_future(
-            send(
-                client,
-                "POST",
-                self._create_url,
-                provider=self.name,
-                what="create prediction",
-                headers=headers,
-                json_body=body,
-                timeout=timeout,
-                creates=True,
-            )
+        post = self._post_create(
+            client, self._create_url, what="create prediction", headers=headers, json_body=body, timeout=timeout
         )
-        retrieve_errors(post)
         try:
             response = await asyncio.shield(post)  # left running if we are cancelled: see below
         except asyncio.CancelledError:
@@ -340,30 +316,13 @@ class ReplicateGenerator(BaseGenerator):
                 exc.message += f"; prediction {pid} was found and cancelled"
                 exc.request_id, exc.outcome_unknown = pid, False
             raise
-        try:
-            prediction = parse_json(response, provider=self.name, what="create prediction", outcome_unknown=True)
-        except ProviderResponseError as exc:
-            pid = salvage_id(response.content, "id")
-            if pid is None:
-                raise
-            # The prediction exists: cancel it rather than leave it running unseen.
-            ctx.job_started(pid)
+
+        async def abandon(pid: str) -> None:
             await self._abandon(ctx, client, token, {"id": pid, "status": "starting"})
-            raise ProviderResponseError(
-                f"{exc.message}; prediction {pid} was identified in the partial body and cancelled",
-                provider=self.name,
-                status_code=response.status_code,
-                request_id=pid,
-                retryable=True,
-            ) from None
-        if not isinstance(prediction.get("id"), str) or not prediction["id"]:
-            raise ProviderResponseError(
-                "create prediction response has no id",
-                provider=self.name,
-                status_code=response.status_code,
-                retryable=True,
-                outcome_unknown=True,
-            )
+
+        prediction = await self._created(
+            ctx, response, what="create prediction", id_key="id", noun="prediction", abandon=abandon
+        )
         log.debug("prediction %s created: %s", prediction["id"], prediction.get("status"))
         return prediction
 
@@ -397,33 +356,47 @@ class ReplicateGenerator(BaseGenerator):
     ) -> None:
         """The attempt was abandoned with a create in flight: once it answers, cancel what it created."""
 
-        async def reap() -> None:
-            try:
-                response = await post
-            except LightningError:
-                return
-            pid = salvage_id(response.content, "id")
-            if pid is not None and pid not in ctx.attempt.remote_ids:
-                log.warning("prediction %s was created after its attempt was abandoned; cancelling it", pid)
-                await self._cancel(client, token, {"id": pid})
+        async def cancel(pid: str) -> None:
+            await self._cancel(client, token, {"id": pid})
 
-        read = self._http.timeout.read or 30.0
-        detach(reap(), timeout=MAX_WAIT_S + read + self.cancel_timeout_s, what="cancel of a late prediction")
+        self._cancel_when_answered(
+            post,
+            "id",
+            cancel,
+            warning="prediction %s was created after its attempt was abandoned; cancelling it",
+            what="cancel of a late prediction",
+            known=ctx.attempt.remote_ids,
+            wait_s=MAX_WAIT_S,
+        )
 
     async def _get(self, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(client, token, prediction, "get", "GET", "", what="get prediction")
+
+    async def _call(
+        self,
+        client: httpx.AsyncClient,
+        token: SecretStr,
+        prediction: dict[str, Any],
+        link: str,
+        method: str,
+        suffix: str,
+        *,
+        what: str,
+    ) -> dict[str, Any]:
+        """Send to the prediction's `urls[link]` (else its API URL plus `suffix`) and return the JSON answer."""
         pid = prediction["id"]
         urls = prediction.get("urls")
-        url = urls.get("get") if isinstance(urls, dict) else None
+        url = urls.get(link) if isinstance(urls, dict) else None
         response = await send(
             client,
-            "GET",
-            url if isinstance(url, str) else f"{self.base_url}/v1/predictions/{pid}",
+            method,
+            url if isinstance(url, str) else f"{self.base_url}/v1/predictions/{pid}{suffix}",
             provider=self.name,
-            what="get prediction",
+            what=what,
             headers=auth_header("Bearer", token),
             request_id=pid,
         )
-        return parse_json(response, provider=self.name, what="get prediction", request_id=pid)
+        return parse_json(response, provider=self.name, what=what, request_id=pid)
 
     async def _wait(
         self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]
@@ -496,12 +469,7 @@ class ReplicateGenerator(BaseGenerator):
     async def _download(self, client: httpx.AsyncClient, token: SecretStr, url: str, pid: str) -> DecodedImage:
         host = urlsplit(url).netloc
         headers = auth_header("Bearer", token) if host == self._api_host or _FILE_HOSTS.search(host) else None
-        try:
-            image, seconds = await download_image(client, url, provider=self.name, headers=headers)
-        except LightningError as exc:
-            exc.request_id = pid
-            exc.retryable = True  # the job succeeded; a new one will most likely deliver intact files
-            raise
+        image, seconds = await self._download_output(client, url, pid, headers=headers)
         log.debug("prediction %s: downloaded %s in %.1f ms", pid, url, seconds * 1e3)
         return image
 
@@ -517,19 +485,7 @@ class ReplicateGenerator(BaseGenerator):
         ctx.add_cost(self._cost(final or prediction))
 
     async def _cancel(self, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]) -> dict[str, Any]:
-        pid = prediction["id"]
-        urls = prediction.get("urls")
-        url = urls.get("cancel") if isinstance(urls, dict) else None
-        response = await send(
-            client,
-            "POST",
-            url if isinstance(url, str) else f"{self.base_url}/v1/predictions/{pid}/cancel",
-            provider=self.name,
-            what="cancel prediction",
-            headers=auth_header("Bearer", token),
-            request_id=pid,
-        )
-        return parse_json(response, provider=self.name, what="cancel prediction", request_id=pid)
+        return await self._call(client, token, prediction, "cancel", "POST", "/cancel", what="cancel prediction")
 
     # -- response mapping -------------------------------------------------------------------------
 
