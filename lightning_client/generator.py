@@ -335,7 +335,7 @@ class BaseGenerator(ClosingContext, ABC):
             raise err from exc
         result.timings.total_s = time.monotonic() - ctx.started
         self._finish(ctx, "succeeded", None, result)
-        result.attempts = [ctx.attempt.model_copy(deep=True)]
+        result.attempts = [ctx.attempt.snapshot()]
         return result
 
     def _finish(

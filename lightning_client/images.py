@@ -9,7 +9,7 @@ import io
 import ipaddress
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 import httpx
@@ -56,7 +56,7 @@ def sniff_format(data: bytes) -> str | None:
 class DecodedImage:
     """A validated image: its bytes, format and size."""
 
-    data: bytes
+    data: bytes = field(repr=False)
     format: str
     width: int
     height: int
@@ -72,7 +72,12 @@ class DecodedImage:
 
 
 def decode_image(data: bytes, *, provider: str | None = None, declared_type: str | None = None) -> DecodedImage:
-    """Check magic number, declared type and full decodability, with a pixel-count cap."""
+    """Check magic number, declared type and integrity, with a pixel-count cap.
+
+    PNG integrity is checked with Pillow's `verify()` (every chunk's CRC through IEND, so a
+    truncated or corrupted transfer is caught without inflating the pixels); JPEG and WebP,
+    which carry no such checksums, are fully decoded.
+    """
     from PIL import Image
 
     fmt = sniff_format(data)
@@ -95,7 +100,10 @@ def decode_image(data: bytes, *, provider: str | None = None, declared_type: str
                         f"image of {width}x{height} pixels exceeds the {MAX_IMAGE_PIXELS}-pixel limit",
                         provider=provider,
                     )
-                image.load()
+                if fmt == "png":
+                    image.verify()
+                else:
+                    image.load()
     except ProviderResponseError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -96,6 +96,16 @@ class Attempt(BaseModel):
     def succeeded(self) -> bool:
         return self.outcome == "succeeded"
 
+    def snapshot(self) -> Attempt:
+        """A copy that later changes to this record cannot reach (cheaper than a deep copy)."""
+        return self.model_copy(
+            update={
+                "remote_ids": list(self.remote_ids),
+                "timings": self.timings.model_copy(),
+                "cost": self.cost.model_copy(),
+            }
+        )
+
 
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 

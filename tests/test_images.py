@@ -42,6 +42,13 @@ def test_non_images_truncated_images_and_type_mismatches_are_rejected() -> None:
     png = _encode("PNG", (256, 256))
     with pytest.raises(lc.ProviderResponseError, match="cannot be decoded"):
         decode_image(png[: len(png) // 2])
+    corrupted = bytearray(png)
+    corrupted[len(png) // 2] ^= 0xFF  # a flipped bit inside the compressed pixels: the chunk CRC fails
+    with pytest.raises(lc.ProviderResponseError, match="cannot be decoded"):
+        decode_image(bytes(corrupted))
+    jpeg = _encode("JPEG", (256, 256))
+    with pytest.raises(lc.ProviderResponseError, match="cannot be decoded"):
+        decode_image(jpeg[: len(jpeg) // 2])
     with pytest.raises(lc.ProviderResponseError, match="declared as image/jpeg but its bytes are png"):
         decode_image(png, declared_type="image/jpeg")
 

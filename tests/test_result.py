@@ -89,3 +89,13 @@ def test_costs_add_up_with_their_basis() -> None:
     assert round(total.usd, 9) == 0.3
     assert total.basis == "a + b"
     assert total.estimated is True
+
+
+def test_attempt_snapshots_do_not_share_mutable_parts() -> None:
+    attempt = lc.Attempt(provider="fal", remote_ids=["a"], timings=lc.Timings(total_s=1.0))
+    copy = attempt.snapshot()
+    attempt.remote_ids.append("b")
+    attempt.timings.total_s = 2.0
+    attempt.cost.usd = 5.0
+    assert (copy.remote_ids, copy.timings.total_s, copy.cost.usd) == (["a"], 1.0, 0.0)
+    assert copy.attempt_id == attempt.attempt_id

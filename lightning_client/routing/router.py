@@ -253,7 +253,7 @@ class Router(ClosingContext):
         finally:
             if reservation is not None:
                 reservation.release()
-        result.attempts = [a.model_copy(deep=True) for a in route.attempts]
+        result.attempts = [a.snapshot() for a in route.attempts]
         for attempt in result.attempts:
             if attempt.outcome is None:  # a loser still cancelling remotely; the ledger gets its end
                 attempt.outcome = "canceled"
