@@ -14,7 +14,6 @@ import atexit
 import contextlib
 import csv
 import json
-import logging
 import math
 import queue
 import sqlite3
@@ -28,13 +27,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lightning_client.credentials import mask_secrets
+from lightning_client.credentials import get_logger, mask_secrets
 from lightning_client.generator import AttemptEvent, observe_attempts
 from lightning_client.result import Attempt, Cost, Timings
 
 __all__ = ["Ledger", "ProviderSummary", "percentile"]
 
-logger = logging.getLogger("lightning_client")
+logger = get_logger("lightning_client")
 
 #: Columns of the `attempts` table and of CSV exports, in order.
 COLUMNS: tuple[str, ...] = (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from lightning_client.credentials import fal_key, mask_secrets, replicate_token
+from lightning_client.credentials import fal_key, get_logger, mask_secrets, replicate_token
 from lightning_client.errors import InvalidRequestError, LightningError
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-logger = logging.getLogger("lightning_client.cli")
+logger = get_logger("lightning_client.cli")
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)

@@ -9,17 +9,17 @@ and ignored, never breaking a generation.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from lightning_client.credentials import get_logger
 from lightning_client.generator import AttemptEvent
 from lightning_client.result import Attempt
 
 __all__ = ["AttemptHook", "Hooks", "OpenTelemetryHook", "default_hooks", "otel_available"]
 
-logger = logging.getLogger("lightning_client")
+logger = get_logger("lightning_client")
 
 AttemptHook = Callable[[AttemptEvent, Attempt], None]
 
