@@ -91,6 +91,8 @@ class Attempt(BaseModel):
     steps: int | None = None
     hedge: bool = False
     note: str | None = None
+    #: Which replica of a self-hosted worker pool ran the attempt (a Ray Serve replica id).
+    served_by: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -173,6 +175,8 @@ class GenerationResult(BaseModel):
     cost: Cost = Field(default_factory=Cost)
     attempts: list[Attempt] = Field(default_factory=list)
     warnings: list[GenerationWarning] = Field(default_factory=list)
+    #: Which replica of a self-hosted worker pool served the images (a Ray Serve replica id), if any.
+    served_by: str | None = None
 
     @model_validator(mode="after")
     def _stamp_images(self) -> GenerationResult:
