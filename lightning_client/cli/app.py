@@ -29,9 +29,11 @@ from lightning_client.cli.compare import compare  # noqa: E402
 from lightning_client.cli.demo import demo  # noqa: E402
 from lightning_client.cli.generate import generate  # noqa: E402
 from lightning_client.cli.ledger import ledger_app  # noqa: E402
+from lightning_client.cli.serve import serve  # noqa: E402
 
 app.command()(generate)
 app.command()(compare)
 app.command()(batch)
 app.command()(demo)
+app.command()(serve)
 app.add_typer(ledger_app, name="ledger")

@@ -1,0 +1,108 @@
+"""`lightning-client serve`: the OpenAI-compatible and native HTTP API over one generator or router."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import SecretStr
+
+from lightning_client.cli._common import (
+    HOSTED,
+    Debug,
+    LedgerPath,
+    LocalModel,
+    UsageError,
+    fail,
+    has_key,
+)
+
+__all__ = ["serve"]
+
+
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", exists=True, dir_okay=False, help="Configuration file describing the router."),
+    ] = None,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Start the provider sandbox in-process and serve a router over it.")
+    ] = False,
+    local_model: LocalModel = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: a free port, printed at startup).")] = 8000,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            help="Bearer key clients must send (repeatable); default: LIGHTNING_CLIENT_API_KEYS, comma-separated.",
+        ),
+    ] = None,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option("--allow-unauthenticated", help="Listen beyond loopback without any API key (not recommended)."),
+    ] = False,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait; past it 429.")] = 64,
+    max_concurrency: Annotated[
+        int, typer.Option("--max-concurrency", min=1, help="Requests handed to the generator at once.")
+    ] = 8,
+    grace_s: Annotated[
+        float, typer.Option("--grace-s", min=0.0, help="On SIGTERM, seconds in-flight requests may finish.")
+    ] = 30.0,
+    file_retention_s: Annotated[
+        float, typer.Option("--file-retention-s", min=1.0, help="Seconds `url` images stay downloadable.")
+    ] = 3600.0,
+    ledger: LedgerPath = None,
+    debug: Debug = False,
+) -> None:
+    """Serve a generator or router over HTTP: OpenAI Images API, native API, status and metrics."""
+    try:
+        from lightning_client.serving.app import create_app
+        from lightning_client.serving.build import build_served
+        from lightning_client.serving.runner import is_loopback, run_server
+        from lightning_client.serving.settings import ServerSettings, keys_from_env
+    except ImportError as exc:
+        fail(
+            UsageError(f"serving needs its extra ({exc.name} is missing): pip install 'lightning-client[serve]'"),
+            debug=debug,
+            code=2,
+        )
+    keys = list(api_key or []) or [k.get_secret_value() for k in keys_from_env()]
+    if not keys and not is_loopback(host) and not allow_unauthenticated:
+        fail(
+            UsageError(
+                f"refusing to listen on {host} without an API key: give --api-key KEY (or LIGHTNING_CLIENT_API_KEYS), "
+                "listen on 127.0.0.1, or pass --allow-unauthenticated"
+            ),
+            debug=debug,
+            code=2,
+        )
+    if config is not None and (sandbox or local_model is not None):
+        fail(
+            UsageError("--config describes what to serve; do not combine it with --sandbox or --local-model"),
+            debug=debug,
+            code=2,
+        )
+    settings = ServerSettings(
+        api_keys=tuple(SecretStr(k) for k in keys),
+        max_queue=max_queue,
+        max_concurrency=max_concurrency,
+        grace_s=grace_s,
+        file_retention_s=file_retention_s,
+    )
+    with contextlib.ExitStack() as stack:
+        endpoints = None
+        if sandbox:
+            from lightning_client.testing.sandbox import Sandbox
+
+            endpoints = stack.enter_context(Sandbox())
+        hosted = list(HOSTED) if sandbox else [p for p in HOSTED if has_key(p)] if config is None else []
+        try:
+            generator = build_served(
+                config=config, sandbox=endpoints, local_model=local_model, hosted=hosted, ledger_path=ledger
+            )
+        except (ValueError, UsageError) as exc:
+            fail(exc, debug=debug, code=2)
+        run_server(create_app(generator, settings=settings), host=host, port=port, grace_s=grace_s)

@@ -1,0 +1,422 @@
+"""`create_app`: the FastAPI application serving one generator or router over HTTP.
+
+The app is thin: it parses the OpenAI or native body into a `GenerationRequest`, hands it to
+the configured generator (a `Router` does all choosing, retrying and failing over), and maps
+results and the error taxonomy back to HTTP. Other routes (a playground, a realtime socket, a
+Ray Serve ingress) are added with `create_app(..., routers=[...])` or `app.include_router`;
+they reach the shared state with `serving_state(request)` and protect themselves with the
+`require_api_key` dependency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from lightning_client.credentials import get_logger
+from lightning_client.errors import InvalidRequestError, LightningError
+from lightning_client.generator import Generator
+from lightning_client.request import GenerationRequest
+from lightning_client.result import GenerationResult
+from lightning_client.serving.admission import Admission, QueueFullError
+from lightning_client.serving.errors import ApiError, error_for, retry_after_header
+from lightning_client.serving.files import FileStore
+from lightning_client.serving.metrics import ServerMetrics
+from lightning_client.serving.openai_images import ImagesRequest, images_response
+from lightning_client.serving.settings import ServerSettings
+
+__all__ = ["EXPECTED_WAIT_HEADER", "ServingState", "create_app", "require_api_key", "serving_state"]
+
+log = get_logger("lightning_client.serving")
+
+#: Response header with the server's expected wait for the next request, in seconds.
+EXPECTED_WAIT_HEADER = "X-Expected-Wait-S"
+#: A caller-chosen request id (e.g. `RemoteGenerator`'s) is kept when it looks like this.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class ClientDisconnectedError(Exception):
+    """The caller went away before its result was ready."""
+
+
+@dataclass
+class ServingState:
+    """What every route shares: the generator, the HTTP settings, the queue, metrics and files."""
+
+    generator: Generator
+    settings: ServerSettings
+    admission: Admission
+    metrics: ServerMetrics
+    files: FileStore
+    ready: bool = False
+    own_generator: bool = True
+    _warmup: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def generators(self) -> list[Generator]:
+        """The generators behind the served one (the router's, or the generator itself)."""
+        inner = getattr(self.generator, "generators", None)
+        return list(inner) if isinstance(inner, list) else [self.generator]
+
+    def generator_wait_s(self) -> float | None:
+        """What the served generator reports as its own expected wait (None: unknown)."""
+        return _expected_wait(self.generator)
+
+    def expected_wait_s(self) -> float | None:
+        """Seconds a request arriving now is expected to wait for its result to start."""
+        return self.admission.expected_wait_s(self.generator_wait_s())
+
+    def status(self) -> dict[str, Any]:
+        breakers = getattr(self.generator, "breakers", {})
+        return {
+            "ready": self.ready,
+            "queue_depth": self.admission.queued,
+            "in_flight": self.admission.in_flight,
+            "max_queue": self.admission.max_queue,
+            "max_concurrency": self.admission.max_concurrency,
+            "expected_wait_s": self.expected_wait_s(),
+            "mean_service_s": self.admission.service_s,
+            "generators": [
+                {
+                    "name": g.name,
+                    "expected_wait_s": _expected_wait(g),
+                    "breaker": breakers[g.name].state if g.name in breakers else None,
+                }
+                for g in self.generators
+            ],
+            "capabilities": self.generator.capabilities.model_dump(mode="json"),
+        }
+
+    async def warm_up(self) -> None:
+        """Load every generator that can preload (`aload`); ready afterwards, or never if loading fails."""
+        try:
+            for generator in self.generators:
+                load = getattr(generator, "aload", None)
+                if callable(load):
+                    await load()
+        except Exception:
+            log.exception("warm-up failed; /readyz stays unready")
+            return
+        self.ready = True
+
+
+def _expected_wait(generator: Generator) -> float | None:
+    probe = getattr(generator, "expected_wait_s", None)
+    if not callable(probe):
+        return None
+    try:
+        value = probe()
+    except Exception:  # a faulty probe must not break status or admission
+        log.exception("%s.expected_wait_s() failed", generator.name)
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def serving_state(request: Request) -> ServingState:
+    """The `ServingState` of the app serving `request`."""
+    state: ServingState = request.app.state.lightning
+    return state
+
+
+def _authorized(settings: ServerSettings, header: str) -> bool:
+    scheme, _, token = header.partition(" ")
+    given = token.strip().encode()
+    matched = False
+    for key in settings.api_keys:  # every key compared, in constant time each
+        matched |= hmac.compare_digest(given, key.get_secret_value().encode())
+    return scheme.lower() == "bearer" and matched
+
+
+def require_api_key(request: Request) -> None:
+    """Dependency: a valid `Authorization: Bearer <key>` when the server has keys (else 401)."""
+    settings = serving_state(request).settings
+    if settings.api_keys and not _authorized(settings, request.headers.get("authorization", "")):
+        raise ApiError(
+            401,
+            "invalid or missing API key: send Authorization: Bearer <key>",
+            type="invalid_api_key",
+            code="AuthenticationError",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has disconnected (the body is already read)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _watching(request: Request, work: Awaitable[GenerationResult]) -> GenerationResult:
+    """Run `work`, cancelling it (and its remote jobs) when the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the server is shutting down: cancel the generation, then go
+        watcher.cancel()
+        task.cancel()
+        await asyncio.wait({task})
+        raise
+    watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    await asyncio.wait({task})
+    raise ClientDisconnectedError()
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+async def _serve(
+    request: Request,
+    gen_request: GenerationRequest,
+    providers: Sequence[str] | None,
+    *,
+    route: str,
+) -> tuple[GenerationResult, dict[str, str]]:
+    """Admit, generate (cancelled on disconnect), record metrics; returns the result and response headers."""
+    state = serving_state(request)
+    generator = state.generator
+    if providers is not None and not hasattr(generator, "breakers"):
+        if list(providers) != [generator.name]:
+            raise InvalidRequestError(
+                f"providers={list(providers)!r} is invalid; this server serves only {generator.name!r}",
+                field="providers",
+            )
+        providers = None
+    request_id = _request_id(request)
+    metrics = state.metrics
+    try:
+        async with state.admission.slot(state.generator_wait_s()) as queued_s:
+            metrics.queue_depth.set(state.admission.queued)
+            metrics.in_flight.set(state.admission.in_flight)
+            work = (
+                generator.agenerate(gen_request, providers=providers)  # type: ignore[call-arg]
+                if providers is not None
+                else generator.agenerate(gen_request)
+            )
+            result = await _watching(request, work)
+    except QueueFullError as exc:
+        metrics.requests.labels(route, "queue_full").inc()
+        raise ApiError(
+            429,
+            f"the server's queue is full ({state.admission.max_queue} waiting); retry later",
+            type="rate_limit_error",
+            code="RateLimitError",
+            retryable=True,
+            headers={**retry_after_header(exc.expected_wait_s or 1.0), "X-Request-Id": request_id},
+        ) from None
+    except ClientDisconnectedError:
+        metrics.requests.labels(route, "disconnected").inc()
+        log.info("request %s: client disconnected, generation cancelled", request_id)
+        raise
+    except asyncio.CancelledError:
+        metrics.requests.labels(route, "cancelled").inc()
+        log.warning("request %s cancelled (server shutting down)", request_id)
+        raise
+    except LightningError as exc:
+        metrics.requests.labels(route, type(exc).__name__).inc()
+        attempts = getattr(exc, "attempts", None) or ([exc.attempt] if exc.attempt else [])
+        metrics.observe_costs(attempts)
+        raise
+    finally:
+        metrics.queue_depth.set(state.admission.queued)
+        metrics.in_flight.set(state.admission.in_flight)
+    metrics.requests.labels(route, "succeeded").inc()
+    metrics.observe_result(result, queued_s)
+    headers = {"X-Request-Id": request_id}
+    wait = state.expected_wait_s()
+    if wait is not None:
+        headers[EXPECTED_WAIT_HEADER] = f"{wait:.3f}"
+    return result, headers
+
+
+def _api_router() -> APIRouter:
+    api = APIRouter(dependencies=[Depends(require_api_key)])
+
+    @api.post("/v1/images/generations", summary="OpenAI Images API: generate images")
+    async def images_generations(body: ImagesRequest, request: Request) -> JSONResponse:
+        try:
+            gen_request = body.to_request()
+            result, headers = await _serve(request, gen_request, body.providers, route="images")
+        except LightningError as exc:
+            raise error_for(exc, openai_names=True) from None
+        state = serving_state(request)
+        base = str(request.base_url).rstrip("/")
+
+        def store(data: bytes, content_type: str, extension: str) -> str:
+            return f"{base}/v1/files/{state.files.put(data, content_type, extension)}"
+
+        return JSONResponse(images_response(body, result, store=store), headers=headers)
+
+    @api.post("/v1/generations", summary="Native API: a GenerationRequest in, a GenerationResult out")
+    async def generations(
+        request: Request,
+        body: dict[str, Any] = Body(  # noqa: B008 - FastAPI's way to declare a body
+            ...,
+            description="GenerationRequest fields, plus optional `providers` (an explicit order of generator names).",
+        ),
+    ) -> Response:
+        fields = dict(body)
+        providers = fields.pop("providers", None)
+        if providers is not None and not (isinstance(providers, list) and all(isinstance(p, str) for p in providers)):
+            raise InvalidRequestError("providers must be a list of generator names", field="providers")
+        gen_request = GenerationRequest(**fields)
+        result, headers = await _serve(request, gen_request, providers, route="generations")
+        return Response(result.model_dump_json(), media_type="application/json", headers=headers)
+
+    @api.get("/v1/capabilities", summary="What the served generator can do")
+    async def capabilities(request: Request) -> dict[str, Any]:
+        state = serving_state(request)
+        return {
+            "name": state.generator.name,
+            "generators": [g.name for g in state.generators],
+            "capabilities": state.generator.capabilities.model_dump(mode="json"),
+        }
+
+    @api.get("/v1/status", summary="Queue depth, in flight, expected waits and breaker states")
+    async def status(request: Request) -> dict[str, Any]:
+        return serving_state(request).status()
+
+    @api.get("/metrics", summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(serving_state(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return api
+
+
+def _open_router() -> APIRouter:
+    """Routes without auth: probes, and stored images behind unguessable ids."""
+    public = APIRouter()
+
+    @public.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @public.get("/readyz", summary="Readiness: the generator is warm")
+    async def readyz(request: Request) -> JSONResponse:
+        ready = serving_state(request).ready
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @public.get("/v1/files/{file_id}", summary="An image answered as `url` (kept for the server's retention)")
+    async def files(file_id: str, request: Request) -> Response:
+        stored = serving_state(request).files.get(file_id)
+        if stored is None:
+            raise ApiError(404, f"no file {file_id!r} (unknown or expired)", type="not_found", code="NotFound")
+        return Response(stored.data, media_type=stored.content_type)
+
+    return public
+
+
+def _error_handlers(app: FastAPI) -> None:
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    async def lightning_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LightningError)
+        return error_for(exc).response()
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problems, param = [], None
+        for error in exc.errors():
+            loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+            name = ".".join(loc)
+            param = param or (loc[0] if loc else None)
+            problems.append(f"{name}: {error.get('msg', 'invalid')}" if name else str(error.get("msg")))
+        return ApiError(
+            400,
+            "invalid request: " + "; ".join(problems),
+            type="invalid_request_error",
+            code="InvalidRequestError",
+            param=param,
+        ).response()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        return ApiError(exc.status_code, str(exc.detail), type=kind, code=f"HTTP{exc.status_code}").response()
+
+    async def disconnected(request: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # nobody reads it
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(LightningError, lightning_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(ClientDisconnectedError, disconnected)
+
+
+def create_app(
+    generator: Generator,
+    *,
+    settings: ServerSettings | None = None,
+    routers: Sequence[APIRouter] = (),
+    own_generator: bool = True,
+    title: str = "lightning-client server",
+) -> FastAPI:
+    """A FastAPI app serving `generator` (one backend or a `Router`).
+
+    Args:
+        generator: what serves every request; with a `Router`, `providers` in a body sets its order.
+        settings: auth keys, queue bounds, grace and file retention (`ServerSettings()` by default).
+        routers: more `APIRouter`s to include (after the built-in routes).
+        own_generator: close `generator` when the app shuts down.
+    """
+    config = settings or ServerSettings()
+    state = ServingState(
+        generator=generator,
+        settings=config,
+        admission=Admission(config.max_concurrency, config.max_queue),
+        metrics=ServerMetrics(),
+        files=FileStore(config.file_retention_s, config.max_files),
+        own_generator=own_generator,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if config.warmup:
+            state._warmup = asyncio.create_task(state.warm_up())
+        else:
+            state.ready = True
+        try:
+            yield
+        finally:
+            if state._warmup is not None and not state._warmup.done():
+                state._warmup.cancel()
+            if state.own_generator:
+                await generator.aclose()
+
+    app = FastAPI(title=title, version=_version(), lifespan=lifespan)
+    app.state.lightning = state
+    _error_handlers(app)
+    app.include_router(_api_router())
+    app.include_router(_open_router())
+    for extra in routers:
+        app.include_router(extra)
+    return app
+
+
+def _version() -> str:
+    from lightning_client import __version__
+
+    return __version__

@@ -1,0 +1,93 @@
+"""The error taxonomy as HTTP: statuses the official OpenAI SDK maps to its matching exceptions.
+
+The body is OpenAI's error shape, `{"error": {"message", "type", "param", "code"}}`; `code` is
+the taxonomy class name (so `RemoteGenerator` raises the same class again) and `retryable`
+says whether the same request may succeed later.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from lightning_client.errors import (
+    AllProvidersFailedError,
+    AuthenticationError,
+    BudgetExceededError,
+    ContentFilteredError,
+    GenerationTimeoutError,
+    InvalidRequestError,
+    LightningError,
+    RateLimitError,
+)
+
+__all__ = ["ApiError", "error_for", "retry_after_header"]
+
+#: Our request field names as the OpenAI Images API calls them.
+OPENAI_PARAMS = {"num_images": "n", "width": "size", "height": "size"}
+
+
+def retry_after_header(seconds: float | None) -> dict[str, str]:
+    """`Retry-After` in whole seconds (at least 1), or nothing when unknown."""
+    if seconds is None:
+        return {}
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+@dataclass
+class ApiError(Exception):
+    """An error answer: HTTP status plus the OpenAI error object."""
+
+    status: int
+    message: str
+    type: str
+    code: str
+    param: str | None = None
+    retryable: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+                "retryable": self.retryable,
+            }
+        }
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def error_for(exc: LightningError, *, openai_names: bool = False) -> ApiError:
+    """The HTTP answer for a taxonomy error.
+
+    400 invalid input (the field in `param`) or content filtered, 402 budget, 429 rate limited
+    (with `Retry-After`), 504 deadline, 502 every other provider failure. A provider's own
+    authentication failure is a 502: the caller's key was fine, the server's upstream key was not.
+    """
+    code = type(exc).__name__
+    kwargs: dict[str, Any] = {"message": str(exc), "code": code, "retryable": exc.retryable}
+    if isinstance(exc, InvalidRequestError):
+        param = exc.field
+        if openai_names and param is not None:
+            param = OPENAI_PARAMS.get(param, param)
+        return ApiError(400, type="invalid_request_error", param=param, **kwargs)
+    if isinstance(exc, ContentFilteredError):
+        return ApiError(400, type="content_policy_violation", **kwargs)
+    if isinstance(exc, BudgetExceededError):
+        return ApiError(402, type="budget_exceeded", **kwargs)
+    if isinstance(exc, RateLimitError):
+        return ApiError(429, type="rate_limit_error", headers=retry_after_header(exc.retry_after), **kwargs)
+    if isinstance(exc, GenerationTimeoutError):  # also the router's DeadlineExceededError
+        return ApiError(504, type="timeout_error", **kwargs)
+    if isinstance(exc, AllProvidersFailedError):
+        return ApiError(502, type="all_providers_failed", **kwargs)
+    if isinstance(exc, AuthenticationError):
+        return ApiError(502, type="upstream_authentication_error", **kwargs)
+    return ApiError(502, type="provider_error", **kwargs)

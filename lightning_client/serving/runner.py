@@ -1,0 +1,107 @@
+"""Running the app on uvicorn: the loopback rule without keys, the startup line, and the SIGTERM drain.
+
+On SIGTERM (or Ctrl-C) uvicorn stops accepting connections, lets requests in flight finish
+for `grace_s`, then cancels the rest; a cancelled request cancels its generation, whose
+attempts (and remote jobs) are cancelled and recorded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+__all__ = ["ServerThread", "is_loopback", "run_server"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names only the local machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _Server(uvicorn.Server):
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        for server in self.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                print(f"lightning-client serving on http://{shown}:{port}", flush=True)
+                return
+
+
+def run_server(app: Any, *, host: str, port: int, grace_s: float, log_level: str = "info") -> None:
+    """Serve `app` until SIGTERM/SIGINT; prints `lightning-client serving on URL` once listening."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        timeout_graceful_shutdown=grace_s,  # type: ignore[arg-type]  # used as a float by asyncio.wait_for
+        log_level=log_level,
+        lifespan="on",
+        access_log=False,
+    )
+    _Server(config).run()
+    sys.stdout.flush()
+
+
+class ServerThread:
+    """Serve an app from a background thread on loopback (tests, benchmarks, notebooks).
+
+    ```python
+    with ServerThread(create_app(generator)) as url:
+        httpx.get(f"{url}/healthz")
+    ```
+    `grace_s` bounds how long in-flight requests may finish when it stops.
+    """
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, grace_s: float = 5.0) -> None:
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            timeout_graceful_shutdown=grace_s,  # type: ignore[arg-type]  # used as a float by asyncio.wait_for
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    def start(self, timeout_s: float = 30.0) -> str:
+        """Start serving; returns the base URL once listening."""
+        self._thread = threading.Thread(target=self._server.run, name="lightning-client-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        host, port = self._server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    def stop(self) -> None:
+        """Stop accepting, let requests in flight finish (within the grace), shut the app down."""
+        if self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join()
+        self._thread = None
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
