@@ -5,7 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "diffusers", "transformers", "matplotlib", "uvicorn", "starlette", "typer", "fastapi", "prometheus_client")
+HEAVY = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "matplotlib",
+    "uvicorn",
+    "starlette",
+    "typer",
+    "fastapi",
+    "prometheus_client",
+)
 
 
 def test_import_does_not_load_heavy_modules() -> None:
