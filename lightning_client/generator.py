@@ -283,6 +283,20 @@ class BaseGenerator(ClosingContext, ABC):
     @abstractmethod
     async def _generate(self, ctx: AttemptContext) -> GenerationResult: ...
 
+    def expected_wait_s(self) -> float | None:
+        """Seconds a request sent now would wait before this generator starts on it; None when unknown.
+
+        Sync, cheap and never blocking: `Router(max_wait_s=...)` reads it to skip a busy
+        generator. Generators whose figure needs I/O refresh it in `refresh_expected_wait`.
+        """
+        return None
+
+    async def refresh_expected_wait(self) -> None:
+        """Bring `expected_wait_s()` and `capabilities` up to date when that needs I/O (override).
+
+        The router awaits it for a bounded time before choosing; keep it cheap when fresh.
+        """
+
     async def _close(self) -> None:
         """Release resources bound to the running loop (override)."""
 

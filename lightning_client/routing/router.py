@@ -39,6 +39,7 @@ from lightning_client.errors import (
 )
 from lightning_client.generator import (
     AttemptEvent,
+    BaseGenerator,
     Capabilities,
     ClosingContext,
     Generator,
@@ -60,6 +61,8 @@ __all__ = ["DeadlineExceededError", "HedgeConfig", "Router"]
 #: and deliver in less; a create sent that late would only be cancelled), and a timeout
 #: is the request's deadline running out. Generators stop a little before their deadline.
 MIN_ATTEMPT_S = 0.1
+#: Longest the router waits for generators to refresh their expected wait before choosing.
+REFRESH_WAIT_S = 0.25
 #: Extra wait for generators to report their own deadline before the router cancels them.
 DEADLINE_GRACE_S = 0.5
 #: How long an abandoned request (an error raised, or the caller cancelled) waits for the
@@ -159,6 +162,9 @@ class Router(ClosingContext):
         hooks: callables `hook(event, attempt)`; default: OpenTelemetry spans if installed.
         weights: provider weights for the "weighted" policy.
         prices: the price table used for cost priors.
+        max_wait_s: spill-over: skip a generator whose `expected_wait_s()` is above this
+            (an attempt `skipped` with the figure); when every one is above it, the least
+            busy is still tried. None: never skip for load.
     """
 
     name = "router"
@@ -179,6 +185,7 @@ class Router(ClosingContext):
         hooks: AttemptHook | Iterable[AttemptHook] | None = None,
         weights: Mapping[str, float] | None = None,
         prices: PriceTable = DEFAULT_PRICES,
+        max_wait_s: float | None = None,
     ) -> None:
         self.generators = list(generators)
         if not self.generators:
@@ -189,6 +196,14 @@ class Router(ClosingContext):
             raise ValueError(f"generator names must be distinct; repeated: {', '.join(duplicates)}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        if max_wait_s is not None and not max_wait_s >= 0:
+            raise ValueError(f"max_wait_s must be >= 0 or None, got {max_wait_s}")
+        self.max_wait_s = max_wait_s
+        self._refreshers = [
+            g
+            for g in self.generators
+            if isinstance(g, BaseGenerator) and type(g).refresh_expected_wait is not BaseGenerator.refresh_expected_wait
+        ]
         self.policy = make_policy(policy, weights)
         self.ledger = ledger if ledger is not None else Ledger()
         self.retries = retries
@@ -240,7 +255,10 @@ class Router(ClosingContext):
         req = as_request(request, fields)
         started = time.monotonic()
         route = _Route(req, None if req.timeout_s is None else started + req.timeout_s)
-        candidates = self._eligible(route, self._order(req, providers))
+        ordered = self._order(req, providers)
+        if self._refreshers:
+            await self._refresh()
+        candidates = self._spill(route, self._eligible(route, ordered))
         primary = candidates[0]
         expected = self.expected_cost(req, primary.generator.name) or 0.0
         reservation = (
@@ -324,6 +342,33 @@ class Router(ClosingContext):
                 field=reasons[0][1][0].split("=", 1)[0],
             )
         return eligible
+
+    async def _refresh(self) -> None:
+        """Let generators whose expected wait needs I/O refresh it, for at most `REFRESH_WAIT_S`."""
+        tasks = [asyncio.ensure_future(g.refresh_expected_wait()) for g in self._refreshers]
+        done, pending = await asyncio.wait(tasks, timeout=REFRESH_WAIT_S)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # a failed refresh leaves the figure as it was; the attempt will tell
+
+    def _spill(self, route: _Route, candidates: list[_Candidate]) -> list[_Candidate]:
+        """Skip candidates whose expected wait is above `max_wait_s` (keeping the least busy if all are)."""
+        if self.max_wait_s is None:
+            return candidates
+        waits = {c.generator.name: _expected_wait(c.generator) for c in candidates}
+        busy = [c for c in candidates if (waits[c.generator.name] or 0.0) > self.max_wait_s]
+        if len(busy) == len(candidates):
+            least = min(busy, key=lambda c: waits[c.generator.name] or 0.0)
+            busy.remove(least)
+        for candidate in busy:
+            self._skip(
+                route,
+                candidate,
+                f"busy: expected wait {waits[candidate.generator.name]:.2f}s above max_wait_s={self.max_wait_s:g}s",
+            )
+        return [c for c in candidates if c not in busy]
 
     def _skip(self, route: _Route, candidate: _Candidate, reason: str) -> None:
         now = utcnow()
@@ -648,6 +693,18 @@ class Router(ClosingContext):
             info.candidate.breaker.record_success()
         else:
             info.candidate.breaker.release()
+
+
+def _expected_wait(generator: Generator) -> float | None:
+    """The generator's `expected_wait_s()`, None when it has none or it fails."""
+    probe = getattr(generator, "expected_wait_s", None)
+    if not callable(probe):
+        return None
+    try:
+        value = probe()
+    except Exception:  # noqa: BLE001 - a faulty probe must not fail the request; it counts as unknown
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _union(capabilities: Iterable[Capabilities]) -> Capabilities:
