@@ -45,10 +45,10 @@ _ALLOWED: dict[str, str] = {
     "seed": f"an integer from 0 to {SEED_MAX}",
     "num_images": "an integer from 1 to 8",
     "output_format": "'png', 'jpeg' or 'webp'",
-    "negative_prompt": "a string or None",
+    "negative_prompt": "a string (optional)",
     "guidance_scale": "a number from 0 to 50",
     "safety_checker": "true or false",
-    "timeout_s": "a positive number of seconds or None",
+    "timeout_s": "a positive number of seconds (optional)",
     "allow_emulation": "true or false",
     "provider_options": "a mapping of provider name to a mapping of payload fields",
 }
@@ -80,8 +80,12 @@ def _describe(error: Any) -> tuple[str, str]:
     shown = repr(error.get("input"))
     if len(shown) > 60:
         shown = shown[:57] + "..."
-    allowed = _ALLOWED.get(field, "see the GenerationRequest documentation")
-    return field, f"{field}={shown} is invalid ({reason}); allowed: {allowed}"
+    accepted = _ALLOWED.get(field)
+    if accepted is None:
+        return field, f"{field}={shown} is invalid ({reason})"
+    if error.get("type") != "value_error":  # pydantic's own wording would only restate what is accepted
+        return field, f"{field}={shown} is invalid; allowed: {accepted}"
+    return field, f"{field}={shown} is invalid ({reason}); allowed: {accepted}"
 
 
 def _as_invalid_request(exc: ValidationError) -> InvalidRequestError:

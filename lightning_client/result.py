@@ -110,6 +110,8 @@ class Attempt(BaseModel):
 
 
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+#: File extensions `GeneratedImage.save` writes, and the format each one means.
+_SUFFIX_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 
 
 class GeneratedImage(BaseModel):
@@ -139,25 +141,37 @@ class GeneratedImage(BaseModel):
         return image
 
     def save(self, path: str | Path) -> Path:
-        """Write the image; PNG files carry prompt, seed, steps, provider and model as text chunks.
+        """Write the image in the format its file extension names, converting with Pillow when needed.
 
-        A directory path gets a file name derived from the seed and format.
+        ``.png`` files carry prompt, seed, steps, provider and model as text chunks; ``.jpg``,
+        ``.jpeg`` and ``.webp`` are written as such (the bytes unchanged when the image is
+        already in that format). Any other extension raises `ValueError`. A directory path
+        gets a file name derived from the seed and the image's own format.
         """
         target = Path(path)
         if target.is_dir():
             target = (
                 target / f"image-{self.metadata.get('seed', 'x')}-{self.metadata.get('index', '0')}.{self.extension}"
             )
+        wanted = _SUFFIX_TYPES.get(target.suffix.lower())
+        if wanted is None:
+            raise ValueError(
+                f"cannot save {target.name!r}: its extension decides the format; allowed: {', '.join(_SUFFIX_TYPES)}"
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
-        if self.content_type == "image/png" or target.suffix.lower() == ".png":
+        if wanted == "image/png":
             from PIL.PngImagePlugin import PngInfo
 
             info = PngInfo()
             for key, value in self.metadata.items():
                 info.add_text(key, value)
             self.to_pil().save(target, format="PNG", pnginfo=info)
-        else:
+        elif wanted == self.content_type:
             target.write_bytes(self.data)
+        else:
+            image = self.to_pil()
+            fmt = "JPEG" if wanted == "image/jpeg" else "WEBP"
+            (image.convert("RGB") if fmt == "JPEG" else image).save(target, format=fmt, quality=95)
         return target
 
 
@@ -196,8 +210,10 @@ class GenerationResult(BaseModel):
     def save(self, directory: str | Path, stem: str | None = None) -> list[Path]:
         """Save every image into `directory`; returns the paths written."""
         folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
         base = stem or f"{self.provider}-{self.seed}"
+        if Path(base).name != base or base in (".", ".."):
+            raise ValueError(f"stem={base!r} is invalid; allowed: a file name without directory parts")
+        folder.mkdir(parents=True, exist_ok=True)
         return [img.save(folder / f"{base}-{i}.{img.extension}") for i, img in enumerate(self.images)]
 
     def summary(self) -> dict[str, Any]:

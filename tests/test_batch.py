@@ -14,10 +14,12 @@ from PIL import Image
 
 import lightning_client as lc
 from lightning_client.batching import (
+    BatchFileError,
     LimitedGenerator,
     Manifest,
     ManifestEntry,
     RateLimiter,
+    file_stem,
     load_items,
     parse_items,
     parse_rate,
@@ -72,7 +74,46 @@ def test_items_validate_every_line_and_name_the_bad_one(tmp_path: Path) -> None:
         load_items(empty)
 
 
+def test_items_report_every_bad_line_and_resolve_provider_names() -> None:
+    def lookup(name: str) -> str:
+        if name.lower() not in ("replicate", "fal"):
+            raise ValueError(f"provider {name!r} is unknown")
+        return name.lower()
+
+    lines = ['{"prompt": "a", "steps": 3}', '"fine"', '{"prompt": "b", "provider": "nope"}', "{oops"]
+    with pytest.raises(BatchFileError) as info:
+        parse_items(lines, providers=lookup)
+    assert [p.split(": ", 1)[0] for p in info.value.problems] == ["<batch>:1", "<batch>:3", "<batch>:4"]
+    assert info.value.field == "steps" and info.value.hint is None
+    (item,) = parse_items(['{"prompt": "c", "providers": ["FAL", "fal"]}'], providers=lookup)
+    assert item.providers == ("fal",)
+
+
+def test_file_stems_are_safe_and_distinct() -> None:
+    ids = ["../../escape", "/etc/passwd", "..", ".hidden", "a/b", "a_b", "nul", "x" * 300, "plain-id_1.v2"]
+    stems = [file_stem(i) for i in ids]
+    assert len(set(stems)) == len(stems)
+    for stem in stems:
+        assert stem and "/" not in stem and "\\" not in stem and not stem.startswith(".") and len(stem) <= 90
+    assert file_stem("plain-id_1.v2") == "plain-id_1.v2"
+
+
 # -- manifest ------------------------------------------------------------------------------------
+
+
+def test_manifest_keeps_valid_lines_after_a_corrupt_one_and_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.jsonl"
+    with Manifest(path) as manifest:
+        for name in "abc":
+            manifest.record(ManifestEntry(id=name, status="done"))
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "not json at all", lines[1], '{"id": 5}', lines[2]]) + "\n")
+    with Manifest(path) as manifest:
+        assert all(manifest.is_done(name) for name in "abc")
+        assert [s.split(": ")[0] for s in manifest.skipped] == [f"{path}:2", f"{path}:4"]
+        manifest.record(ManifestEntry(id="d", status="done"))
+    with Manifest(path) as manifest:
+        assert all(manifest.is_done(name) for name in "abcd")
 
 
 def test_manifest_drops_a_torn_last_line_and_keeps_the_latest_entry(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 import lightning_client as lc
@@ -99,3 +100,23 @@ def test_attempt_snapshots_do_not_share_mutable_parts() -> None:
     attempt.cost.usd = 5.0
     assert (copy.remote_ids, copy.timings.total_s, copy.cost.usd) == (["a"], 1.0, 0.0)
     assert copy.attempt_id == attempt.attempt_id
+
+
+def test_save_writes_the_format_its_extension_names(tmp_path: Path) -> None:
+    image = _result().images[0]  # PNG bytes
+    for name, magic, fmt in (("x.jpg", b"\xff\xd8\xff", "JPEG"), ("x.JPEG", b"\xff\xd8\xff", "JPEG")):
+        path = image.save(tmp_path / name)
+        assert path.read_bytes().startswith(magic)
+        with Image.open(path) as opened:
+            assert opened.format == fmt and opened.size == (16, 8)
+    webp = image.save(tmp_path / "x.webp")
+    assert webp.read_bytes()[8:12] == b"WEBP"
+    with pytest.raises(ValueError, match=r"'x.gif'.*allowed: .png, .jpg, .jpeg, .webp"):
+        image.save(tmp_path / "x.gif")
+    assert not (tmp_path / "x.gif").exists()
+
+
+def test_result_save_refuses_a_stem_with_directory_parts(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="stem"):
+        _result().save(tmp_path / "in", stem="../escape")
+    assert not list(tmp_path.rglob("*.png"))

@@ -2,7 +2,8 @@
 
 Each line is written whole, flushed and fsynced after the item's images are on disk; an
 interrupted write leaves at most a torn last line, which is dropped when the manifest
-is opened again. The last entry for an id wins.
+is opened again. A corrupt line elsewhere (e.g. edited by hand) is skipped and named in
+`Manifest.skipped`; the valid lines around it are kept. The last entry for an id wins.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class Manifest:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.entries: dict[str, ManifestEntry] = {}
+        #: "path:line: why" for each corrupt line that was skipped when reading.
+        self.skipped: list[str] = []
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._load()
@@ -52,19 +55,25 @@ class Manifest:
         if not self.path.exists():
             return
         raw = self.path.read_bytes()
-        good = 0  # byte offset after the last complete, valid line
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
+        lines = raw.splitlines(keepends=True)
+        for number, line in enumerate(lines, start=1):
+            torn = not line.endswith(b"\n")
+            if not line.strip():
+                continue
             try:
                 entry = ManifestEntry.model_validate_json(line)
-            except ValidationError:
-                break
+            except ValidationError as exc:
+                if torn:  # an interrupted last write: drop it so appends start on a clean line
+                    with self.path.open("r+b") as handle:
+                        handle.truncate(len(raw) - len(line))
+                    break
+                why = exc.errors()[0].get("msg", "invalid") if exc.errors() else "invalid"
+                self.skipped.append(f"{self.path}:{number}: corrupt entry skipped ({why})")
+                continue
             self.entries[entry.id] = entry
-            good += len(line)
-        if good < len(raw):  # drop a torn or corrupt tail so appends start on a clean line
-            with self.path.open("r+b") as handle:
-                handle.truncate(good)
+            if torn:  # complete entry whose newline was not written
+                with self.path.open("ab") as handle:
+                    handle.write(b"\n")
 
     def status(self, item_id: str) -> Status | None:
         entry = self.entries.get(item_id)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from lightning_client.batching.items import BatchItem
+from lightning_client.batching.items import BatchItem, file_stem
 from lightning_client.batching.manifest import Manifest, ManifestEntry
 from lightning_client.batching.pool import run_pool
 from lightning_client.credentials import mask_secrets
@@ -49,7 +49,7 @@ class BatchSummary:
 
 def _save(result: GenerationResult, item: BatchItem, out: Path) -> list[str]:
     folder = out / "images"
-    paths = result.save(folder, stem=f"{item.id}-{result.provider}")
+    paths = result.save(folder, stem=file_stem(f"{item.id}-{result.provider}"))
     return [p.relative_to(out).as_posix() for p in paths]
 
 

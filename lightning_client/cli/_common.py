@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
+from lightning_client.batching.items import BatchFileError
 from lightning_client.credentials import fal_key, get_logger, mask_secrets, replicate_token
 from lightning_client.errors import InvalidRequestError, LightningError
 
@@ -91,6 +92,30 @@ def missing_keys_message(providers: Sequence[str], command: str) -> str:
         f"To try it offline with emulated providers, add --sandbox (e.g. `lightning-client {command} --sandbox ...`) "
         "or run `lightning-client demo`."
     )
+
+
+POLICY_HELP = "Router policy: priority (the --providers order), cheapest, fastest or weighted."
+
+
+def parse_policy(text: str) -> str:
+    """A router policy name, checked against the router's policies (case-insensitive)."""
+    from lightning_client.routing.policies import POLICIES
+
+    allowed = [*POLICIES, "weighted"]
+    name = text.strip().lower()
+    if name not in allowed:
+        raise typer.BadParameter(f"{text!r} is invalid; allowed: {', '.join(allowed)}", param_hint="--policy")
+    return name
+
+
+def provider_name(text: str) -> str:
+    """The registered provider name for `text`, case-insensitive (ValueError lists the allowed names)."""
+    from lightning_client.providers import REGISTRY
+
+    name = text.strip().lower()
+    if name not in REGISTRY:
+        raise ValueError(f"provider {text!r} is unknown; allowed: {', '.join(REGISTRY)}")
+    return name
 
 
 def parse_providers(text: str, allowed: Sequence[str] = PROVIDERS) -> list[str]:
@@ -331,6 +356,16 @@ def run(main: Callable[[], Coroutine[Any, Any, T]], *, debug: bool, command: str
     except MissingKeysError as exc:
         exc.args = (missing_keys_message(exc.providers, command),)
         fail(exc, debug=debug, code=2)
+    except BatchFileError as exc:
+        # A plain-text file is wrong on every line: a few of them and the hint say enough.
+        shown = exc.problems[:3] if exc.hint else exc.problems
+        for problem in shown:
+            err_console.print(f"[bold red]error[/]: {_escape(mask_secrets(problem))}", soft_wrap=True)
+        if len(shown) < len(exc.problems):
+            err_console.print(f"[bold red]error[/]: ... and {len(exc.problems) - len(shown)} more line(s) like these")
+        if exc.hint:
+            err_console.print(f"[yellow]hint[/]: {_escape(exc.hint)}", soft_wrap=True)
+        raise typer.Exit(2) from None
     except (UsageError, InvalidRequestError) as exc:
         fail(exc, debug=debug, code=2)
     except LightningError as exc:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from lightning_client.cli._commands import Group
+
 app = typer.Typer(
     name="lightning-client",
+    cls=Group,
     help="SDXL-Lightning over Replicate, fal.ai and local diffusers: generate, compare, batch, sandbox.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,

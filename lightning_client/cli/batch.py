@@ -21,6 +21,7 @@ from lightning_client.batching import (
 )
 from lightning_client.batching.runner import MANIFEST, Routes
 from lightning_client.cli._common import (
+    POLICY_HELP,
     AspectRatio,
     Debug,
     Format,
@@ -35,8 +36,10 @@ from lightning_client.cli._common import (
     maybe_sandbox,
     open_router,
     parse_limits,
+    parse_policy,
     parse_providers,
     progress_bar,
+    provider_name,
     rate_text,
     run,
     size_fields,
@@ -66,6 +69,8 @@ async def run_batch_with_progress(
 
     with Manifest(out / MANIFEST) as manifest:
         already = sum(manifest.is_done(item.id) for item in items)
+        for skipped in manifest.skipped:
+            console.print(f"[yellow]warning[/]: {escape(skipped)}; that item runs again")
     if already == len(items):
         console.print(f"all {already} items are already done in {escape(str(out / MANIFEST))}; nothing to generate")
         return await run_batch(router, items, out, concurrency=concurrency, providers=providers)
@@ -126,7 +131,7 @@ def batch(
         list[str] | None,
         typer.Option("--rate-limit", help="PROVIDER=N/s|N/min|N/h: request starts per time (repeatable)."),
     ] = None,
-    policy: Annotated[str, typer.Option("--policy", help="priority, cheapest, fastest or weighted.")] = "priority",
+    policy: Annotated[str, typer.Option("--policy", help=POLICY_HELP)] = "priority",
     steps: Annotated[int | None, typer.Option("--steps", help="Default steps for lines that set none.")] = None,
     size: Size = None,
     aspect_ratio: AspectRatio = None,
@@ -140,6 +145,7 @@ def batch(
 ) -> None:
     """Generate every prompt of a JSONL file; re-running skips finished items, Ctrl-C leaves it resumable."""
     names = parse_providers(providers) if providers else None
+    policy = parse_policy(policy)
     slots = parse_limits(provider_concurrency, "--provider-concurrency", _positive_int)
     rates = parse_limits(rate_limit, "--rate-limit", parse_rate)
     defaults: dict[str, Any] = {"output_format": output_format, "timeout_s": timeout, **size_fields(size, aspect_ratio)}
@@ -153,14 +159,19 @@ def batch(
         return LimitedGenerator(generator, concurrency=slots.get(name), per_second=rates.get(name))
 
     async def main() -> int:
-        items = load_items(prompts, defaults={k: v for k, v in defaults.items() if v is not None})
+        items = load_items(
+            prompts, defaults={k: v for k, v in defaults.items() if v is not None}, providers=provider_name
+        )
         chosen = names or hosted_providers(sandbox, sandbox_url)
+        # Providers that only some lines name join the router; the other lines keep to `chosen`.
+        named = [p for item in items for p in item.providers or () if p not in chosen]
+        every = list(dict.fromkeys([*chosen, *named]))
         async with (
             maybe_sandbox(sandbox, sandbox_url) as sb,
-            open_router(chosen, sb, ledger_path=ledger, local_model=local_model, wrap=limit, policy=policy) as router,
+            open_router(every, sb, ledger_path=ledger, local_model=local_model, wrap=limit, policy=policy) as router,
         ):
             try:
-                summary = await run_batch_with_progress(router, items, out, concurrency=concurrency)
+                summary = await run_batch_with_progress(router, items, out, concurrency=concurrency, providers=chosen)
             except asyncio.CancelledError:
                 console.print(
                     f"in-flight jobs cancelled; finished items are recorded in "

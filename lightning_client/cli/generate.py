@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
+from lightning_client.batching.items import file_stem
 from lightning_client.cli._common import (
     AspectRatio,
     Debug,
@@ -30,6 +32,16 @@ from lightning_client.cli._common import (
 from lightning_client.result import GenerationResult
 
 _CHOICES = ("auto", "replicate", "fal", "local")
+
+
+def free_stem(folder: Path, result: GenerationResult) -> str:
+    """`provider-seed`, or `provider-seed_N` with the first N >= 2 whose files do not exist yet."""
+    base = file_stem(f"{result.provider}-{result.seed}")
+    for n in itertools.count(1):
+        stem = base if n == 1 else f"{base}_{n}"
+        if not any((folder / f"{stem}-{i}.{image.extension}").exists() for i, image in enumerate(result.images)):
+            return stem
+    raise AssertionError("unreachable")
 
 
 def print_result(result: GenerationResult, paths: list[Path]) -> None:
@@ -70,7 +82,17 @@ def generate(
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Deadline in seconds for the whole request.")
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the images.", file_okay=False)] = Path("outputs"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for the images, named PROVIDER-SEED-N.EXT; an existing name gets _2, _3, ... "
+            "before -N unless --overwrite.",
+            file_okay=False,
+        ),
+    ] = Path("outputs"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace images of the same name in --out.")] = False,
     local_model: Annotated[
         Path | None,
         typer.Option("--local-model", help="Folder with base/ and lightning/ for --provider local.", file_okay=False),
@@ -105,7 +127,8 @@ def generate(
             open_router(providers, sb, ledger_path=ledger, local_model=local_model) as router,
         ):
             result = await router.agenerate(prompt, **fields)
-        paths = await asyncio.to_thread(result.save, out, f"{result.provider}-{result.seed}")
+        stem = file_stem(f"{result.provider}-{result.seed}") if overwrite else free_stem(out, result)
+        paths = await asyncio.to_thread(result.save, out, stem)
         print_result(result, paths)
 
     run(main, debug=debug, command="generate")

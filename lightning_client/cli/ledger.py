@@ -11,10 +11,11 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from lightning_client.cli._commands import Group
 from lightning_client.cli._common import Debug, UsageError, console, fail
 from lightning_client.ledger import Ledger
 
-ledger_app = typer.Typer(help="Summaries and exports of a SQLite attempt ledger.", no_args_is_help=True)
+ledger_app = typer.Typer(cls=Group, help="Summaries and exports of a SQLite attempt ledger.", no_args_is_help=True)
 
 LedgerFile = Annotated[
     Path,

@@ -1,0 +1,59 @@
+"""Command classes behind the typer app: one-line usage errors (exit 2) and boolean options shown as flags."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from lightning_client.cli._common import err_console
+
+# Typer raises click's UsageError (BadParameter's base), from click itself or from the copy of
+# click that newer typer releases vendor; taking it from BadParameter works with both.
+ClickUsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def usage_error_exit(exc: Any) -> NoReturn:
+    """Print a click usage error as one line naming the command's help, and exit 2."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc  # a bare group or command prints its help
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    err_console.print(f"[bold red]error[/]: {escape(message + where)}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _flags_without_type(params: list[Any]) -> list[Any]:
+    """Boolean flags take no value, so help shows `--sandbox`, not `--sandbox <bool>`."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Group(TyperGroup):
+    """A command group: usage errors (its own and its commands') are one line with exit 2; flags show as flags."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_type(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _flags_without_type(command.get_params(ctx))
+        return command
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except ClickUsageError as exc:
+            usage_error_exit(exc)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClickUsageError as exc:
+            usage_error_exit(exc)
