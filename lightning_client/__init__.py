@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from lightning_client.ledger import Ledger
     from lightning_client.providers.fal import FalGenerator
     from lightning_client.providers.local import LocalGenerator
+    from lightning_client.providers.remote import RemoteGenerator
     from lightning_client.providers.replicate import ReplicateGenerator
     from lightning_client.routing.router import Router
 
@@ -54,6 +55,7 @@ _LAZY = {
     "ReplicateGenerator": "lightning_client.providers.replicate",
     "FalGenerator": "lightning_client.providers.fal",
     "LocalGenerator": "lightning_client.providers.local",
+    "RemoteGenerator": "lightning_client.providers.remote",
     "Router": "lightning_client.routing.router",
     "Ledger": "lightning_client.ledger",
 }
@@ -93,6 +95,7 @@ __all__ = [
     "ProviderResponseError",
     "ProviderUnavailableError",
     "RateLimitError",
+    "RemoteGenerator",
     "ReplicateGenerator",
     "Router",
     "Timings",

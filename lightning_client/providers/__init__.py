@@ -10,6 +10,7 @@ REGISTRY: dict[str, str] = {
     "replicate": "lightning_client.providers.replicate:ReplicateGenerator",
     "fal": "lightning_client.providers.fal:FalGenerator",
     "local": "lightning_client.providers.local:LocalGenerator",
+    "remote": "lightning_client.providers.remote:RemoteGenerator",
 }
 
 

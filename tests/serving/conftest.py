@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from lightning_client.errors import LightningError
+from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
+from lightning_client.result import GenerationResult
 from lightning_client.testing import Sandbox
 
 
@@ -72,3 +75,19 @@ def serve_process() -> Iterator[list[ServeProcess]]:
 def sandbox() -> Iterator[Sandbox]:
     with Sandbox() as sb:
         yield sb
+
+
+class Failing(BaseGenerator):
+    """A generator that fails with a given taxonomy error (the HTTP mapping is what is under test)."""
+
+    name = "failing"
+
+    def __init__(self, error: LightningError) -> None:
+        self.error = error
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    async def _generate(self, ctx: AttemptContext) -> GenerationResult:
+        raise self.error

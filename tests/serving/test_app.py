@@ -22,12 +22,12 @@ from lightning_client.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
-from lightning_client.result import GenerationResult
+from lightning_client.generator import Capabilities
 from lightning_client.serving.app import create_app
 from lightning_client.serving.runner import ServerThread
 from lightning_client.serving.settings import ServerSettings
 from lightning_client.testing import Sandbox
+from tests.serving.conftest import Failing
 
 AUTH = {"Authorization": "Bearer k"}
 
@@ -148,22 +148,6 @@ def test_a_deadline_through_the_router_is_a_504(served: tuple[str, Sandbox]) -> 
         assert caught.value.status_code == 504
     finally:
         sb.replicate.reset()
-
-
-class Failing(BaseGenerator):
-    """A generator that fails with a given taxonomy error (the HTTP mapping is what is under test)."""
-
-    name = "failing"
-
-    def __init__(self, error: LightningError) -> None:
-        self.error = error
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities()
-
-    async def _generate(self, ctx: AttemptContext) -> GenerationResult:
-        raise self.error
 
 
 @pytest.mark.parametrize(
