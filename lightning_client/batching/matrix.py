@@ -13,7 +13,7 @@ from lightning_client.batching.pool import run_pool
 from lightning_client.batching.runner import Routes
 from lightning_client.errors import LightningError
 from lightning_client.report.contact_sheet import slug
-from lightning_client.report.rows import ResultRow, rows_for_error, rows_for_result
+from lightning_client.report.rows import ResultRow, mark_emulated_steps, rows_for_error, rows_for_result
 from lightning_client.request import SEED_MAX, GenerationRequest
 
 __all__ = ["Cell", "plan_matrix", "run_matrix"]
@@ -71,9 +71,12 @@ async def run_matrix(
 
     Returns one row per attempt (retries included). A cell its provider cannot serve
     (e.g. a step count it lacks) gives one "skipped" row; other failures give failed rows.
+    Rows of a step count the provider only emulates (its capabilities say so) are marked
+    `steps_emulated`, with a note.
     """
     rows: list[ResultRow] = []
     fields = dict(request_fields or {})
+    capabilities = {g.name: g.capabilities for g in getattr(router, "generators", ())}
 
     async def one(cell: Cell) -> None:
         request = GenerationRequest(prompt=cell.prompt, steps=cell.steps, seed=cell.seed, **fields)
@@ -103,6 +106,9 @@ async def run_matrix(
                 height=request.height,
                 images=[p.relative_to(out).as_posix() for p in paths],
             )
+        caps = capabilities.get(cell.provider)
+        if caps is not None and cell.steps in caps.emulated_steps and cell.steps not in caps.native_steps:
+            mark_emulated_steps(cell_rows, cell.provider, caps.native_steps)
         rows.extend(cell_rows)
         if on_cell is not None:
             on_cell(cell, cell_rows)

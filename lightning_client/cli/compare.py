@@ -70,7 +70,7 @@ def stats_table(rows: Sequence[ResultRow], title: str) -> Table:
     for s in group_stats(rows):
         table.add_row(
             s.provider,
-            "–" if s.steps is None else str(s.steps),
+            "–" if s.steps is None else f"{s.steps} (emulated)" if s.steps_emulated else str(s.steps),
             str(s.attempts),
             f"{s.success_rate:.0%}",
             _number(s.p50_s),
@@ -83,6 +83,16 @@ def stats_table(rows: Sequence[ResultRow], title: str) -> Table:
 
 def _number(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def print_emulated(rows: Sequence[ResultRow]) -> None:
+    """Say which provider x steps ran on a checkpoint made for another step count."""
+    emulated = [s.label for s in group_stats(rows) if s.steps_emulated]
+    if emulated:
+        console.print(
+            f"  [yellow]emulated[/]        {escape(', '.join(emulated))}: run on a checkpoint made for another "
+            "step count, not a real step comparison (see the note column)"
+        )
 
 
 def print_report_paths(files: ReportFiles) -> None:
@@ -178,6 +188,7 @@ def compare(
         ]
         files = await write_report_async(rows, out, title="SDXL-Lightning provider comparison", notes=notes)
         console.print(stats_table(rows, "comparison"))
+        print_emulated(rows)
         print_report_paths(files)
 
     run(main, debug=debug, command="compare")

@@ -35,6 +35,12 @@ def failovers(rows: Sequence[ResultRow]) -> int:
     return count
 
 
+def _steps(s: GroupStats) -> str:
+    if s.steps is None:
+        return "–"
+    return f"{s.steps} (emulated)" if s.steps_emulated else str(s.steps)
+
+
 def _table(stats: Sequence[GroupStats]) -> list[str]:
     lines = [
         "| provider | steps | attempts | success rate | p50 latency | p95 latency | inference p50 | cost / image |",
@@ -42,7 +48,7 @@ def _table(stats: Sequence[GroupStats]) -> list[str]:
     ]
     for s in stats:
         lines.append(
-            f"| {s.provider} | {'–' if s.steps is None else s.steps} | {s.attempts} | {s.success_rate:.0%} "
+            f"| {s.provider} | {_steps(s)} | {s.attempts} | {s.success_rate:.0%} "
             f"| {_seconds(s.p50_s)} | {_seconds(s.p95_s)} | {_seconds(s.inference_p50_s)} "
             f"| {_usd(s.cost_per_image, s.cost_estimated)} |"
         )
@@ -77,6 +83,14 @@ def write_markdown(
         "(est.) marks costs computed from list prices rather than billed amounts.",
         "",
     ]
+    emulated = [s.label for s in stats if s.steps_emulated]
+    if emulated:
+        lines += [
+            f"**Emulated step counts**: {', '.join(emulated)}. The provider ran these step counts on a "
+            "checkpoint made for another step count, so their images and timings are not a comparison of "
+            "SDXL-Lightning's step checkpoints (each row's `note` in results.csv says which).",
+            "",
+        ]
     failures = [s for s in stats if s.errors]
     skipped = [r for r in rows if r.outcome == "skipped"]
     if failures or skipped:

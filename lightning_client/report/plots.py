@@ -33,8 +33,10 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), dpi=110, layout="constrained")
 
 
-def _label(provider: str, steps: int | None, multi_steps: bool) -> str:
-    return f"{provider} · {steps} steps" if multi_steps and steps is not None else provider
+def _label(row: ResultRow, multi_steps: bool) -> str:
+    if row.steps is None or not (multi_steps or row.steps_emulated):
+        return row.provider
+    return f"{row.provider} · {row.steps} steps" + (" (emulated)" if row.steps_emulated else "")
 
 
 def latency_cdf(rows: Sequence[ResultRow], path: Path) -> Path:
@@ -43,7 +45,7 @@ def latency_cdf(rows: Sequence[ResultRow], path: Path) -> Path:
     series: dict[str, list[float]] = {}
     for row in rows:
         if row.succeeded and row.total_s is not None:
-            series.setdefault(_label(row.provider, row.steps, multi), []).append(row.total_s)
+            series.setdefault(_label(row, multi), []).append(row.total_s)
     fig = _figure(7, 4.2)
     ax = fig.add_subplot()
     for i, (label, values) in enumerate(series.items()):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from lightning_client.credentials import mask_secrets
 from lightning_client.errors import AllProvidersFailedError, LightningError
 from lightning_client.result import Attempt, GenerationResult
 
-__all__ = ["ResultRow", "read_rows", "rows_for_error", "rows_for_result", "write_rows"]
+__all__ = ["ResultRow", "mark_emulated_steps", "read_rows", "rows_for_error", "rows_for_result", "write_rows"]
 
 
 class ResultRow(BaseModel):
@@ -49,6 +49,8 @@ class ResultRow(BaseModel):
     num_images: int = 0
     hedge: bool = False
     note: str | None = None
+    #: The provider ran this step count on a checkpoint made for another one (see `note`).
+    steps_emulated: bool = False
     started_at: str | None = None
     images: list[str] = Field(default_factory=list)
 
@@ -169,6 +171,17 @@ def rows_for_error(
             status_code=getattr(error, "status_code", None),
         )
     ]
+
+
+def mark_emulated_steps(rows: Sequence[ResultRow], provider: str, native_steps: Iterable[int]) -> None:
+    """Flag `provider`'s rows as run at an emulated step count and say so in their `note`."""
+    native = ", ".join(str(s) for s in sorted(native_steps))
+    for row in rows:
+        if row.provider != provider or row.steps_emulated:
+            continue
+        row.steps_emulated = True
+        text = f"emulated steps: {row.steps} steps run on a checkpoint made for {native}; not a real step comparison"
+        row.note = text if not row.note else f"{row.note}; {text}"
 
 
 _COLUMNS = list(ResultRow.model_fields)

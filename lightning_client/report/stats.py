@@ -34,10 +34,14 @@ class GroupStats(BaseModel):
     queue_p50_s: float | None
     download_p50_s: float | None
     errors: dict[str, int]
+    #: The provider emulates this step count (a checkpoint made for another one ran it).
+    steps_emulated: bool = False
 
     @property
     def label(self) -> str:
-        return self.provider if self.steps is None else f"{self.provider} · {self.steps} steps"
+        if self.steps is None:
+            return self.provider
+        return f"{self.provider} · {self.steps} steps" + (" (emulated)" if self.steps_emulated else "")
 
     @property
     def success_rate(self) -> float:
@@ -89,6 +93,7 @@ def group_stats(rows: Sequence[ResultRow]) -> list[GroupStats]:
                 queue_p50_s=_pct((r.queue_s for r in ok), 50),
                 download_p50_s=_pct((r.download_s for r in ok), 50),
                 errors=errors,
+                steps_emulated=any(r.steps_emulated for r in members),
             )
         )
     return stats
