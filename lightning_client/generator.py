@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import Self
@@ -34,6 +34,10 @@ from lightning_client.result import (
     WarningKind,
     utcnow,
 )
+
+if TYPE_CHECKING:
+    from lightning_client.ledger import Ledger
+    from lightning_client.realtime import RealtimeSession
 
 __all__ = [
     "AttemptContext",
@@ -379,6 +383,12 @@ class BaseGenerator(ClosingContext, ABC):
     def generate(self, request: GenerationRequest | str | None = None, **fields: Any) -> GenerationResult:
         """Synchronous `agenerate`; works in plain scripts and inside a running loop (Jupyter)."""
         return run_sync(self.agenerate(request, **fields))
+
+    def realtime(self, *, throttle_s: float = 0.1, ledger: Ledger | None = None) -> RealtimeSession:
+        """A latest-wins realtime session on this generator (`async with`, or `with` in scripts)."""
+        from lightning_client.realtime import RealtimeSession, backend_for
+
+        return RealtimeSession(backend_for(self), throttle_s=throttle_s, ledger=ledger)
 
     async def aclose(self) -> None:
         """Close what this generator holds on the running loop."""

@@ -7,7 +7,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 from weakref import WeakKeyDictionary
 
@@ -39,6 +39,9 @@ from lightning_client.providers._http import (
     shielded,
 )
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
+
+if TYPE_CHECKING:
+    from lightning_client.realtime import RealtimeBackend
 
 __all__ = ["DEFAULT_APP", "DEFAULT_QUEUE_URL", "FalGenerator"]
 
@@ -168,6 +171,12 @@ class FalGenerator(HttpGenerator):
 
     def __repr__(self) -> str:
         return f"FalGenerator(queue_url={self.queue_url!r}, app={self.app!r}, mode={self.mode!r})"
+
+    def _realtime_backend(self) -> RealtimeBackend:
+        """Realtime sessions on fal's realtime WebSocket (the queue API when it is refused)."""
+        from lightning_client.providers._fal_realtime import FalRealtimeBackend
+
+        return FalRealtimeBackend(self)
 
     # -- request mapping --------------------------------------------------------------------------
 

@@ -38,6 +38,8 @@ from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timi
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
+    from lightning_client.realtime import RealtimeBackend
+
 __all__ = ["LocalGenerator", "ProgressCallback"]
 
 #: Called on the event loop after each denoising step with (step, total_steps).
@@ -275,6 +277,12 @@ class LocalGenerator(BaseGenerator):
         timings = Timings(queue_s=job.queue_s, load_s=job.load_s, inference_s=job.inference_s)
         model = checkpoint_name(self.variant, req.steps).removesuffix(".safetensors")
         return ctx.result(images, model=model, timings=timings, cost=cost)
+
+    def _realtime_backend(self) -> RealtimeBackend:
+        """Realtime sessions in process on the warm pipeline; a superseded job stops at its next step."""
+        from lightning_client.realtime import GeneratorBackend
+
+        return GeneratorBackend(self, transport="in-process", emulated=False)
 
     def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._worker_lock:

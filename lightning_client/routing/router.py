@@ -48,6 +48,7 @@ from lightning_client.generator import (
 )
 from lightning_client.ledger import Ledger
 from lightning_client.pricing import DEFAULT_PRICES, PriceTable
+from lightning_client.realtime.session import RealtimeSession
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, Cost, GenerationResult, utcnow
 from lightning_client.routing.breaker import BreakerConfig, CircuitBreaker
@@ -288,6 +289,12 @@ class Router(ClosingContext):
     ) -> GenerationResult:
         """Synchronous `agenerate`."""
         return run_sync(self.agenerate(request, providers=providers, **fields))
+
+    def realtime(self, *, throttle_s: float = 0.1, providers: Sequence[str] | None = None) -> RealtimeSession:
+        """A realtime session on the first generator that can serve it, moving to the next when that one fails."""
+        from lightning_client.realtime import RouterBackend
+
+        return RealtimeSession(RouterBackend(self, providers), throttle_s=throttle_s, ledger=None)
 
     async def aclose(self) -> None:
         """Let cancelled attempts finish cancelling, then close every generator on the running loop."""

@@ -40,4 +40,5 @@ def replicate_sandbox(lightning_sandbox: Sandbox) -> Iterator[ProviderHandle]:
 def fal_sandbox(lightning_sandbox: Sandbox) -> Iterator[ProviderHandle]:
     """The shared sandbox's fal handle, reset before the test; its `url` is the queue base URL."""
     lightning_sandbox.fal.reset()
+    lightning_sandbox.fal_realtime.reset()
     yield lightning_sandbox.fal

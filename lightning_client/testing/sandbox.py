@@ -27,6 +27,7 @@ import uvicorn
 
 from lightning_client.testing._behaviour import Latency, Provider
 from lightning_client.testing._fal_app import build_fal_apps, fal_finisher
+from lightning_client.testing._fal_realtime_app import FalRealtime
 from lightning_client.testing._provider import ProviderCore
 from lightning_client.testing._replicate_app import build_replicate_app, replicate_finisher
 
@@ -101,6 +102,8 @@ class Sandbox:
         self._fal_core = ProviderCore("fal", seed, fal_finisher)
         self.replicate = ProviderHandle(self._replicate_core, self)
         self.fal = ProviderHandle(self._fal_core, self)
+        #: fal's realtime endpoint (tokens route and WebSocket): `configure`, `reset`, `stats`.
+        self.fal_realtime = FalRealtime(self._fal_core)
         self._urls: dict[str, str] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -136,6 +139,11 @@ class Sandbox:
     def fal_rest_url(self) -> str:
         """fal REST base URL: GET {fal_rest_url}/v1/models/pricing?endpoint_id=..."""
         return self._url("fal_rest")
+
+    @property
+    def fal_realtime_url(self) -> str:
+        """fal realtime WebSocket base URL (the run host): ws {fal_realtime_url}/fal-ai/fast-lightning-sdxl/realtime."""
+        return "ws" + self._url("fal_run").removeprefix("http")
 
     def env(self) -> dict[str, str]:
         """Environment settings that point the official clients at this sandbox (see docs/sandbox.md)."""
@@ -227,6 +235,9 @@ class Sandbox:
         if "fal" in sockets:
             queue, run, rest = build_fal_apps(self._fal_core, self._urls["fal"])
             by_endpoint.update(fal=queue, fal_run=run, fal_rest=rest)
+            self.fal_realtime.queue_url = self._urls["fal"]
+            run.router.routes.extend(self.fal_realtime.run_routes())
+            rest.router.routes.extend(self.fal_realtime.rest_routes())
         return {sockets[name].getsockname()[1]: app for name, app in by_endpoint.items()}
 
     def _serve(self, sockets: dict[str, socket.socket]) -> None:
@@ -258,7 +269,7 @@ class Sandbox:
             lifespan="off",
             access_log=False,
             log_level="warning",
-            ws="none",
+            ws="websockets-sansio",
             timeout_graceful_shutdown=1,
         )
         server = _Server(config, on_started=self._ready.set)

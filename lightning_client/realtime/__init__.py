@@ -1,0 +1,38 @@
+"""Realtime sessions: images that follow a stream of sends, latest wins (`gen.realtime()`).
+
+Backends: fal's realtime WebSocket (`FalGenerator`), the warm local pipeline in process
+(`LocalGenerator`), create-and-cancel over any other generator (flagged emulated), and a router's
+session that moves to its next generator when one fails.
+"""
+
+from __future__ import annotations
+
+from lightning_client.realtime.backends import (
+    GeneratorBackend,
+    RealtimeBackend,
+    RouterBackend,
+    Transport,
+    is_session_failure,
+)
+from lightning_client.realtime.session import (
+    DEFAULT_THROTTLE_S,
+    RealtimeResult,
+    RealtimeSession,
+    RealtimeStats,
+    SyncRealtimeSession,
+    backend_for,
+)
+
+__all__ = [
+    "DEFAULT_THROTTLE_S",
+    "GeneratorBackend",
+    "RealtimeBackend",
+    "RealtimeResult",
+    "RealtimeSession",
+    "RealtimeStats",
+    "RouterBackend",
+    "SyncRealtimeSession",
+    "Transport",
+    "backend_for",
+    "is_session_failure",
+]

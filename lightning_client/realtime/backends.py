@@ -1,0 +1,252 @@
+"""What a realtime session runs its jobs on: the backend contract, create-and-cancel over any generator,
+and the router's backend that moves to the next generator when a session fails."""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Literal
+
+from lightning_client.errors import (
+    AllProvidersFailedError,
+    AuthenticationError,
+    GenerationTimeoutError,
+    LightningError,
+    ProviderUnavailableError,
+    RateLimitError,
+)
+from lightning_client.generator import Capabilities, Generator, observe_attempts
+from lightning_client.request import GenerationRequest
+from lightning_client.result import Attempt, GenerationResult, GenerationWarning
+
+if TYPE_CHECKING:
+    from lightning_client.ledger import Ledger
+    from lightning_client.routing.router import Router
+
+__all__ = ["GeneratorBackend", "RealtimeBackend", "RouterBackend", "Transport", "is_session_failure"]
+
+#: How a backend reaches its provider: fal's realtime socket, fal's queue API after the socket was
+#: refused, in-process on a warm pipeline, or create-and-cancel over a generator's normal API.
+Transport = Literal["websocket", "queue", "in-process", "create-and-cancel"]
+
+#: Errors that say the provider cannot serve the session now (rather than "this request is bad").
+_SESSION_FAILURES = (ProviderUnavailableError, AuthenticationError, RateLimitError, GenerationTimeoutError)
+
+
+def is_session_failure(error: BaseException) -> bool:
+    """True when `error` means the session's provider failed (a router moves to the next one)."""
+    return isinstance(error, _SESSION_FAILURES)
+
+
+class RealtimeBackend(ABC):
+    """One provider's way of running realtime jobs, one at a time per session.
+
+    `run` makes one job and returns its result; cancelling the task awaiting it cancels the
+    job where the provider allows it (`cancellable`). A backend that cannot cancel gets one job
+    at a time: the session waits for it before sending the next.
+    """
+
+    #: True when the provider has no realtime mode and the session emulates one.
+    emulated: bool = False
+
+    @property
+    @abstractmethod
+    def provider(self) -> str:
+        """The generator name results come from."""
+
+    @property
+    @abstractmethod
+    def transport(self) -> Transport: ...
+
+    @property
+    @abstractmethod
+    def cancellable(self) -> bool:
+        """Whether a superseded in-flight job can be cancelled."""
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def warnings(self) -> list[GenerationWarning]:
+        """Warnings about the session itself, added to every result (e.g. a fallback)."""
+        return []
+
+    async def start(self) -> None:
+        """Connect or warm up before the first job (override)."""
+
+    @abstractmethod
+    async def run(self, request: GenerationRequest) -> GenerationResult: ...
+
+    async def aclose(self) -> None:
+        """Release what the backend holds (override)."""
+
+
+class GeneratorBackend(RealtimeBackend):
+    """Jobs through a generator's own `agenerate`: a superseded job is cancelled like any abandoned call.
+
+    That is create-and-cancel for hosted generators (flagged `emulated`), and in-process work for
+    the local pipeline (stopped at its next denoising step).
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        *,
+        transport: Transport = "create-and-cancel",
+        emulated: bool = True,
+        warnings: Sequence[GenerationWarning] = (),
+    ) -> None:
+        self.generator = generator
+        self._transport: Transport = transport
+        self.emulated = emulated
+        self._warnings = list(warnings)
+        if emulated and not self._warnings:
+            self._warnings.append(
+                GenerationWarning(
+                    kind="emulated",
+                    setting="realtime",
+                    message=f"{generator.name} has no realtime mode: each send is a job of its own, "
+                    "cancelled when a newer send replaces it",
+                    provider=generator.name,
+                )
+            )
+
+    @property
+    def provider(self) -> str:
+        return self.generator.name
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    @property
+    def cancellable(self) -> bool:
+        return True
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.generator.capabilities
+
+    @property
+    def warnings(self) -> list[GenerationWarning]:
+        return list(self._warnings)
+
+    async def run(self, request: GenerationRequest) -> GenerationResult:
+        return await self.generator.agenerate(request)
+
+
+class RouterBackend(RealtimeBackend):
+    """The session on the first of the router's generators that can serve it; on a session failure, the next.
+
+    Every attempt is recorded in the router's ledger. A job that failed with a session failure is run
+    again on the next generator (a failover, never a re-send to the same provider).
+    """
+
+    def __init__(self, router: Router, providers: Sequence[str] | None = None) -> None:
+        self.router = router
+        by_name = {g.name: g for g in router.generators}
+        if providers is not None:
+            unknown = [p for p in providers if p not in by_name]
+            if unknown:
+                raise ValueError(f"unknown provider(s) {unknown}; the router has: {', '.join(by_name)}")
+        names = list(providers) if providers is not None else list(by_name)
+        self._generators = [by_name[n] for n in names]
+        self._index = 0
+        self._current: RealtimeBackend | None = None
+        self._failed: list[Attempt] = []
+
+    @property
+    def current(self) -> RealtimeBackend | None:
+        """The backend the session runs on now."""
+        return self._current
+
+    @property
+    def provider(self) -> str:
+        return self._current.provider if self._current is not None else "router"
+
+    @property
+    def transport(self) -> Transport:
+        return self._current.transport if self._current is not None else "create-and-cancel"
+
+    @property
+    def cancellable(self) -> bool:
+        return self._current.cancellable if self._current is not None else True
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.router.capabilities
+
+    @property
+    def warnings(self) -> list[GenerationWarning]:
+        return self._current.warnings if self._current is not None else []
+
+    @property
+    def emulated(self) -> bool:  # type: ignore[override]
+        return self._current.emulated if self._current is not None else False
+
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[Ledger]:
+        with observe_attempts(self.router.ledger.record):
+            yield self.router.ledger
+
+    async def start(self) -> None:
+        await self._next(None)
+
+    async def _next(self, request: GenerationRequest | None) -> RealtimeBackend:
+        """Open the next generator's backend that can serve `request` (the current one when it can)."""
+        from lightning_client.realtime.session import backend_for
+
+        errors: list[str] = []
+        while self._index < len(self._generators):
+            if self._current is not None:
+                if request is None or not self._current.capabilities.problems(request):
+                    return self._current
+                await self._current.aclose()  # cannot serve this request: move on
+                self._current = None
+                self._index += 1
+                continue
+            generator = self._generators[self._index]
+            if request is not None and generator.capabilities.problems(request):
+                errors.append(f"{generator.name}: " + "; ".join(generator.capabilities.problems(request)))
+                self._index += 1
+                continue
+            backend = backend_for(generator)
+            try:
+                with self._recording():
+                    await backend.start()
+            except LightningError as exc:
+                if not is_session_failure(exc):
+                    raise
+                errors.append(f"{generator.name}: {type(exc).__name__}: {exc.message}")
+                await backend.aclose()
+                self._index += 1
+                continue
+            self._current = backend
+            return backend
+        raise AllProvidersFailedError(
+            "no generator could run the realtime session: " + ("; ".join(errors) or "none configured"),
+            provider="router",
+            attempts=self._failed,
+        )
+
+    async def run(self, request: GenerationRequest) -> GenerationResult:
+        while True:
+            backend = await self._next(request)
+            try:
+                with self._recording():
+                    return await backend.run(request)
+            except LightningError as exc:
+                if not is_session_failure(exc):
+                    raise
+                if exc.attempt is not None:
+                    self._failed.append(exc.attempt)
+                await backend.aclose()
+                self._current = None
+                self._index += 1
+
+    async def aclose(self) -> None:
+        if self._current is not None:
+            await self._current.aclose()
+            self._current = None
