@@ -28,7 +28,6 @@ from typing import Any
 import lightning_client as lc
 from lightning_client.ledger import percentile
 from lightning_client.pricing import DEFAULT_PRICES, Price
-from lightning_client.routing.policies import REPLICATE_PREDICT_PRIOR_S
 from lightning_client.testing import Latency, Sandbox
 
 SIZE: dict[str, Any] = {"width": 256, "height": 256}
@@ -40,7 +39,7 @@ HEDGED_MODES = ("p90", "p75")
 
 def _compressed_prices() -> Any:
     """Replicate's $/s scaled so a `BASE_S` job costs what a real 1.63 s one does."""
-    scale = REPLICATE_PREDICT_PRIOR_S / BASE_S
+    scale = lc.ReplicateGenerator.PREDICT_PRIOR_S / BASE_S
     hardware = {
         sku: Price(usd=p.usd * scale, unit=p.unit, source=f"{p.source} x{scale:.2f} (time compressed)", as_of=p.as_of)
         for sku, p in DEFAULT_PRICES.replicate_hardware.items()

@@ -24,8 +24,8 @@ async def main(out: Path) -> None:
     items = parse_items([f'"{p}"' for p in PROMPTS], defaults={"width": 512, "height": 512})
     async with Sandbox() as sb:
         sb.replicate.configure(error_rate=0.35)  # some 503s: the router fails over to fal
-        replicate = lc.ReplicateGenerator(api_token="r8_sandbox", base_url=sb.replicate_url)
-        fal = lc.FalGenerator(key="sandbox:key", queue_url=sb.fal_url, rest_url=sb.fal_rest_url)
+        replicate = lc.ReplicateGenerator(api_key="r8_sandbox", base_url=sb.replicate_url)
+        fal = lc.FalGenerator(api_key="sandbox:key", base_url=sb.fal_url, rest_url=sb.fal_rest_url)
         # At most 2 Replicate requests at once and 5 per second; fal unrestricted.
         generators: list[lc.Generator] = [LimitedGenerator(replicate, concurrency=2, per_second=5), fal]
         async with lc.Router(generators, ledger=lc.Ledger(out / "ledger.sqlite")) as router:

@@ -32,8 +32,8 @@ async def router(live: bool) -> AsyncIterator[lc.Router]:
     async with Sandbox() as sb:
         sb.replicate.configure(inference_s=0.3)  # emulate Replicate being a little slower
         generators = [
-            lc.ReplicateGenerator(api_token="r8_sandbox", base_url=sb.replicate_url),
-            lc.FalGenerator(key="sandbox:key", queue_url=sb.fal_url, rest_url=sb.fal_rest_url),
+            lc.ReplicateGenerator(api_key="r8_sandbox", base_url=sb.replicate_url),
+            lc.FalGenerator(api_key="sandbox:key", base_url=sb.fal_url, rest_url=sb.fal_rest_url),
         ]
         async with lc.Router(generators) as sandbox_router:
             yield sandbox_router

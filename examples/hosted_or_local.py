@@ -31,8 +31,8 @@ def make_generator(backend: str) -> Iterator[lc.Generator]:
         from lightning_client.testing import Sandbox
 
         with Sandbox() as sb:
-            replicate = lc.ReplicateGenerator(api_token="r8_sandbox", base_url=sb.replicate_url)
-            fal = lc.FalGenerator(key="sandbox:key", queue_url=sb.fal_url, rest_url=sb.fal_rest_url)
+            replicate = lc.ReplicateGenerator(api_key="r8_sandbox", base_url=sb.replicate_url)
+            fal = lc.FalGenerator(api_key="sandbox:key", base_url=sb.fal_url, rest_url=sb.fal_rest_url)
             with lc.Router([replicate, fal]) as router:
                 yield router
     else:

@@ -18,8 +18,8 @@ def make_app_router(replicate_url: str, fal_url: str, fal_rest_url: str) -> lc.R
     """What the application under test builds in production, with base URLs injected."""
     return lc.Router(
         [
-            lc.ReplicateGenerator(api_token="r8_ci", base_url=replicate_url),
-            lc.FalGenerator(key="ci:key", queue_url=fal_url, rest_url=fal_rest_url),
+            lc.ReplicateGenerator(api_key="r8_ci", base_url=replicate_url),
+            lc.FalGenerator(api_key="ci:key", base_url=fal_url, rest_url=fal_rest_url),
         ],
         policy="priority",
     )

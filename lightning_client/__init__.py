@@ -16,6 +16,7 @@ from lightning_client.errors import (
     AllProvidersFailedError,
     AuthenticationError,
     BudgetExceededError,
+    ConfigurationError,
     ContentFilteredError,
     GenerationTimeoutError,
     InvalidRequestError,
@@ -23,6 +24,7 @@ from lightning_client.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
     RateLimitError,
+    UnknownProviderError,
 )
 from lightning_client.generator import BaseGenerator, Capabilities, Generator
 from lightning_client.request import GenerationRequest
@@ -79,6 +81,7 @@ __all__ = [
     "BaseGenerator",
     "BudgetExceededError",
     "Capabilities",
+    "ConfigurationError",
     "ContentFilteredError",
     "Cost",
     "FalGenerator",
@@ -99,6 +102,7 @@ __all__ = [
     "ReplicateGenerator",
     "Router",
     "Timings",
+    "UnknownProviderError",
     "Warning",
     "__version__",
     "testing",

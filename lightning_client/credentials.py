@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 from pydantic import SecretStr
 
-__all__ = ["SecretFilter", "fal_key", "get_logger", "mask_secrets", "register_secret", "replicate_token"]
+from lightning_client.errors import ConfigurationError
+
+__all__ = [
+    "SecretFilter",
+    "clean_secret",
+    "fal_key",
+    "get_logger",
+    "mask_secrets",
+    "register_secret",
+    "replicate_token",
+    "secret_from",
+]
 
 _secrets: set[str] = set()
 
@@ -18,32 +30,56 @@ def register_secret(value: str) -> None:
         _secrets.add(value)
 
 
-def _secret(value: str | SecretStr | None) -> SecretStr | None:
+def clean_secret(value: str | SecretStr | None, *, source: str, provider: str | None = None) -> SecretStr | None:
+    """`value` without surrounding whitespace, or None when empty.
+
+    A value with whitespace or control characters inside cannot be sent in a header: it
+    raises `ConfigurationError` naming `source` (the argument or variable), never the value.
+    """
     if value is None:
         return None
     raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-    if not raw.strip():
+    if not isinstance(raw, str):
+        raise ConfigurationError(f"{source} must be a string, not {type(raw).__name__}", path=source, provider=provider)
+    text = raw.strip()
+    if not text:
         return None
-    register_secret(raw)
-    return SecretStr(raw)
+    register_secret(text)
+    if any(c.isspace() or not c.isprintable() or not c.isascii() for c in text):
+        raise ConfigurationError(
+            f"{source} is not a valid key: it contains whitespace, control or non-ASCII characters "
+            "(the value is not shown)",
+            path=source,
+            provider=provider,
+        )
+    return SecretStr(text)
+
+
+def secret_from(
+    value: str | SecretStr | None, *, argument: str, env: Sequence[str] = (), provider: str | None = None
+) -> SecretStr | None:
+    """A credential: the argument `value`, else the first non-empty variable of `env`; cleaned by `clean_secret`."""
+    if value is not None:
+        return clean_secret(value, source=argument, provider=provider)
+    for variable in env:
+        found = os.environ.get(variable)
+        if found and found.strip():
+            return clean_secret(found, source=f"environment variable {variable}", provider=provider)
+    return None
 
 
 def replicate_token(value: str | SecretStr | None = None) -> SecretStr | None:
-    """The Replicate token: the argument, else REPLICATE_API_TOKEN."""
-    return _secret(value if value is not None else os.environ.get("REPLICATE_API_TOKEN"))
+    """The Replicate token: the argument, else REPLICATE_API_TOKEN (kept for compatibility)."""
+    from lightning_client.providers.replicate import ReplicateGenerator
+
+    return ReplicateGenerator._credential(value)
 
 
 def fal_key(value: str | SecretStr | None = None) -> SecretStr | None:
-    """The fal key: the argument, else FAL_KEY, else FAL_KEY_ID:FAL_KEY_SECRET."""
-    if value is not None:
-        return _secret(value)
-    if os.environ.get("FAL_KEY"):
-        return _secret(os.environ["FAL_KEY"])
-    key_id, key_secret = os.environ.get("FAL_KEY_ID"), os.environ.get("FAL_KEY_SECRET")
-    if key_id and key_secret:
-        register_secret(key_secret)
-        return _secret(f"{key_id}:{key_secret}")
-    return None
+    """The fal key: the argument, else FAL_KEY, else FAL_KEY_ID:FAL_KEY_SECRET (kept for compatibility)."""
+    from lightning_client.providers.fal import FalGenerator
+
+    return FalGenerator._credential(value)
 
 
 def mask_secrets(text: str) -> str:

@@ -12,6 +12,7 @@ __all__ = [
     "AllProvidersFailedError",
     "AuthenticationError",
     "BudgetExceededError",
+    "ConfigurationError",
     "ContentFilteredError",
     "GenerationTimeoutError",
     "InvalidRequestError",
@@ -19,6 +20,7 @@ __all__ = [
     "ProviderResponseError",
     "ProviderUnavailableError",
     "RateLimitError",
+    "UnknownProviderError",
 ]
 
 
@@ -98,6 +100,22 @@ class InvalidRequestError(LightningError, ValueError):
     def __init__(self, message: str, *, field: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.field = field
+
+
+class ConfigurationError(LightningError, ValueError):
+    """A generator, router or configuration file was set up wrongly (nothing was sent).
+
+    `path` names the offending argument, environment variable or configuration key
+    (e.g. `generators[1].base_url`).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.path = path
+
+
+class UnknownProviderError(ConfigurationError):
+    """No provider is registered under the given kind; the message lists every valid one."""
 
 
 class AuthenticationError(LightningError):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import Self
@@ -18,11 +21,13 @@ from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
 from lightning_client._sync import run_sync
 from lightning_client.credentials import get_logger
 from lightning_client.errors import (
+    ConfigurationError,
     GenerationTimeoutError,
     InvalidRequestError,
     LightningError,
     ProviderResponseError,
 )
+from lightning_client.pricing import PriceTable
 from lightning_client.request import GenerationRequest
 from lightning_client.result import (
     Attempt,
@@ -46,7 +51,11 @@ __all__ = [
     "Capabilities",
     "ClosingContext",
     "Generator",
+    "ProviderOption",
+    "SandboxEndpoints",
+    "legacy_arguments",
     "observe_attempts",
+    "renamed_argument",
 ]
 
 logger = get_logger("lightning_client.generator")
@@ -268,6 +277,66 @@ class ClosingContext:
         await self.aclose()
 
 
+@dataclass(frozen=True)
+class ProviderOption:
+    """One constructor option a provider offers to command-line tools and documents.
+
+    `name` is the keyword argument; `env` the environment variable read when it is not given.
+    """
+
+    name: str
+    help: str
+    type: type = str
+    choices: tuple[str, ...] = ()
+    env: str | None = None
+
+
+class SandboxEndpoints(Protocol):
+    """The base URLs of a provider sandbox (`lightning_client.testing.Sandbox` has them)."""
+
+    @property
+    def replicate_url(self) -> str: ...
+
+    @property
+    def fal_url(self) -> str: ...
+
+    @property
+    def fal_run_url(self) -> str: ...
+
+    @property
+    def fal_rest_url(self) -> str: ...
+
+
+def legacy_arguments(owner: str, values: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
+    """Map deprecated positional arguments onto their keyword names (with a DeprecationWarning)."""
+    if not values:
+        return {}
+    if len(values) > len(names):
+        raise TypeError(f"{owner}() takes at most {len(names)} positional arguments ({len(values)} given)")
+    warnings.warn(
+        f"positional arguments to {owner}() are deprecated; pass them by keyword ({', '.join(names[: len(values)])}=)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return dict(zip(names, values, strict=False))
+
+
+def renamed_argument(owner: str, old: str, old_value: Any, new: str, new_value: Any) -> Any:
+    """`new_value`, or the value given under the deprecated name `old` (with a DeprecationWarning)."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise TypeError(f"{owner}() got both {new}= and its deprecated spelling {old}=; pass only {new}=")
+    warnings.warn(f"{owner}({old}=...) is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
+    return old_value
+
+
+def env_setting(variable: str) -> str | None:
+    """A non-empty environment variable, stripped (None when unset or blank)."""
+    value = os.environ.get(variable, "").strip()
+    return value or None
+
+
 class BaseGenerator(ClosingContext, ABC):
     """Shared lifecycle for every backend: validation, deadline, attempt record, sync API.
 
@@ -275,10 +344,58 @@ class BaseGenerator(ClosingContext, ABC):
     `LightningError`s. Cancelling the awaiting task (or the deadline) must cancel
     any remote job the subclass started; the base class turns the deadline into
     `GenerationTimeoutError`.
+
+    What is specific to a provider is declared on its class, never branched on by name
+    elsewhere: its registry `kind`, the priors a router starts from (`latency_prior_s`,
+    `prior_cost_per_image`), its credential variables (`credential_env`), the options it
+    offers (`options`) and how to point it at a sandbox (`for_sandbox`).
     """
 
+    #: The registry kind; `name` (what routers, ledgers and reports show) defaults to it.
+    kind: ClassVar[str] = "generator"
     name: str = "generator"
     model: str = ""
+    #: Total seconds for one 1024x1024 4-step image assumed before anything is observed (None: unknown).
+    latency_prior_s: ClassVar[float | None] = None
+    #: Environment variables holding the credential, in lookup order (empty: none needed).
+    credential_env: ClassVar[tuple[str, ...]] = ()
+    #: Whether the provider sandbox emulates this provider (`for_sandbox` works).
+    sandboxed: ClassVar[bool] = False
+    #: Constructor options offered to command-line tools.
+    options: ClassVar[tuple[ProviderOption, ...]] = ()
+
+    @classmethod
+    def _check_name(cls, name: str | None) -> str:
+        """`name`, or the kind when None; a blank name is an error."""
+        if name is None:
+            return cls.kind
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError("name must be a non-empty string", path="name", provider=cls.kind)
+        return name.strip()
+
+    def prior_cost_per_image(self, prices: PriceTable) -> float | None:
+        """Expected dollars per image from prices alone, before any cost is observed (None: unknown)."""
+        return None
+
+    @classmethod
+    def has_credentials(cls) -> bool:
+        """Whether the environment holds what this provider needs to authenticate."""
+        return not cls.credential_env or any(env_setting(v) for v in cls.credential_env)
+
+    @classmethod
+    def credential_hint(cls) -> str:
+        """The variables to set for credentials, for error messages ("" when none are needed)."""
+        return " or ".join(cls.credential_env)
+
+    @classmethod
+    def for_sandbox(cls, sandbox: SandboxEndpoints, **options: Any) -> BaseGenerator:
+        """A generator pointed at a provider sandbox, with the sandbox's test credentials."""
+        raise ConfigurationError(f"the sandbox does not emulate provider {cls.kind!r}", path="sandbox")
+
+    @classmethod
+    def sandbox_environment(cls, sandbox: SandboxEndpoints) -> Mapping[str, str]:
+        """Environment variables that point a default-constructed generator at `sandbox`."""
+        return {}
 
     @property
     @abstractmethod

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 
 from lightning_client.batching.items import BatchFileError
-from lightning_client.credentials import fal_key, get_logger, mask_secrets, replicate_token
+from lightning_client.credentials import get_logger, mask_secrets
 from lightning_client.errors import InvalidRequestError, LightningError
 
 if TYPE_CHECKING:
@@ -68,12 +68,10 @@ LocalModel = Annotated[
 
 
 def has_key(provider: str) -> bool:
-    """Whether the environment holds a key for a hosted provider."""
-    if provider == "replicate":
-        return replicate_token() is not None
-    if provider == "fal":
-        return fal_key() is not None
-    return True
+    """Whether the environment holds the provider's credentials (always, for one that needs none)."""
+    from lightning_client.registry import generator_class
+
+    return bool(generator_class(provider).has_credentials())
 
 
 def hosted_providers(sandbox: bool, sandbox_url: str | None) -> list[str]:
@@ -201,25 +199,13 @@ Endpoints = Union["Sandbox", SandboxEndpoints]
 
 
 def hosted_generator(name: str, sandbox: Endpoints | None) -> Generator:
-    """A Replicate or fal generator: pointed at `sandbox` when given, else the real API with env keys."""
-    if name == "replicate":
-        from lightning_client.providers.replicate import ReplicateGenerator
+    """A hosted generator by registry kind: pointed at `sandbox` when given, else configured from the environment."""
+    from lightning_client.registry import generator_class
 
-        if sandbox is None:
-            return ReplicateGenerator()
-        return ReplicateGenerator(api_token=SANDBOX_KEYS["replicate"], base_url=sandbox.replicate_url)
-    if name == "fal":
-        from lightning_client.providers.fal import FalGenerator
-
-        if sandbox is None:
-            return FalGenerator()
-        return FalGenerator(
-            key=SANDBOX_KEYS["fal"],
-            queue_url=sandbox.fal_url,
-            run_url=sandbox.fal_run_url,
-            rest_url=sandbox.fal_rest_url,
-        )
-    raise ValueError(f"{name!r} is not a hosted provider")
+    cls = generator_class(name)
+    if sandbox is None:
+        return cls()  # type: ignore[no-any-return]
+    return cls.for_sandbox(sandbox)  # type: ignore[no-any-return]
 
 
 def build_generators(

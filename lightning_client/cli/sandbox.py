@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -89,12 +90,12 @@ def sandbox(
         typer.echo(
             f"Replicate API:  {sb.replicate_url}   (replicate.Client(base_url=...), ReplicateGenerator(base_url=...))"
         )
-        typer.echo(f"fal queue:      {sb.fal_url}   (FalGenerator(queue_url=...))")
+        typer.echo(f"fal queue:      {sb.fal_url}   (FalGenerator(base_url=...))")
         typer.echo(f"fal sync run:   {sb.fal_run_url}")
         typer.echo(f"fal REST:       {sb.fal_rest_url}")
-        typer.echo("Environment for the official clients:")
+        typer.echo("Environment for lightning-client and the official replicate client (paste into a shell):")
         for name, value in sb.env().items():
-            typer.echo(f"  export {name}={value}")
+            typer.echo(f"export {name}={shlex.quote(value)}")
         typer.echo("fal_client: set fal_client.client.QUEUE_URL_FORMAT / RUN_URL_FORMAT (see docs/sandbox.md).")
         typer.echo("Serving until Ctrl-C.", err=True)
         while not stop.wait(0.5):

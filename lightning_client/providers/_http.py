@@ -486,6 +486,7 @@ class HttpGenerator(BaseGenerator):
         self,
         *,
         model: str,
+        name: str | None = None,
         prices: PriceTable | None,
         timeout: float | httpx.Timeout,
         max_connections: int,
@@ -493,6 +494,7 @@ class HttpGenerator(BaseGenerator):
         poll_max_s: float,
         cancel_timeout_s: float,
     ) -> None:
+        self.name = self._check_name(name)
         self.model = model
         self.prices = prices or DEFAULT_PRICES
         self.poll_initial_s = poll_initial_s

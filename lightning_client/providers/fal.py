@@ -16,7 +16,7 @@ from httpx_sse import SSEError, aconnect_sse
 from pydantic import SecretStr
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
-from lightning_client.credentials import fal_key, get_logger, mask_secrets
+from lightning_client.credentials import get_logger, mask_secrets, secret_from
 from lightning_client.errors import (
     AuthenticationError,
     ContentFilteredError,
@@ -26,7 +26,15 @@ from lightning_client.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
-from lightning_client.generator import AttemptContext, Capabilities
+from lightning_client.generator import (
+    AttemptContext,
+    Capabilities,
+    ProviderOption,
+    SandboxEndpoints,
+    env_setting,
+    legacy_arguments,
+    renamed_argument,
+)
 from lightning_client.images import DecodedImage, convert_image
 from lightning_client.pricing import Price, PriceTable
 from lightning_client.providers._http import (
@@ -43,7 +51,7 @@ from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timi
 if TYPE_CHECKING:
     from lightning_client.realtime import RealtimeBackend
 
-__all__ = ["DEFAULT_APP", "DEFAULT_QUEUE_URL", "FalGenerator"]
+__all__ = ["DEFAULT_APP", "DEFAULT_QUEUE_URL", "SANDBOX_KEY", "FalGenerator"]
 
 log = get_logger("lightning_client.providers.fal")
 
@@ -51,6 +59,8 @@ DEFAULT_QUEUE_URL = "https://queue.fal.run"
 DEFAULT_RUN_URL = "https://fal.run"
 DEFAULT_REST_URL = "https://api.fal.ai"
 DEFAULT_APP = "fal-ai/fast-lightning-sdxl"
+#: The key the sandbox accepts; not a secret.
+SANDBOX_KEY = "sandbox:key"
 
 #: fal's named sizes; a request matching one exactly sends the name.
 PRESETS: dict[tuple[int, int], str] = {
@@ -94,11 +104,13 @@ class FalGenerator(HttpGenerator):
     `x-fal-billable-units` x the unit price from fal's pricing API (or the price table).
 
     Args:
-        key: fal key (`key_id:key_secret`); default: FAL_KEY, else FAL_KEY_ID + FAL_KEY_SECRET.
-        queue_url: queue API root (the sandbox's `fal_url` in tests).
-        app: endpoint id (`owner/app[/path]`).
-        run_url: synchronous-run root, used by `mode="run"`.
-        rest_url: platform API root, for the pricing lookup.
+        api_key: fal key (`key_id:key_secret`); default: FAL_KEY, else FAL_KEY_ID + FAL_KEY_SECRET.
+            Surrounding whitespace is stripped; a key with whitespace inside is an error.
+        base_url: queue API root; default: FAL_QUEUE_URL, else https://queue.fal.run.
+        model: endpoint id (`owner/app[/path]`), default `fal-ai/fast-lightning-sdxl`.
+        name: what routers, ledgers and reports call this generator (default "fal").
+        run_url: synchronous-run root, used by `mode="run"`; default: FAL_RUN_URL, else https://fal.run.
+        rest_url: platform API root, for the pricing lookup; default: FAL_REST_URL, else https://api.fal.ai.
         prices: fallback prices when the pricing API is unreachable (default `DEFAULT_PRICES`).
         use_sse: wait on the status stream (else poll).
         mode: "queue" (default: remote id known at once, cancellable) or "run" (one POST to
@@ -107,19 +119,40 @@ class FalGenerator(HttpGenerator):
         max_connections: connection pool size per event loop.
         poll_initial_s / poll_max_s: adaptive polling starts at the first and backs off to the second.
         cancel_timeout_s: how long a best-effort remote cancel may take.
+        key, queue_url, app: deprecated spellings of `api_key`, `base_url` and `model`; positional
+            arguments (key, queue_url, app) are deprecated too.
+
+    fal-client fixes its hosts at import time and always uses https (`FAL_RUN_HOST`,
+    `FAL_QUEUE_RUN_HOST`); the URL variables above take a scheme, so they can name a
+    plain-http sandbox on loopback.
     """
 
+    kind = "fal"
     name = "fal"
     _log = log
+    #: fal publishes no latency for this endpoint: an assumption (docs/costs.md).
+    latency_prior_s = 1.5
+    credential_env = ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")
+    #: Variables read for the hosts when the arguments are not given.
+    BASE_URL_ENV = "FAL_QUEUE_URL"
+    RUN_URL_ENV = "FAL_RUN_URL"
+    REST_URL_ENV = "FAL_REST_URL"
+    sandboxed = True
+    options = (
+        ProviderOption("model", "Endpoint id, owner/app[/path]."),
+        ProviderOption("base_url", "Queue API root.", env="FAL_QUEUE_URL"),
+        ProviderOption("mode", "queue (cancellable) or run (one synchronous POST).", choices=("queue", "run")),
+    )
 
     def __init__(
         self,
-        key: str | SecretStr | None = None,
-        queue_url: str = DEFAULT_QUEUE_URL,
-        app: str = DEFAULT_APP,
-        *,
-        run_url: str = DEFAULT_RUN_URL,
-        rest_url: str = DEFAULT_REST_URL,
+        *legacy: Any,
+        api_key: str | SecretStr | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        name: str | None = None,
+        run_url: str | None = None,
+        rest_url: str | None = None,
         prices: PriceTable | None = None,
         use_sse: bool = True,
         mode: Literal["queue", "run"] = "queue",
@@ -128,13 +161,22 @@ class FalGenerator(HttpGenerator):
         poll_initial_s: float = 0.05,
         poll_max_s: float = 1.0,
         cancel_timeout_s: float = 5.0,
+        key: str | SecretStr | None = None,
+        queue_url: str | None = None,
+        app: str | None = None,
     ) -> None:
+        positional = legacy_arguments("FalGenerator", legacy, ("api_key", "base_url", "model"))
+        api_key = positional.get("api_key", renamed_argument("FalGenerator", "key", key, "api_key", api_key))
+        base_url = renamed_argument("FalGenerator", "queue_url", queue_url, "base_url", base_url)
+        base_url = positional.get("base_url", base_url)
+        model = positional.get("model", renamed_argument("FalGenerator", "app", app, "model", model)) or DEFAULT_APP
         if mode not in ("queue", "run"):
             raise ValueError(f"mode must be 'queue' or 'run', got {mode!r}")
-        if app.count("/") < 1:
-            raise ValueError(f"app must be an endpoint id like 'owner/app[/path]', got {app!r}")
+        if model.count("/") < 1:
+            raise ValueError(f"model must be an endpoint id like 'owner/app[/path]', got {model!r}")
         super().__init__(
-            model=app,
+            model=model,
+            name=name,
             prices=prices,
             timeout=timeout,
             max_connections=max_connections,
@@ -142,15 +184,15 @@ class FalGenerator(HttpGenerator):
             poll_max_s=poll_max_s,
             cancel_timeout_s=cancel_timeout_s,
         )
-        self.app = app
-        self.queue_url = queue_url.rstrip("/")
-        self.run_url = run_url.rstrip("/")
-        self.rest_url = rest_url.rstrip("/")
+        self.app = model
+        self.base_url = self.queue_url = (base_url or env_setting(self.BASE_URL_ENV) or DEFAULT_QUEUE_URL).rstrip("/")
+        self.run_url = (run_url or env_setting(self.RUN_URL_ENV) or DEFAULT_RUN_URL).rstrip("/")
+        self.rest_url = (rest_url or env_setting(self.REST_URL_ENV) or DEFAULT_REST_URL).rstrip("/")
         self.use_sse = use_sse
         self.mode = mode
-        self._key = fal_key(key)
+        self._key = self._credential(api_key)
         # Status, result and cancel URLs use only owner/app (no sub-path); used when a submit omits them.
-        self._requests_root = f"{self.queue_url}/{'/'.join(app.split('/')[:2])}/requests"
+        self._requests_root = f"{self.queue_url}/{'/'.join(model.split('/')[:2])}/requests"
         self._price: tuple[Price, str] | None = None
         self._price_failed_at: float | None = None
         self._price_tasks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = WeakKeyDictionary()
@@ -169,8 +211,51 @@ class FalGenerator(HttpGenerator):
             guidance=False,
         )
 
+    @classmethod
+    def _credential(cls, value: str | SecretStr | None = None) -> SecretStr | None:
+        """The argument, else FAL_KEY, else FAL_KEY_ID:FAL_KEY_SECRET (fal-client's order)."""
+        found = secret_from(value, argument="api_key", env=("FAL_KEY",), provider=cls.kind)
+        if found is not None or value is not None:
+            return found
+        key_id = secret_from(None, argument="", env=("FAL_KEY_ID",), provider=cls.kind)
+        key_secret = secret_from(None, argument="", env=("FAL_KEY_SECRET",), provider=cls.kind)
+        if key_id is None or key_secret is None:
+            return None
+        return SecretStr(f"{key_id.get_secret_value()}:{key_secret.get_secret_value()}")
+
+    @classmethod
+    def has_credentials(cls) -> bool:
+        return bool(env_setting("FAL_KEY") or (env_setting("FAL_KEY_ID") and env_setting("FAL_KEY_SECRET")))
+
+    @classmethod
+    def credential_hint(cls) -> str:
+        return "FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)"
+
+    @classmethod
+    def for_sandbox(cls, sandbox: SandboxEndpoints, **options: Any) -> FalGenerator:
+        return cls(
+            api_key=SANDBOX_KEY,
+            base_url=sandbox.fal_url,
+            run_url=sandbox.fal_run_url,
+            rest_url=sandbox.fal_rest_url,
+            **options,
+        )
+
+    @classmethod
+    def sandbox_environment(cls, sandbox: SandboxEndpoints) -> dict[str, str]:
+        return {
+            "FAL_KEY": SANDBOX_KEY,
+            cls.BASE_URL_ENV: sandbox.fal_url,
+            cls.RUN_URL_ENV: sandbox.fal_run_url,
+            cls.REST_URL_ENV: sandbox.fal_rest_url,
+        }
+
+    def prior_cost_per_image(self, prices: PriceTable) -> float | None:
+        unit = self.prices.fal_unit(self.model)
+        return None if unit is None else unit.usd
+
     def __repr__(self) -> str:
-        return f"FalGenerator(queue_url={self.queue_url!r}, app={self.app!r}, mode={self.mode!r})"
+        return f"FalGenerator(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r}, mode={self.mode!r})"
 
     def _realtime_backend(self) -> RealtimeBackend:
         """Realtime sessions on fal's realtime WebSocket (the queue API when it is refused)."""
@@ -208,10 +293,10 @@ class FalGenerator(HttpGenerator):
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def _generate(self, ctx: AttemptContext) -> GenerationResult:
-        key = self._key or fal_key()
+        key = self._key or self._credential()
         if key is None:
             raise AuthenticationError(
-                "no fal key: pass key= or set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)", provider=self.name
+                "no fal key: pass api_key= or set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)", provider=self.name
             )
         self._key = key
         client = self._http.get()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from lightning_client.credentials import get_logger
+from lightning_client.credentials import get_logger, secret_from
 from lightning_client.errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -84,6 +83,8 @@ class RemoteGenerator(BaseGenerator):
         capabilities: what the server serves, when known up front (else fetched from it).
     """
 
+    kind = "remote"
+
     def __init__(
         self,
         base_url: str,
@@ -98,9 +99,8 @@ class RemoteGenerator(BaseGenerator):
         if not base_url.startswith(("http://", "https://")):
             raise InvalidRequestError(f"base_url={base_url!r} is invalid; allowed: an http(s) URL", field="base_url")
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
-        key = api_key if api_key is not None else os.environ.get(API_KEY_VARIABLE) or None
-        self._api_key = SecretStr(key) if isinstance(key, str) else key
-        self.name = name
+        self._api_key = secret_from(api_key, argument="api_key", env=(API_KEY_VARIABLE,), provider=self.kind)
+        self.name = self._check_name(name)
         self.model = "remote"
         self.status_ttl_s = status_ttl_s
         self._http = HttpClients(timeout=make_timeout(timeout), max_connections=max_connections)

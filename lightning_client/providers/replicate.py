@@ -14,7 +14,7 @@ import httpx
 from pydantic import SecretStr
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
-from lightning_client.credentials import get_logger, mask_secrets, replicate_token
+from lightning_client.credentials import get_logger, mask_secrets, secret_from
 from lightning_client.errors import (
     AuthenticationError,
     ContentFilteredError,
@@ -23,7 +23,15 @@ from lightning_client.errors import (
     ProviderResponseError,
     ProviderUnavailableError,
 )
-from lightning_client.generator import AttemptContext, Capabilities
+from lightning_client.generator import (
+    AttemptContext,
+    Capabilities,
+    ProviderOption,
+    SandboxEndpoints,
+    env_setting,
+    legacy_arguments,
+    renamed_argument,
+)
 from lightning_client.images import DecodedImage, convert_image
 from lightning_client.pricing import PriceTable
 from lightning_client.providers._http import (
@@ -38,11 +46,13 @@ from lightning_client.providers._http import (
 )
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "ReplicateGenerator"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "SANDBOX_TOKEN", "ReplicateGenerator"]
 
 log = get_logger("lightning_client.providers.replicate")
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
+#: The token the sandbox accepts; not a secret.
+SANDBOX_TOKEN = "r8_sandbox"
 DEFAULT_MODEL = "bytedance/sdxl-lightning-4step:5599ed30703defd1d160a25a63321b4dec97101d98b4674bcc56e41f62f35637"
 
 #: Statuses after which a prediction never changes (`aborted` arrived with deadlines, 2025-10).
@@ -83,26 +93,45 @@ class ReplicateGenerator(HttpGenerator):
     abandoned, and priced from `metrics.predict_time`.
 
     Args:
-        api_token: Replicate token; default: the REPLICATE_API_TOKEN environment variable.
-        base_url: API root without `/v1` (the sandbox's `replicate_url` in tests).
+        api_key: Replicate token; default: the REPLICATE_API_TOKEN environment variable.
+            Surrounding whitespace is stripped; a token with whitespace inside is an error.
+        base_url: API root without `/v1`; default: REPLICATE_BASE_URL, else https://api.replicate.com.
         model: `owner/name:version` (versioned route) or `owner/name` (official-model route).
+        name: what routers, ledgers and reports call this generator (default "replicate").
         prices: price table for the hardware $/s (default `DEFAULT_PRICES`).
         wait_s: longest `Prefer: wait` to ask for (1..60; 0 turns sync mode off).
         timeout: seconds (or an `httpx.Timeout`) for each HTTP exchange, not the whole job.
         max_connections: connection pool size per event loop.
         poll_initial_s / poll_max_s: adaptive polling starts at the first and backs off to the second.
         cancel_timeout_s: how long a best-effort remote cancel may take.
+        api_token: deprecated spelling of `api_key`. Positional arguments (api_token, base_url,
+            model) are deprecated too.
     """
 
+    kind = "replicate"
     name = "replicate"
     _log = log
+    #: One recorded run took 2.58 s total_time with 1.63 s predict_time (docs/costs.md).
+    latency_prior_s = 2.6
+    #: Replicate bills predict_time; the one recorded run's 1.63 s is the prior per image.
+    PREDICT_PRIOR_S = 1.63
+    credential_env = ("REPLICATE_API_TOKEN",)
+    #: Read when `base_url` is not given, as the official client does.
+    BASE_URL_ENV = "REPLICATE_BASE_URL"
+    sandboxed = True
+    options = (
+        ProviderOption("model", "Model: owner/name:version or owner/name."),
+        ProviderOption("base_url", "API root without /v1.", env="REPLICATE_BASE_URL"),
+        ProviderOption("wait_s", "Longest Prefer: wait, 0 to 60 seconds (0: poll only).", type=int),
+    )
 
     def __init__(
         self,
-        api_token: str | SecretStr | None = None,
-        base_url: str = DEFAULT_BASE_URL,
-        model: str = DEFAULT_MODEL,
-        *,
+        *legacy: Any,
+        api_key: str | SecretStr | None = None,
+        base_url: str | None = None,
+        model: str | None = None,
+        name: str | None = None,
         prices: PriceTable | None = None,
         wait_s: int = 60,
         timeout: float | httpx.Timeout = 30.0,
@@ -110,11 +139,19 @@ class ReplicateGenerator(HttpGenerator):
         poll_initial_s: float = 0.05,
         poll_max_s: float = 1.0,
         cancel_timeout_s: float = 5.0,
+        api_token: str | SecretStr | None = None,
     ) -> None:
+        positional = legacy_arguments("ReplicateGenerator", legacy, ("api_key", "base_url", "model"))
+        api_key = renamed_argument("ReplicateGenerator", "api_token", api_token, "api_key", api_key)
+        api_key = positional.get("api_key", api_key)
+        base_url = positional.get("base_url", base_url)
+        model = positional.get("model", model)
         if not 0 <= wait_s <= MAX_WAIT_S:
             raise ValueError(f"wait_s must be from 0 to 60 seconds, got {wait_s}")
+        model = model or DEFAULT_MODEL
         super().__init__(
             model=model,
+            name=name,
             prices=prices,
             timeout=timeout,
             max_connections=max_connections,
@@ -122,9 +159,9 @@ class ReplicateGenerator(HttpGenerator):
             poll_max_s=poll_max_s,
             cancel_timeout_s=cancel_timeout_s,
         )
-        self.base_url = base_url.rstrip("/")
+        self.base_url = (base_url or env_setting(self.BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
         self.wait_s = wait_s
-        self._token = replicate_token(api_token)
+        self._token = self._credential(api_key)
         self._api_host = urlsplit(self.base_url).netloc
         owner_name, _, version = model.partition(":")
         if version:
@@ -147,8 +184,24 @@ class ReplicateGenerator(HttpGenerator):
             guidance=True,
         )
 
+    @classmethod
+    def _credential(cls, value: str | SecretStr | None = None) -> SecretStr | None:
+        return secret_from(value, argument="api_key", env=cls.credential_env, provider=cls.kind)
+
+    @classmethod
+    def for_sandbox(cls, sandbox: SandboxEndpoints, **options: Any) -> ReplicateGenerator:
+        return cls(api_key=SANDBOX_TOKEN, base_url=sandbox.replicate_url, **options)
+
+    @classmethod
+    def sandbox_environment(cls, sandbox: SandboxEndpoints) -> dict[str, str]:
+        return {"REPLICATE_API_TOKEN": SANDBOX_TOKEN, cls.BASE_URL_ENV: sandbox.replicate_url}
+
+    def prior_cost_per_image(self, prices: PriceTable) -> float | None:
+        _, rate = self.prices.replicate_rate(self.model)
+        return rate.usd * self.PREDICT_PRIOR_S
+
     def __repr__(self) -> str:
-        return f"ReplicateGenerator(base_url={self.base_url!r}, model={self.model!r})"
+        return f"ReplicateGenerator(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
 
     # -- request mapping --------------------------------------------------------------------------
 
@@ -199,10 +252,10 @@ class ReplicateGenerator(HttpGenerator):
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def _generate(self, ctx: AttemptContext) -> GenerationResult:
-        token = self._token or replicate_token()
+        token = self._token or self._credential()
         if token is None:
             raise AuthenticationError(
-                "no Replicate API token: pass api_token= or set REPLICATE_API_TOKEN", provider=self.name
+                "no Replicate API token: pass api_key= or set REPLICATE_API_TOKEN", provider=self.name
             )
         self._token = token
         inputs = self._inputs(ctx)

@@ -31,15 +31,8 @@ __all__ = [
     "make_policy",
 ]
 
-#: Prior total latency (seconds, one 1024² 4-step image) before anything is observed.
-#: Replicate: one recorded run took 2.58 s total_time with 1.63 s predict_time
-#: (docs/costs.md); fal and local have no published latency, these are assumptions.
-LATENCY_PRIORS_S: dict[str, float] = {"replicate": 2.6, "fal": 1.5, "local": 2.0}
+#: Prior total latency for a generator that declares none (`latency_prior_s`).
 DEFAULT_LATENCY_PRIOR_S = 5.0
-#: Replicate bills predict_time; the one recorded run's 1.63 s is the prior per image.
-REPLICATE_PREDICT_PRIOR_S = 1.63
-#: Local GPU seconds per image assumed before anything is measured.
-LOCAL_SECONDS_PRIOR_S = 1.0
 #: Smoothing of the EWMAs; the window feeding latency percentiles.
 EWMA_ALPHA = 0.2
 LATENCY_WINDOW = 512
@@ -49,24 +42,18 @@ PRIOR_SPREAD = 1.5
 
 
 def prior_cost_per_image(generator: Generator, prices: PriceTable) -> float | None:
-    """Expected dollars per image from prices alone (None: unknown).
+    """Expected dollars per image from prices alone (None: unknown), as the generator declares it.
 
-    The generator's own `prices` table wins over `prices` when it has one.
+    Generators price from their own table when they have one; `prices` is the router's.
     """
-    own = getattr(generator, "prices", None)
-    if isinstance(own, PriceTable):
-        prices = own
-    name = generator.name
-    model = str(getattr(generator, "model", "") or "")
-    if name == "replicate":
-        _, rate = prices.replicate_rate(model or "bytedance/sdxl-lightning-4step")
-        return rate.usd * REPLICATE_PREDICT_PRIOR_S
-    if name == "fal":
-        unit = prices.fal_unit(model or "fal-ai/fast-lightning-sdxl")
-        return None if unit is None else unit.usd
-    if name == "local":
-        return prices.local_gpu_hour.usd / 3600 * LOCAL_SECONDS_PRIOR_S
-    return None
+    prior = getattr(generator, "prior_cost_per_image", None)
+    return prior(prices) if callable(prior) else None
+
+
+def latency_prior_s(generator: Generator) -> float:
+    """The generator's declared latency prior (`latency_prior_s`), else `DEFAULT_LATENCY_PRIOR_S`."""
+    prior = getattr(generator, "latency_prior_s", None)
+    return float(prior) if isinstance(prior, (int, float)) and prior > 0 else DEFAULT_LATENCY_PRIOR_S
 
 
 class ProviderStats:
@@ -125,8 +112,7 @@ class Stats:
             stats = self._by_name.get(generator.name)
             if stats is None:
                 stats = self._by_name[generator.name] = ProviderStats(
-                    LATENCY_PRIORS_S.get(generator.name, DEFAULT_LATENCY_PRIOR_S),
-                    prior_cost_per_image(generator, self.prices),
+                    latency_prior_s(generator), prior_cost_per_image(generator, self.prices)
                 )
             return stats
 

@@ -146,14 +146,17 @@ class Sandbox:
         return "ws" + self._url("fal_run").removeprefix("http")
 
     def env(self) -> dict[str, str]:
-        """Environment settings that point the official clients at this sandbox (see docs/sandbox.md)."""
+        """Environment settings that point this package's generators (built without arguments) and the
+        official replicate client at this sandbox (see docs/sandbox.md)."""
+        from lightning_client.providers.fal import FalGenerator
+        from lightning_client.providers.replicate import ReplicateGenerator
+
         settings: dict[str, str] = {}
         if self._enabled["replicate"]:
-            settings["REPLICATE_BASE_URL"] = self.replicate_url
-            settings["REPLICATE_API_TOKEN"] = "r8_sandbox"
+            settings.update(ReplicateGenerator.sandbox_environment(self))
             settings["REPLICATE_POLL_INTERVAL"] = "0.05"
         if self._enabled["fal"]:
-            settings["FAL_KEY"] = "sandbox:key"
+            settings.update(FalGenerator.sandbox_environment(self))
         return settings
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -7,16 +7,19 @@ from collections import Counter
 import pytest
 
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
-from lightning_client.pricing import DEFAULT_PRICES
+from lightning_client.pricing import DEFAULT_PRICES, PriceTable
+from lightning_client.registry import generator_class
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, Cost, GenerationResult, Timings
 from lightning_client.routing.policies import (
+    DEFAULT_LATENCY_PRIOR_S,
     CheapestPolicy,
     FastestPolicy,
     PriorityPolicy,
     ProviderStats,
     Stats,
     WeightedPolicy,
+    latency_prior_s,
     make_policy,
     prior_cost_per_image,
 )
@@ -50,18 +53,37 @@ def success(provider: str, total: float, usd: float = 0.0, images: int = 1) -> A
     )
 
 
-def test_priors_come_from_the_price_table() -> None:
+def hosted(kind: str) -> BaseGenerator:
+    """A real provider generator (constructing one sends nothing), keyed so it never reads the environment."""
+    cls = generator_class(kind)
+    return cls() if kind == "local" else cls(api_key="k:k")
+
+
+def test_priors_are_declared_by_the_provider_classes() -> None:
     rate = DEFAULT_PRICES.replicate_rate("bytedance/sdxl-lightning-4step")[1].usd
-    assert prior_cost_per_image(Named("replicate", "bytedance/sdxl-lightning-4step"), DEFAULT_PRICES) == pytest.approx(
-        rate * 1.63
-    )
-    assert prior_cost_per_image(Named("fal", "fal-ai/fast-lightning-sdxl"), DEFAULT_PRICES) == pytest.approx(0.002)
-    assert prior_cost_per_image(Named("local"), DEFAULT_PRICES) == pytest.approx(5.49 / 3600)
-    assert prior_cost_per_image(Named("mystery"), DEFAULT_PRICES) is None
+    assert prior_cost_per_image(hosted("replicate"), DEFAULT_PRICES) == pytest.approx(rate * 1.63)
+    assert prior_cost_per_image(hosted("fal"), DEFAULT_PRICES) == pytest.approx(0.002)
+    assert prior_cost_per_image(hosted("local"), DEFAULT_PRICES) == pytest.approx(5.49 / 3600)
+    # A name alone carries no prior: only what the class declares counts.
+    assert prior_cost_per_image(Named("replicate"), DEFAULT_PRICES) is None
+    assert latency_prior_s(Named("fal")) == DEFAULT_LATENCY_PRIOR_S
+    assert latency_prior_s(hosted("fal")) == 1.5
+
+
+class Priced(Named):
+    """A generator with declared priors, as a provider class declares them."""
+
+    def __init__(self, name: str, usd: float | None, latency_s: float | None = None) -> None:
+        super().__init__(name)
+        self._usd = usd
+        self.latency_prior_s = latency_s  # type: ignore[misc]
+
+    def prior_cost_per_image(self, prices: PriceTable) -> float | None:
+        return self._usd
 
 
 def test_cheapest_uses_priors_then_observed_cost_and_puts_unknown_last() -> None:
-    rep, fal, other = Named("replicate"), Named("fal"), Named("mystery")
+    rep, fal, other = Priced("replicate", 0.00159), Priced("fal", 0.002), Named("mystery")
     stats = Stats()
     policy = CheapestPolicy()
     # priors: replicate 1.63 s x L40S $0.000975/s = $0.00159 < fal $0.002
@@ -72,7 +94,7 @@ def test_cheapest_uses_priors_then_observed_cost_and_puts_unknown_last() -> None
 
 
 def test_fastest_follows_the_latency_ewma() -> None:
-    rep, fal = Named("replicate"), Named("fal")
+    rep, fal = Priced("replicate", None, 2.6), Priced("fal", None, 1.5)
     stats = Stats()
     assert [g.name for g in FastestPolicy().order([rep, fal], REQ, stats)] == ["fal", "replicate"]  # priors
     for _ in range(3):

@@ -80,3 +80,45 @@ def test_load_config_latencies_and_unknown_keys(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"fal": {"queue_s": {"uniform": [0.5, 0.1]}}}))
     with pytest.raises(typer.BadParameter, match=r"fal\.queue_s"):
         load_config(bad)
+
+
+def test_after_eval_of_the_printed_exports_generate_goes_to_the_sandbox(tmp_path: Path) -> None:
+    """As a new user does it: start the sandbox, paste its export lines into a shell, generate."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lightning_client", "sandbox"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    exports: list[str] = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("FAL_REST_URL" in line for line in exports):
+            line = process.stdout.readline()
+            if not line:
+                break
+            if line.startswith("export "):
+                exports.append(line.strip())
+        names = {line.removeprefix("export ").split("=")[0] for line in exports}
+        assert {"REPLICATE_API_TOKEN", "REPLICATE_BASE_URL", "FAL_KEY", "FAL_QUEUE_URL", "FAL_RUN_URL"} <= names
+        # A shell without any provider settings of its own (nothing else could point it at the sandbox).
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FAL_"))}
+        script = "\n".join(
+            [*exports, f'"{sys.executable}" -m lightning_client generate "a cat" --size 256x256 --out out --seed 5']
+        )
+        done = subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, env=clean, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "replicate" in done.stdout and list((tmp_path / "out").glob("*.png"))
+        env = dict(line.removeprefix("export ").split("=", 1) for line in exports)
+        listed = httpx.get(
+            f"{env['REPLICATE_BASE_URL']}/v1/predictions",
+            headers={"Authorization": f"Bearer {env['REPLICATE_API_TOKEN']}"},
+        ).json()["results"]
+        assert [p["input"]["seed"] for p in listed] == [5]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=15)
