@@ -38,7 +38,7 @@ from lightning_client.result import (
 )
 
 if TYPE_CHECKING:
-    from lightning_client import testing
+    from lightning_client import testing, webhooks
     from lightning_client.ledger import Ledger
     from lightning_client.providers.fal import FalGenerator
     from lightning_client.providers.local import LocalGenerator
@@ -64,8 +64,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    if name == "testing":
-        return importlib.import_module("lightning_client.testing")
+    if name in ("testing", "webhooks"):
+        return importlib.import_module(f"lightning_client.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'lightning_client' has no attribute {name!r}")
@@ -106,4 +106,5 @@ __all__ = [
     "Warning",
     "__version__",
     "testing",
+    "webhooks",
 ]

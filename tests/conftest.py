@@ -1,8 +1,9 @@
-"""Shared fixtures: a loopback HTTP file server for image-handling tests."""
+"""Shared fixtures: a loopback HTTP file server for image-handling tests and a webhook receiver."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +52,67 @@ def file_server() -> Iterator[FileServer]:
     thread.start()
     try:
         yield FileServer(url=f"http://127.0.0.1:{server.server_address[1]}", routes=routes, hits=hits)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Delivery:
+    """One POST a webhook receiver got: path, headers (names lower-cased), raw body, arrival time."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+@dataclass
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 that records POSTs; `statuses` are answered first, then 200."""
+
+    url: str
+    deliveries: list[Delivery]
+    statuses: list[int]
+    arrived: threading.Condition
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Delivery]:
+        """The deliveries once there are `count` of them (fails the test after `timeout` seconds)."""
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: len(self.deliveries) >= count, timeout):
+                raise AssertionError(f"{len(self.deliveries)} webhook deliveries arrived, expected {count}")
+            return list(self.deliveries)
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    deliveries: list[Delivery] = []
+    statuses: list[int] = []
+    arrived = threading.Condition()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with arrived:
+                status = statuses.pop(0) if statuses else 200
+                deliveries.append(
+                    Delivery(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+                )
+                arrived.notify_all()
+            self.send_response(status)
+            if 300 <= status < 400:
+                self.send_header("Location", "/moved")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield WebhookReceiver(f"http://127.0.0.1:{server.server_address[1]}/hook", deliveries, statuses, arrived)
     finally:
         server.shutdown()
         server.server_close()

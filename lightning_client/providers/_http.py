@@ -8,6 +8,7 @@ import functools
 import itertools
 import json
 import math
+import os
 import re
 import ssl
 import time
@@ -104,10 +105,18 @@ class _ClientShards:
 SHARD_CONNECTIONS = 16
 
 
-@functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """One verifying TLS context for every client: loading the CA bundle costs ~30 ms each time."""
-    return ssl.create_default_context(cafile=certifi.where())
+    """The verifying TLS context: certifi's roots, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (as httpx does)."""
+    cafile = os.environ.get("SSL_CERT_FILE") or None
+    return _tls_context_for(cafile, None if cafile else os.environ.get("SSL_CERT_DIR") or None)
+
+
+@functools.cache
+def _tls_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """One context per CA setting, shared by every client: loading a CA bundle costs ~30 ms each time."""
+    if cafile is None and capath is None:
+        cafile = certifi.where()
+    return ssl.create_default_context(cafile=cafile, capath=capath)
 
 
 class HttpClients:

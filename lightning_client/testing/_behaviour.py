@@ -9,7 +9,16 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["COMMON_FAULTS", "FAL_FAULTS", "REPLICATE_FAULTS", "Behaviour", "Latency", "Provider", "SeededDraws"]
+__all__ = [
+    "COMMON_FAULTS",
+    "FAL_FAULTS",
+    "REPLICATE_FAULTS",
+    "WEBHOOK_FAULTS",
+    "Behaviour",
+    "Latency",
+    "Provider",
+    "SeededDraws",
+]
 
 Provider = Literal["replicate", "fal"]
 
@@ -17,7 +26,14 @@ Provider = Literal["replicate", "fal"]
 COMMON_FAULTS = ("reset", "hang", "malformed_json", "truncated_image", "job_error", "nsfw")
 REPLICATE_FAULTS = (*COMMON_FAULTS, "aborted")
 FAL_FAULTS = (*COMMON_FAULTS, "completed_with_error")
-_FAULTS_BY_PROVIDER: dict[str, tuple[str, ...]] = {"replicate": REPLICATE_FAULTS, "fal": FAL_FAULTS}
+#: Faults that leave the job alone and act on its webhook deliveries (`webhook_lost`: none is sent).
+WEBHOOK_FAULTS = ("webhook_lost",)
+_FAULTS_BY_PROVIDER: dict[str, tuple[str, ...]] = {
+    "replicate": (*REPLICATE_FAULTS, *WEBHOOK_FAULTS),
+    "fal": (*FAL_FAULTS, *WEBHOOK_FAULTS),
+}
+_REPLICATE_ONLY = {"retention_s", "cancel_after_min_s", "deployments"}
+_DEPLOYMENT_KEYS = ("hardware", "min_instances", "max_instances")
 
 
 class Latency:
@@ -95,12 +111,26 @@ class Behaviour:
     faults: tuple[tuple[str, float], ...] = ()
     #: Replicate's documented minimum for `Cancel-After`; tests may lower it to keep deadlines short.
     cancel_after_min_s: float = 5.0
+    #: Webhook delivery: tries in all, the wait before the second try (doubled for each further one) and the
+    #: time a receiver has to answer each try.
+    webhook_tries: int = 4
+    webhook_backoff_s: float = 1.0
+    webhook_timeout_s: float = 5.0
+    #: Replicate deployments by `owner/name`, each with its settings (hardware, min/max instances).
+    deployments: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+
+    def deployment(self, name: str) -> dict[str, Any] | None:
+        """The settings of deployment `name`, or None when it is not configured."""
+        for known, settings in self.deployments:
+            if known == name:
+                return dict(settings)
+        return None
 
     def updated(self, provider: Provider, changes: dict[str, Any]) -> Behaviour:
         """A copy with `changes` applied, each validated; unknown keys raise ValueError naming them."""
         allowed = {f.name for f in dataclasses.fields(self)} | {"fault"}
         if provider != "replicate":
-            allowed -= {"retention_s", "cancel_after_min_s"}
+            allowed -= _REPLICATE_ONLY
         unknown = sorted(set(changes) - allowed)
         if unknown:
             raise ValueError(
@@ -112,9 +142,9 @@ class Behaviour:
         for key, value in changes.items():
             if key in ("inference_s", "queue_s"):
                 values[key] = _latency(key, value)
-            elif key == "workers":
+            elif key in ("workers", "webhook_tries"):
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise ValueError(f"workers must be an integer >= 1, got {value!r}")
+                    raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
                 values[key] = value
             elif key == "error_status":
                 if value is not None and (not isinstance(value, int) or not 400 <= value <= 599):
@@ -126,10 +156,12 @@ class Behaviour:
                 if value is not None and (isinstance(value, str) or not all(isinstance(t, str) and t for t in value)):
                     raise ValueError("valid_tokens must be None (any non-empty token) or a list of non-empty strings")
                 values[key] = None if value is None else tuple(value)
-            elif key in ("retention_s", "cancel_after_min_s"):
+            elif key in ("retention_s", "cancel_after_min_s", "webhook_backoff_s", "webhook_timeout_s"):
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                     raise ValueError(f"{key} must be a number of seconds >= 0, got {value!r}")
                 values[key] = float(value)
+            elif key == "deployments":
+                values[key] = _deployments(value)
             elif key == "fault":
                 values["faults"] = () if value is None else _faults(provider, {value: 1.0})
             else:
@@ -141,6 +173,34 @@ def _probability(name: str, value: Any) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
         raise ValueError(f"{name} must be a probability from 0 to 1, got {value!r}")
     return float(value)
+
+
+def _deployments(value: Any) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
+    if not isinstance(value, dict):
+        raise ValueError(f"deployments must be a dict of 'owner/name' -> settings, got {value!r}")
+    result = []
+    for name, settings in value.items():
+        owner, _, short = str(name).partition("/")
+        if not isinstance(name, str) or not owner or not short or "/" in short:
+            raise ValueError(f"deployment names are 'owner/name', got {name!r}")
+        settings = {} if settings is None else settings
+        if not isinstance(settings, dict):
+            raise ValueError(f"deployments[{name!r}] must be a dict of settings, got {settings!r}")
+        unknown = sorted(str(k) for k in settings if k not in _DEPLOYMENT_KEYS)
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) of deployment {name!r}: {', '.join(unknown)}; allowed: {', '.join(_DEPLOYMENT_KEYS)}"
+            )
+        hardware = settings.get("hardware", "gpu-l40s")
+        if not isinstance(hardware, str) or not hardware:
+            raise ValueError(f"deployments[{name!r}]['hardware'] must be a hardware SKU string, got {hardware!r}")
+        low, high = settings.get("min_instances", 0), settings.get("max_instances", 1)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (low, high)) or low > high:
+            raise ValueError(
+                f"deployments[{name!r}] needs integer 0 <= min_instances <= max_instances, got {low!r} and {high!r}"
+            )
+        result.append((name, (("hardware", hardware), ("min_instances", low), ("max_instances", high))))
+    return tuple(result)
 
 
 def _faults(provider: Provider, faults: Any) -> tuple[tuple[str, float], ...]:

@@ -18,6 +18,7 @@ import uuid
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,6 +30,7 @@ from lightning_client.testing._fal_schema import APP_ID, image_size, validate_in
 from lightning_client.testing._jobs import Job, JobState, wait_event
 from lightning_client.testing._provider import HANG_LIMIT_S, ProviderCore, dumps, hang, json_response, reset_connection
 from lightning_client.testing._render import ImageSpec, content_type, render
+from lightning_client.testing._webhooks import FalSigner
 
 __all__ = ["build_fal_apps", "fal_finisher"]
 
@@ -113,9 +115,10 @@ def fal_finisher(job: Job) -> tuple[JobState, str | None, str | None]:
 class FalApp:
     """Routes of the fal emulator, bound to one provider core and the queue URL."""
 
-    def __init__(self, core: ProviderCore, queue_url: str) -> None:
+    def __init__(self, core: ProviderCore, queue_url: str, signer: FalSigner) -> None:
         self.core = core
         self.queue_url = queue_url
+        self.signer = signer
 
     def apps(self) -> tuple[Starlette, Starlette, Starlette]:
         """(queue app, sync-run app, REST app)."""
@@ -140,7 +143,11 @@ class FalApp:
             exception_handlers=handlers,
         )
         rest = Starlette(
-            routes=[Route("/v1/models/pricing", self.pricing, methods=["GET"])], exception_handlers=handlers
+            routes=[
+                Route("/v1/models/pricing", self.pricing, methods=["GET"]),
+                Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
+            ],
+            exception_handlers=handlers,
         )
         return queue, run, rest
 
@@ -244,7 +251,7 @@ class FalApp:
 
     # -- creating -------------------------------------------------------------------------------
 
-    async def _create(self, request: Request, kind: str) -> Job | Response:
+    async def _create(self, request: Request, kind: str, webhook: str | None = None) -> Job | Response:
         """Checks shared by submit and run, then the new job (or the response that refuses it)."""
         denied = self._gate(request, kind)
         if denied is not None:
@@ -255,6 +262,20 @@ class FalApp:
                 404,
                 f"Application '{app}{'/' + request.path_params['path'] if request.path_params.get('path') else ''}' not found",
             )
+        if webhook is not None:
+            parts = urlsplit(webhook)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                # fal's exact answer is not documented; a FastAPI-style 422 on the query parameter is what
+                # its request validation gives for other fields.
+                problems = [
+                    {
+                        "type": "url_parsing",
+                        "loc": ["query", "fal_webhook"],
+                        "msg": "Input should be a valid URL with an http or https scheme",
+                        "input": webhook,
+                    }
+                ]
+                return json_response({"detail": problems}, 422)
         deadline: float | None = None
         timeout = request.headers.get("x-fal-request-timeout")
         if timeout is not None:
@@ -311,11 +332,15 @@ class FalApp:
         return job
 
     async def submit(self, request: Request) -> Response:
-        """POST /{owner}/{app}: queue a request."""
-        created = await self._create(request, "submit")
+        """POST /{owner}/{app}: queue a request (`?fal_webhook=<url>` is told of its completion)."""
+        webhook = request.query_params.get("fal_webhook")
+        created = await self._create(request, "submit", webhook)
         if isinstance(created, Response):
             return created
         job = created
+        if webhook is not None:
+            job.meta["webhook"] = webhook
+            self.core.webhooks.spawn(self._webhook_on_completion(job, webhook))
         body = {"status": "IN_QUEUE", **self._urls(job), "queue_position": self.core.engine.queue_position(job)}
         if job.fault == "malformed_json":
             text = dumps(body)
@@ -426,6 +451,35 @@ class FalApp:
             data = data[: len(data) // 2]
         return Response(data, media_type=content_type(spec.format))
 
+    # -- webhooks -------------------------------------------------------------------------------
+
+    async def _webhook_on_completion(self, job: Job, url: str) -> None:
+        """Once `job` ends, POST `{request_id, gateway_request_id, status, payload | error}` to `url`, signed.
+
+        The payload is what the result URL answers: the model output (`status: "OK"`), or for a failed request
+        the error body, with `error: "Invalid status code: N"` (`status: "ERROR"`), as in fal's examples.
+        """
+        await job.done.wait()
+        if self.core.engine.get(job.id) is not job:
+            return  # forgotten by a reset
+        if job.fault == "webhook_lost":
+            self.core.webhooks.lose()
+            return
+        response = await self.result_response(job)
+        payload = json.loads(bytes(response.body))
+        body: dict[str, Any] = {"request_id": job.id, "gateway_request_id": job.id}
+        if response.status_code == 200:
+            body.update(status="OK", payload=payload)
+        else:
+            body.update(status="ERROR", error=f"Invalid status code: {response.status_code}", payload=payload)
+        data = dumps(body)
+        self.core.webhooks.send(url, data, lambda: self.signer.headers(job.id, data), self.core.behaviour)
+
+    async def jwks(self, request: Request) -> Response:
+        """GET /.well-known/jwks.json: the public keys webhook signatures verify against (no token needed)."""
+        self.core.count("jwks")
+        return json_response(await asyncio.to_thread(self.signer.jwks), 200)
+
     async def pricing(self, request: Request) -> Response:
         """GET /v1/models/pricing?endpoint_id=a,b: unit prices of the known endpoints."""
         denied = self._gate(request, "pricing")
@@ -442,6 +496,6 @@ class FalApp:
         return json_response({"prices": prices}, 200)
 
 
-def build_fal_apps(core: ProviderCore, queue_url: str) -> tuple[Starlette, Starlette, Starlette]:
+def build_fal_apps(core: ProviderCore, queue_url: str, signer: FalSigner) -> tuple[Starlette, Starlette, Starlette]:
     """(queue, run, rest) applications of the fal emulator for `core`; files are served on the queue URL."""
-    return FalApp(core, queue_url).apps()
+    return FalApp(core, queue_url, signer).apps()

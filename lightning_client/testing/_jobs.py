@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
 
-__all__ = ["TERMINAL", "Finisher", "Job", "JobEngine", "JobState", "wait_event"]
+__all__ = ["TERMINAL", "Finisher", "Job", "JobEngine", "JobState", "Progress", "wait_event"]
 
 JobState = Literal["queued", "running", "succeeded", "failed", "canceled", "aborted"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "canceled", "aborted"})
@@ -37,6 +37,8 @@ class Job:
     queue_s: float
     inference_s: float
     fault: str | None = None
+    #: The run is `inference_s` split into this many equal steps; the engine's progress hook sees each one.
+    steps: int = 1
     #: Wall-clock time after which the job expires; before it started it ends in `expire_state`.
     deadline: float | None = None
     deadline_while_running: bool = False  # when true, a deadline reached while running cancels it
@@ -72,14 +74,17 @@ class Job:
 
 #: Decides how a job that ran to the end finishes: sets outputs and logs, returns (state, error, error_type).
 Finisher = Callable[[Job], tuple[JobState, str | None, str | None]]
+#: Called as a job runs: step 0 when it starts, then step k after its k-th step (it may append logs).
+Progress = Callable[[Job, int], None]
 
 
 class JobEngine:
     """Jobs of one emulated provider, run through `workers` slots after their queue delay."""
 
-    def __init__(self, workers: Callable[[], int], finish: Finisher) -> None:
+    def __init__(self, workers: Callable[[], int], finish: Finisher, progress: Progress | None = None) -> None:
         self._workers = workers
         self._finish = finish
+        self._progress = progress
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._queued_seqs: list[int] = []
@@ -200,7 +205,11 @@ class JobEngine:
             self._start(job)
             try:
                 async with async_timeout(self._until(job.deadline) if job.deadline_while_running else None):
-                    await asyncio.sleep(job.inference_s)
+                    for step in range(1, job.steps + 1):
+                        await asyncio.sleep(job.inference_s / job.steps)
+                        if self._progress is not None and not job.terminal:
+                            self._progress(job, step)
+                            self._notify(job)
             except TIMEOUT_ERRORS:
                 self._end(job, "canceled", None, None)
                 return
@@ -231,6 +240,8 @@ class JobEngine:
             job.state = "running"
             self._running_count += 1
             job.started_at = time.time()
+        if self._progress is not None:
+            self._progress(job, 0)
         self._notify(job)
 
     def _end(self, job: Job, state: JobState, error: str | None, error_type: str | None) -> None:

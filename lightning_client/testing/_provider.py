@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lightning_client.testing._behaviour import Behaviour, Provider, SeededDraws
-from lightning_client.testing._jobs import Finisher, JobEngine, wait_event
+from lightning_client.testing._jobs import Finisher, JobEngine, Progress, wait_event
+from lightning_client.testing._webhooks import WebhookSender
 
 __all__ = ["HANG_LIMIT_S", "ProviderCore", "dumps", "hang", "json_response", "reset_connection"]
 
@@ -36,12 +37,13 @@ def json_response(
 class ProviderCore:
     """One emulated provider: its settings (swapped whole, thread-safe), its jobs and its counters."""
 
-    def __init__(self, name: Provider, seed: int, finish: Finisher) -> None:
+    def __init__(self, name: Provider, seed: int, finish: Finisher, progress: Progress | None = None) -> None:
         self.name = name
         self.behaviour = Behaviour()
         self.draws = SeededDraws(seed)
         self.requests: Counter[str] = Counter()
-        self.engine = JobEngine(lambda: self.behaviour.workers, finish)
+        self.engine = JobEngine(lambda: self.behaviour.workers, finish, progress)
+        self.webhooks = WebhookSender()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closing: asyncio.Event | None = None  # set when the sandbox shuts down; releases hung requests
         self._lock = threading.Lock()
@@ -58,11 +60,12 @@ class ProviderCore:
         with self._lock:
             self.behaviour = Behaviour()
         self.engine.clear()
+        self.webhooks.reset()
         with self._lock:
             self.requests.clear()
-        # Ids keep counting, so a job id is never reused within one sandbox; every other draw (seeds,
-        # faults, error rate) starts over, so a test sees the same sequence whatever ran before it.
-        self.draws.reset(keep=("id",))
+        # Ids keep counting, so a job or webhook id is never reused within one sandbox; every other draw
+        # (seeds, faults, error rate) starts over, so a test sees the same sequence whatever ran before it.
+        self.draws.reset(keep=("id", "webhook"))
 
     def count(self, kind: str) -> None:
         """Record one HTTP request of route kind `kind`."""
@@ -70,10 +73,10 @@ class ProviderCore:
             self.requests[kind] += 1
 
     def stats(self) -> dict[str, Any]:
-        """Job counters plus HTTP requests seen by route kind."""
+        """Job counters, HTTP requests seen by route kind and webhook delivery counters."""
         with self._lock:
             requests = dict(self.requests)
-        return {**self.engine.counts(), "requests": requests}
+        return {**self.engine.counts(), "requests": requests, "webhooks": self.webhooks.counts()}
 
     def injected_5xx(self) -> bool:
         """True when this request should fail with an injected 5xx (`error_rate`)."""

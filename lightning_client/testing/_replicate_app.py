@@ -11,9 +11,11 @@ import base64
 import json
 import re
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,8 +27,9 @@ from lightning_client.testing._jobs import Job, JobState, wait_event
 from lightning_client.testing._provider import ProviderCore, dumps, hang, json_response, reset_connection
 from lightning_client.testing._render import ImageSpec, content_type, render
 from lightning_client.testing._replicate_schema import MODEL, OPENAPI_SCHEMA, VERSION, validate_input, validation_detail
+from lightning_client.testing._webhooks import ReplicateSigner, is_loopback_url, webhook_id
 
-__all__ = ["NSFW_ERROR", "build_replicate_app", "replicate_finisher"]
+__all__ = ["NSFW_ERROR", "build_replicate_app", "replicate_finisher", "replicate_progress"]
 
 #: The failure text when the safety checker drops every image. The model's Cog wrapper has used two
 #: wordings over time ("NSFW content detected. Try running it again, or try a different prompt." in the
@@ -42,6 +45,24 @@ _PREFER = re.compile(r"^\s*wait(?:\s*=\s*(\d+))?\s*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 _DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _TOP_LEVEL = {"version", "input", "webhook", "webhook_completed", "webhook_events_filter", "stream"}
+WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
+#: Without `webhook_events_filter` a webhook fires on new outputs and on completion.
+DEFAULT_WEBHOOK_EVENTS = ("output", "completed")
+#: `output` and `logs` deliveries come at most this often.
+WEBHOOK_THROTTLE_S = 0.5
+_VERSION_CREATED_AT = "2024-02-21T05:09:28.543942Z"
+_MODEL_FACTS = {
+    "url": f"https://replicate.com/{MODEL}",
+    "owner": MODEL.split("/")[0],
+    "name": MODEL.split("/")[1],
+    "description": "SDXL-Lightning by ByteDance: a fast text-to-image model that makes high-quality images in 4 steps",
+    "visibility": "public",
+    "github_url": "https://github.com/lucataco/cog-sdxl-lightning-4step",
+    "paper_url": "https://arxiv.org/abs/2402.13929",
+    "license_url": "https://huggingface.co/ByteDance/SDXL-Lightning/blob/main/LICENSE.md",
+    "cover_image_url": None,
+    "default_example": None,
+}
 
 _ERRORS: dict[int, dict[str, Any]] = {
     401: {"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401},
@@ -81,11 +102,37 @@ def _error(status: int, kind: str, body: dict[str, Any] | None = None) -> Respon
     return json_response(body, status, headers, media_type="application/problem+json")
 
 
+def _progress_line(done: int, total: int, elapsed_s: float) -> str:
+    """One tqdm progress line, as the model's denoising loop prints it (and the official clients parse it)."""
+    if done == 0:
+        return f"  0%|          | 0/{total} [00:00<?, ?it/s]"
+    tenths = done * 10 / total
+    bar = ("█" * int(tenths) + ("▌" if tenths - int(tenths) >= 0.5 else "")).ljust(10)
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    left = (total - done) / rate if rate > 0 else 0.0
+    return f"{done * 100 // total:3d}%|{bar}| {done}/{total} [{_clock(elapsed_s)}<{_clock(left)}, {rate:.2f}it/s]"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{secs:02d}"
+
+
+def replicate_progress(job: Job, step: int) -> None:
+    """The model's logs while it runs: the seed and prompt when it starts, then one progress line per step.
+
+    Nothing is logged before it starts: a new prediction's `logs` are "".
+    """
+    if step == 0:
+        job.logs += [f"Using seed: {job.seed}", f"Prompt: {job.input['prompt']}", "txt2img mode"]
+    elapsed = time.time() - (job.started_at or time.time())
+    job.logs.append(_progress_line(step, job.steps, elapsed))
+
+
 def replicate_finisher(job: Job) -> tuple[JobState, str | None, str | None]:
     """How a Replicate job that ran to the end finishes (faults `job_error` and `nsfw` applied here)."""
     inp = job.input
     steps = int(inp["num_inference_steps"])
-    job.logs += ["txt2img mode", f"100%|██████████| {steps}/{steps} [00:00<00:00, 9.80it/s]"]
     if job.fault == "job_error":
         return "failed", JOB_ERROR, None
     files: dict[str, ImageSpec] = {}
@@ -123,9 +170,10 @@ def _parse_duration(text: str) -> float | None:
 class ReplicateApp:
     """Routes of the Replicate emulator, bound to one provider core and the URL it is served at."""
 
-    def __init__(self, core: ProviderCore, base_url: str) -> None:
+    def __init__(self, core: ProviderCore, base_url: str, signer: ReplicateSigner) -> None:
         self.core = core
         self.base_url = base_url
+        self.signer = signer
 
     def asgi(self) -> Starlette:
         """The Starlette application."""
@@ -134,9 +182,14 @@ class ReplicateApp:
                 Route("/v1/predictions", self.create, methods=["POST"]),
                 Route("/v1/predictions", self.list, methods=["GET"]),
                 Route("/v1/models/{owner}/{name}/predictions", self.create, methods=["POST"]),
+                Route("/v1/deployments/{owner}/{name}/predictions", self.create_on_deployment, methods=["POST"]),
+                Route("/v1/deployments/{owner}/{name}", self.deployment, methods=["GET"]),
                 Route("/v1/predictions/{id}", self.get, methods=["GET"]),
                 Route("/v1/predictions/{id}/cancel", self.cancel, methods=["POST"]),
+                Route("/v1/models/{owner}/{name}", self.model, methods=["GET"]),
+                Route("/v1/models/{owner}/{name}/versions", self.versions, methods=["GET"]),
                 Route("/v1/models/{owner}/{name}/versions/{version}", self.version, methods=["GET"]),
+                Route("/v1/webhooks/default/secret", self.webhook_secret, methods=["GET"]),
                 Route("/files/{id}/{name}", self.file, methods=["GET"]),
             ],
             exception_handlers={404: self._not_found, 405: self._not_found},
@@ -193,6 +246,9 @@ class ReplicateApp:
             "created_at": _iso(job.created_at),
             "urls": urls,
         }
+        for key in ("deployment", "webhook", "webhook_events_filter"):
+            if key in job.meta:
+                body[key] = job.meta[key]
         if job.state == "succeeded" and not removed:
             body["output"] = [f"{self.base_url}/files/{job.id}/{name}" for name in files]
         if job.started_at is not None:
@@ -215,6 +271,14 @@ class ReplicateApp:
 
     async def create(self, request: Request) -> Response:
         """POST /v1/predictions and POST /v1/models/{owner}/{name}/predictions."""
+        return await self._create(request, None)
+
+    async def create_on_deployment(self, request: Request) -> Response:
+        """POST /v1/deployments/{owner}/{name}/predictions: the model route's body, on a configured deployment."""
+        params = request.path_params
+        return await self._create(request, f"{params['owner']}/{params['name']}")
+
+    async def _create(self, request: Request, deployment: str | None) -> Response:
         denied = self._gate(request, "create")
         if denied is not None:
             return denied
@@ -231,7 +295,10 @@ class ReplicateApp:
                 {"title": "Invalid JSON", "detail": "The request body must be a JSON object.", "status": 400},
             )
         owner, name = request.path_params.get("owner"), request.path_params.get("name")
-        if owner is not None:
+        if deployment is not None:
+            if self.core.behaviour.deployment(deployment) is None:
+                return _error(404, "create")
+        elif owner is not None:
             # Whether this model is "official" (served without a version) is not known; the sandbox serves
             # it on the model route too, and every other model is a 404 as on Replicate.
             if f"{owner}/{name}" != MODEL:
@@ -249,6 +316,8 @@ class ReplicateApp:
         ]
         if "input" not in body:
             problems.append({"type": "required", "field": "(root)", "description": "input is required"})
+        hooks, hook_problems = _webhook_fields(body)
+        problems += hook_problems
         filled, input_problems = validate_input(body.get("input", {}))
         problems += input_problems if "input" in body else []
         if problems:
@@ -267,7 +336,9 @@ class ReplicateApp:
                 return _error(400, "create", {"title": "Invalid Cancel-After header", "detail": detail, "status": 400})
             # Replicate documents a 5 s minimum; shorter values are raised to it (configurable for tests).
             deadline = time.time() + max(seconds, behaviour.cancel_after_min_s)
-        job = self._new_job(body["input"], filled, behaviour, deadline)
+        job = self._new_job(body["input"], filled, behaviour, deadline, hooks)
+        if deployment is not None:
+            job.meta["deployment"] = deployment
         fault_response = await self._create_fault(request, job)
         if fault_response is not None:
             return fault_response
@@ -297,7 +368,12 @@ class ReplicateApp:
         return float(min(max(seconds, 1), MAX_WAIT_S))
 
     def _new_job(
-        self, raw: dict[str, Any], filled: dict[str, Any], behaviour: Behaviour, deadline: float | None
+        self,
+        raw: dict[str, Any],
+        filled: dict[str, Any],
+        behaviour: Behaviour,
+        deadline: float | None,
+        hooks: dict[str, Any],
     ) -> Job:
         draws = self.core.draws
         seed = filled.get("seed")
@@ -311,13 +387,61 @@ class ReplicateApp:
             queue_s=behaviour.queue_s.sample(),
             inference_s=behaviour.inference_s.sample(),
             fault=draws.fault(behaviour.faults),
+            steps=int(filled["num_inference_steps"]),
             deadline=deadline,
             deadline_while_running=True,
             expire_state="aborted",
-            meta={"echo": raw},
+            meta={"echo": raw, **hooks},
         )
-        job.logs += [f"Using seed: {seed}", f"Prompt: {filled['prompt']}"]
-        return self.core.engine.submit(job)
+        self.core.engine.submit(job)
+        targets = [(hooks["webhook"], hooks["webhook_events_filter"])] if "webhook" in hooks else []
+        if "webhook_completed" in hooks:  # the older field: completion only
+            targets.append((hooks["webhook_completed"], ["completed"]))
+        for url, events in targets:
+            self.core.webhooks.spawn(self._webhook_events(job, url, frozenset(events)))
+        return job
+
+    # -- webhooks ------------------------------------------------------------------------------
+
+    async def _webhook_events(self, job: Job, url: str, events: frozenset[str]) -> None:
+        """Deliver `job`'s events in `events` to `url` as they happen, until it ends.
+
+        `start` when it starts; `logs` when its logs grow (at most every 0.5 s); at the end one delivery for
+        `completed`, or for `output` when it has outputs. This model's outputs appear only at completion, so
+        `output` and `completed` together send one delivery, not two: the sandbox's reading of an event
+        filter whose events coincide (either reading gives a receiver the final prediction).
+        """
+        started = False
+        logs_sent, logs_at = 0, -WEBHOOK_THROTTLE_S
+        while self.core.engine.get(job.id) is job:
+            changed = job.changed
+            if not started and job.started_at is not None:
+                started = True
+                if "start" in events:
+                    self._deliver(job, url)
+            if job.terminal:
+                has_output = job.state == "succeeded" and bool(job.meta.get("files"))
+                if "completed" in events or ("output" in events and has_output):
+                    self._deliver(job, url)
+                return
+            wait = 60.0
+            if "logs" in events and len(job.logs) > logs_sent:
+                since = time.monotonic() - logs_at
+                if since >= WEBHOOK_THROTTLE_S:
+                    logs_sent, logs_at = len(job.logs), time.monotonic()
+                    self._deliver(job, url)
+                else:
+                    wait = WEBHOOK_THROTTLE_S - since
+            await wait_event(changed, wait)
+
+    def _deliver(self, job: Job, url: str) -> None:
+        """Send the prediction as it is now to `url`, signed (unless the `webhook_lost` fault drops it)."""
+        if job.fault == "webhook_lost":
+            self.core.webhooks.lose()
+            return
+        body = dumps(self.prediction(job))
+        message_id = webhook_id(self.core.draws.bits("webhook", 160))
+        self.core.webhooks.send(url, body, lambda: self.signer.headers(message_id, body), self.core.behaviour)
 
     async def _create_fault(self, request: Request, job: Job) -> Response | None:
         if job.fault == "reset":
@@ -355,6 +479,11 @@ class ReplicateApp:
         denied = self._gate(request, "list")
         if denied is not None:
             return denied
+        jobs = self.core.engine.newest_first()
+        return self._page(request, "list", [self.prediction(job) for job in jobs])
+
+    def _page(self, request: Request, kind: str, items: Sequence[dict[str, Any]]) -> Response:
+        """One page of `items` (100 per page) with `next`/`previous` links; `cursor` is an opaque offset."""
         offset = 0
         cursor = request.query_params.get("cursor")
         if cursor:
@@ -362,21 +491,19 @@ class ReplicateApp:
                 offset = int(base64.urlsafe_b64decode(cursor.encode()).decode().removeprefix("o="))
             except ValueError:
                 return _error(
-                    400, "list", {"title": "Invalid cursor", "detail": "The cursor is not valid.", "status": 400}
+                    400, kind, {"title": "Invalid cursor", "detail": "The cursor is not valid.", "status": 400}
                 )
-        jobs = self.core.engine.newest_first()
-        page = jobs[offset : offset + PAGE_SIZE]
 
         def link(at: int) -> str:
             token = base64.urlsafe_b64encode(f"o={at}".encode()).decode()
-            return f"{self.base_url}/v1/predictions?cursor={token}"
+            return f"{self.base_url}{request.url.path}?cursor={token}"
 
         body = {
-            "next": link(offset + PAGE_SIZE) if offset + PAGE_SIZE < len(jobs) else None,
+            "next": link(offset + PAGE_SIZE) if offset + PAGE_SIZE < len(items) else None,
             "previous": link(max(0, offset - PAGE_SIZE)) if offset > 0 else None,
-            "results": [self.prediction(job) for job in page],
+            "results": list(items[offset : offset + PAGE_SIZE]),
         }
-        return self._ok(body, "list")
+        return self._ok(body, kind)
 
     async def version(self, request: Request) -> Response:
         """GET /v1/models/{owner}/{name}/versions/{id}: the version with its OpenAPI schema."""
@@ -386,13 +513,52 @@ class ReplicateApp:
         params = request.path_params
         if f"{params['owner']}/{params['name']}" != MODEL or params["version"] != VERSION:
             return _error(404, "version")
-        body = {
-            "id": VERSION,
-            "created_at": "2024-02-21T05:09:28.543942Z",
-            "cog_version": "0.9.4",
-            "openapi_schema": OPENAPI_SCHEMA,
+        return self._ok(_version(), "version")
+
+    async def versions(self, request: Request) -> Response:
+        """GET /v1/models/{owner}/{name}/versions: the model's versions, newest first, paginated."""
+        denied = self._gate(request, "versions")
+        if denied is not None:
+            return denied
+        if f"{request.path_params['owner']}/{request.path_params['name']}" != MODEL:
+            return _error(404, "versions")
+        return self._page(request, "versions", [_version()])
+
+    async def model(self, request: Request) -> Response:
+        """GET /v1/models/{owner}/{name}: the model with its `latest_version`."""
+        denied = self._gate(request, "model")
+        if denied is not None:
+            return denied
+        if f"{request.path_params['owner']}/{request.path_params['name']}" != MODEL:
+            return _error(404, "model")
+        body = {**_MODEL_FACTS, "run_count": self.core.engine.counts()["created"], "latest_version": _version()}
+        return self._ok(body, "model")
+
+    async def deployment(self, request: Request) -> Response:
+        """GET /v1/deployments/{owner}/{name}: a configured deployment with its current release."""
+        denied = self._gate(request, "deployment")
+        if denied is not None:
+            return denied
+        owner, name = request.path_params["owner"], request.path_params["name"]
+        settings = self.core.behaviour.deployment(f"{owner}/{name}")
+        if settings is None:
+            return _error(404, "deployment")
+        release = {
+            "number": 1,
+            "model": MODEL,
+            "version": VERSION,
+            "created_at": _VERSION_CREATED_AT,
+            "created_by": {"type": "organization", "username": owner, "name": owner, "github_url": None},
+            "configuration": settings,
         }
-        return self._ok(body, "version")
+        return self._ok({"owner": owner, "name": name, "current_release": release}, "deployment")
+
+    async def webhook_secret(self, request: Request) -> Response:
+        """GET /v1/webhooks/default/secret: the `whsec_` key that signs this account's webhooks."""
+        denied = self._gate(request, "webhook_secret")
+        if denied is not None:
+            return denied
+        return self._ok({"key": self.signer.secret}, "webhook_secret")
 
     async def file(self, request: Request) -> Response:
         """GET /files/{id}/{name}: an output image (the `truncated_image` fault serves half of it).
@@ -411,6 +577,56 @@ class ReplicateApp:
         return Response(data, media_type=content_type(spec.format))
 
 
-def build_replicate_app(core: ProviderCore, base_url: str) -> Starlette:
-    """The Replicate emulator for `core`, served at `base_url`."""
-    return ReplicateApp(core, base_url).asgi()
+def _version() -> dict[str, Any]:
+    return {"id": VERSION, "created_at": _VERSION_CREATED_AT, "cog_version": "0.9.4", "openapi_schema": OPENAPI_SCHEMA}
+
+
+def _webhook_fields(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The webhook settings of a create body, and the problems with them (Replicate answers those with 422).
+
+    A webhook must be an HTTPS URL; the sandbox also takes `http://` to a loopback host, so tests can
+    receive deliveries without TLS (Replicate itself would refuse it).
+    """
+    hooks: dict[str, Any] = {}
+    problems: list[dict[str, str]] = []
+    for field in ("webhook", "webhook_completed"):
+        url = body.get(field)
+        if url is None:
+            continue
+        scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+        host = urlsplit(url).hostname if isinstance(url, str) else None
+        if not host or not (scheme == "https" or (scheme == "http" and is_loopback_url(url))):
+            problems.append({"type": "format", "field": field, "description": f"{field} must be a valid HTTPS URL"})
+        else:
+            hooks[field] = url
+    events = body.get("webhook_events_filter")
+    if events is not None:
+        if not isinstance(events, list):
+            problems.append(
+                {
+                    "type": "invalid_type",
+                    "field": "webhook_events_filter",
+                    "description": "Invalid type. Expected: array, given: " + type(events).__name__,
+                }
+            )
+        else:
+            allowed = ", ".join(f'"{e}"' for e in WEBHOOK_EVENTS)
+            problems += [
+                {
+                    "type": "enum",
+                    "field": f"webhook_events_filter.{i}",
+                    "description": f"webhook_events_filter.{i} must be one of the following: {allowed}",
+                }
+                for i, event in enumerate(events)
+                if event not in WEBHOOK_EVENTS
+            ]
+    if "webhook" in hooks:
+        hooks["webhook_events_filter"] = (
+            list(dict.fromkeys(events)) if isinstance(events, list) else list(DEFAULT_WEBHOOK_EVENTS)
+        )
+    return hooks, problems
+
+
+def build_replicate_app(core: ProviderCore, base_url: str, signer: ReplicateSigner) -> Starlette:
+    """The Replicate emulator for `core`, served at `base_url`, signing webhooks with `signer`."""
+    return ReplicateApp(core, base_url, signer).asgi()

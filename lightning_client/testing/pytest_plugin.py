@@ -3,6 +3,8 @@
 - `lightning_sandbox`: one `Sandbox` for the whole test session, started the first time a test asks for it.
 - `replicate_sandbox` / `fal_sandbox`: that sandbox's provider handles, reset to defaults (settings, jobs and
   counters) before each test that uses them.
+- `lightning_sandbox_tls`: a second session `Sandbox(tls=True)` (HTTPS, its own CA), reset before each test;
+  `lightning_sandbox_tls.env()` holds the variables that make clients trust it.
 
 Nothing is imported or started unless a test requests one of these fixtures.
 """
@@ -17,7 +19,7 @@ import pytest
 if TYPE_CHECKING:
     from lightning_client.testing.sandbox import ProviderHandle, Sandbox
 
-__all__ = ["fal_sandbox", "lightning_sandbox", "replicate_sandbox"]
+__all__ = ["fal_sandbox", "lightning_sandbox", "lightning_sandbox_tls", "replicate_sandbox"]
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +44,19 @@ def fal_sandbox(lightning_sandbox: Sandbox) -> Iterator[ProviderHandle]:
     lightning_sandbox.fal.reset()
     lightning_sandbox.fal_realtime.reset()
     yield lightning_sandbox.fal
+
+
+@pytest.fixture(scope="session")
+def _lightning_sandbox_tls_session() -> Iterator[Sandbox]:
+    from lightning_client.testing.sandbox import Sandbox
+
+    with Sandbox(tls=True) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def lightning_sandbox_tls(_lightning_sandbox_tls_session: Sandbox) -> Iterator[Sandbox]:
+    """A running HTTPS `Sandbox(tls=True)` shared by the session, both providers reset before the test."""
+    _lightning_sandbox_tls_session.replicate.reset()
+    _lightning_sandbox_tls_session.fal.reset()
+    yield _lightning_sandbox_tls_session

@@ -10,6 +10,7 @@ with Sandbox() as sb:
 
 Each endpoint (Replicate API, fal queue, fal sync run, fal REST) listens on its own socket; one uvicorn
 server on one event loop in one daemon thread serves them all, dispatching on the local port.
+`Sandbox(tls=True)` serves them over HTTPS with a throwaway certificate authority (`ca_bundle`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -29,7 +33,8 @@ from lightning_client.testing._behaviour import Latency, Provider
 from lightning_client.testing._fal_app import build_fal_apps, fal_finisher
 from lightning_client.testing._fal_realtime_app import FalRealtime
 from lightning_client.testing._provider import ProviderCore
-from lightning_client.testing._replicate_app import build_replicate_app, replicate_finisher
+from lightning_client.testing._replicate_app import build_replicate_app, replicate_finisher, replicate_progress
+from lightning_client.testing._webhooks import FalSigner, ReplicateSigner
 
 __all__ = ["Latency", "ProviderHandle", "Sandbox"]
 
@@ -86,10 +91,18 @@ class Sandbox:
         host: str = "127.0.0.1",
         port: int = 0,
         start_timeout_s: float = 10.0,
+        tls: bool = False,
     ) -> None:
-        """`port=0` picks free ports; `port=N` serves Replicate on N and the fal endpoints on N+1, N+2, N+3."""
+        """`port=0` picks free ports; `port=N` serves Replicate on N and the fal endpoints on N+1, N+2, N+3.
+
+        `tls=True` serves every endpoint (files included) over HTTPS, with a certificate from a certificate
+        authority made for this sandbox (needs `trustme`, in the `sandbox` extra); trust it through `env()`
+        or `ca_bundle`.
+        """
         self.seed = seed
         self.host = host
+        self.tls = tls
+        self._tls_dir: Path | None = None
         self._port = port
         self._start_timeout_s = start_timeout_s
         self._enabled = {
@@ -98,8 +111,10 @@ class Sandbox:
             "fal_run": fal,
             "fal_rest": fal,
         }
-        self._replicate_core = ProviderCore("replicate", seed, replicate_finisher)
+        self._replicate_core = ProviderCore("replicate", seed, replicate_finisher, replicate_progress)
         self._fal_core = ProviderCore("fal", seed, fal_finisher)
+        self._replicate_signer = ReplicateSigner(seed)
+        self._fal_signer = FalSigner(seed)
         self.replicate = ProviderHandle(self._replicate_core, self)
         self.fal = ProviderHandle(self._fal_core, self)
         #: fal's realtime endpoint (tokens route and WebSocket): `configure`, `reset`, `stats`.
@@ -145,13 +160,29 @@ class Sandbox:
         """fal realtime WebSocket base URL (the run host): ws {fal_realtime_url}/fal-ai/fast-lightning-sdxl/realtime."""
         return "ws" + self._url("fal_run").removeprefix("http")
 
+    @property
+    def ca_bundle(self) -> str:
+        """Path of a PEM file that trusts this TLS sandbox: its own CA, then certifi's public roots."""
+        if not self.tls:
+            raise RuntimeError("this Sandbox serves plain HTTP; create it with Sandbox(tls=True)")
+        if self._tls_dir is None:
+            raise RuntimeError("the Sandbox is not running; use it as a context manager or call start()")
+        return str(self._tls_dir / "ca-bundle.pem")
+
     def env(self) -> dict[str, str]:
         """Environment settings that point this package's generators (built without arguments) and the
-        official replicate client at this sandbox (see docs/sandbox.md)."""
+        official replicate client at this sandbox (see docs/sandbox.md).
+
+        With `tls=True` they include `SSL_CERT_FILE` (read by httpx, so by both official Python clients and
+        ours), `REQUESTS_CA_BUNDLE` (requests) and `NODE_EXTRA_CA_CERTS` (Node clients), all `ca_bundle`.
+        """
         from lightning_client.providers.fal import FalGenerator
         from lightning_client.providers.replicate import ReplicateGenerator
 
         settings: dict[str, str] = {}
+        if self.tls:
+            bundle = self.ca_bundle
+            settings.update(SSL_CERT_FILE=bundle, REQUESTS_CA_BUNDLE=bundle, NODE_EXTRA_CA_CERTS=bundle)
         if self._enabled["replicate"]:
             settings.update(ReplicateGenerator.sandbox_environment(self))
             settings["REPLICATE_POLL_INTERVAL"] = "0.05"
@@ -165,7 +196,13 @@ class Sandbox:
         """Bind the sockets and start serving; returns once every endpoint accepts connections."""
         if self._thread is not None:
             raise RuntimeError("this Sandbox has already been started")
-        sockets = self._bind()
+        if self.tls:
+            self._make_certificates()
+        try:
+            sockets = self._bind()
+        except OSError:
+            self._remove_certificates()
+            raise
         self._thread = threading.Thread(target=self._serve, args=(sockets,), name="lightning-sandbox", daemon=True)
         self._thread.start()
         if not self._ready.wait(self._start_timeout_s) or self._failure is not None:
@@ -182,6 +219,7 @@ class Sandbox:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
         self._urls.clear()
+        self._remove_certificates()
 
     def __enter__(self) -> Sandbox:
         return self if self._thread is not None else self.start()
@@ -223,7 +261,8 @@ class Sandbox:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.bind((self.host, self._port + offset if self._port else 0))
                 sockets[endpoint] = sock
-                self._urls[endpoint] = f"http://{url_host}:{sock.getsockname()[1]}"
+                scheme = "https" if self.tls else "http"
+                self._urls[endpoint] = f"{scheme}://{url_host}:{sock.getsockname()[1]}"
         except OSError:
             for sock in sockets.values():
                 sock.close()
@@ -231,12 +270,36 @@ class Sandbox:
             raise
         return sockets
 
+    def _make_certificates(self) -> None:
+        """A CA for this sandbox and a server certificate for its host names, written to a private folder."""
+        try:
+            import trustme
+        except ImportError as exc:
+            raise RuntimeError('Sandbox(tls=True) needs trustme: pip install "lightning-client[sandbox]"') from exc
+        import certifi
+
+        names = ["127.0.0.1", "localhost", "::1"]
+        if self.host not in ("0.0.0.0", "", "::", *names):
+            names.append(self.host)
+        ca = trustme.CA(organization_name="lightning-client sandbox")
+        folder = Path(tempfile.mkdtemp(prefix="lightning-sandbox-tls-"))
+        ca.issue_cert(*names).private_key_and_cert_chain_pem.write_to_path(str(folder / "server.pem"))
+        (folder / "ca-bundle.pem").write_bytes(ca.cert_pem.bytes() + Path(certifi.where()).read_bytes())
+        self._tls_dir = folder
+
+    def _remove_certificates(self) -> None:
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
+
     def _apps(self, sockets: dict[str, socket.socket]) -> dict[int, ASGIApp]:
         by_endpoint: dict[str, Any] = {}
         if "replicate" in sockets:
-            by_endpoint["replicate"] = build_replicate_app(self._replicate_core, self._urls["replicate"])
+            by_endpoint["replicate"] = build_replicate_app(
+                self._replicate_core, self._urls["replicate"], self._replicate_signer
+            )
         if "fal" in sockets:
-            queue, run, rest = build_fal_apps(self._fal_core, self._urls["fal"])
+            queue, run, rest = build_fal_apps(self._fal_core, self._urls["fal"], self._fal_signer)
             by_endpoint.update(fal=queue, fal_run=run, fal_rest=rest)
             self.fal_realtime.queue_url = self._urls["fal"]
             run.router.routes.extend(self.fal_realtime.run_routes())
@@ -274,10 +337,15 @@ class Sandbox:
             log_level="warning",
             ws="websockets-sansio",
             timeout_graceful_shutdown=1,
+            ssl_certfile=None if self._tls_dir is None else str(self._tls_dir / "server.pem"),
         )
         server = _Server(config, on_started=self._ready.set)
         self._server = server
-        await server.serve(sockets=list(sockets.values()))
+        try:
+            await server.serve(sockets=list(sockets.values()))
+        finally:
+            for core in (self._replicate_core, self._fal_core):
+                await core.webhooks.aclose()
         if not server.started:
             raise RuntimeError("uvicorn could not start serving the sandbox sockets")
 

@@ -128,6 +128,7 @@ def test_handles_configure_reset_stats_jobs() -> None:
             "queued": 0,
             "running": 0,
             "requests": {},
+            "webhooks": {"tries": 0, "delivered": 0, "failed": 0, "gave_up": 0, "lost": 0},
         }
         assert sb.replicate.jobs() == []
         with httpx.Client(headers=AUTH) as client:
