@@ -57,7 +57,7 @@ def serve(
     ledger: LedgerPath = None,
     debug: Debug = False,
 ) -> None:
-    """Serve a generator or router over HTTP: OpenAI Images API, native API, status and metrics."""
+    """Serve a generator or router over HTTP: OpenAI Images API, native API, status, metrics and a playground at /."""
     try:
         from lightning_client.serving.app import create_app
         from lightning_client.serving.build import build_served
@@ -105,4 +105,7 @@ def serve(
             )
         except (ValueError, UsageError) as exc:
             fail(exc, debug=debug, code=2)
-        run_server(create_app(generator, settings=settings), host=host, port=port, grace_s=grace_s)
+        from lightning_client.serving.playground import playground_router
+
+        app = create_app(generator, settings=settings, routers=[playground_router()])
+        run_server(app, host=host, port=port, grace_s=grace_s)
