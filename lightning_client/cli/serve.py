@@ -12,8 +12,11 @@ from pydantic import SecretStr
 from lightning_client.cli._common import (
     HOSTED,
     Debug,
+    Endpoints,
     LedgerPath,
     LocalModel,
+    SandboxEndpoints,
+    SandboxUrl,
     UsageError,
     fail,
     has_key,
@@ -30,6 +33,7 @@ def serve(
     sandbox: Annotated[
         bool, typer.Option("--sandbox", help="Start the provider sandbox in-process and serve a router over it.")
     ] = False,
+    sandbox_url: SandboxUrl = None,
     local_model: LocalModel = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: a free port, printed at startup).")] = 8000,
@@ -79,7 +83,13 @@ def serve(
             debug=debug,
             code=2,
         )
-    if config is not None and (sandbox or local_model is not None):
+    if sandbox and sandbox_url:
+        fail(
+            UsageError("use either --sandbox (start one here) or --sandbox-url (use a running one), not both"),
+            debug=debug,
+            code=2,
+        )
+    if config is not None and (sandbox or sandbox_url or local_model is not None):
         fail(
             UsageError("--config describes what to serve; do not combine it with --sandbox or --local-model"),
             debug=debug,
@@ -93,12 +103,17 @@ def serve(
         file_retention_s=file_retention_s,
     )
     with contextlib.ExitStack() as stack:
-        endpoints = None
-        if sandbox:
+        endpoints: Endpoints | None = None
+        if sandbox_url is not None:
+            try:
+                endpoints = SandboxEndpoints.from_url(sandbox_url)
+            except typer.BadParameter as exc:
+                fail(UsageError(str(exc)), debug=debug, code=2)
+        elif sandbox:
             from lightning_client.testing.sandbox import Sandbox
 
             endpoints = stack.enter_context(Sandbox())
-        hosted = list(HOSTED) if sandbox else [p for p in HOSTED if has_key(p)] if config is None else []
+        hosted = list(HOSTED) if endpoints is not None else [p for p in HOSTED if has_key(p)] if config is None else []
         try:
             generator = build_served(
                 config=config, sandbox=endpoints, local_model=local_model, hosted=hosted, ledger_path=ledger

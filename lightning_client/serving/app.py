@@ -61,6 +61,8 @@ class ServingState:
     files: FileStore
     ready: bool = False
     own_generator: bool = True
+    #: Generations running now; on shutdown those still running are cancelled and waited for.
+    active: set[asyncio.Future[GenerationResult]] = field(default_factory=set, repr=False)
     _warmup: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -97,6 +99,15 @@ class ServingState:
             ],
             "capabilities": self.generator.capabilities.model_dump(mode="json"),
         }
+
+    async def cancel_active(self, timeout_s: float = 10.0) -> None:
+        """Cancel generations still running and wait (bounded) while they cancel their remote jobs."""
+        pending = [task for task in self.active if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("cancelling %d generation(s) still running at shutdown", len(pending))
+            await asyncio.wait(pending, timeout=timeout_s)
 
     async def warm_up(self) -> None:
         """Load every generator that can preload (`aload`); ready afterwards, or never if loading fails."""
@@ -162,6 +173,9 @@ async def _disconnected(request: Request) -> None:
 async def _watching(request: Request, work: Awaitable[GenerationResult]) -> GenerationResult:
     """Run `work`, cancelling it (and its remote jobs) when the client disconnects first."""
     task = asyncio.ensure_future(work)
+    active = serving_state(request).active
+    active.add(task)
+    task.add_done_callback(active.discard)
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -403,6 +417,7 @@ def create_app(
         finally:
             if state._warmup is not None and not state._warmup.done():
                 state._warmup.cancel()
+            await state.cancel_active()
             if state.own_generator:
                 await generator.aclose()
 

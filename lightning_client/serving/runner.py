@@ -8,6 +8,7 @@ attempts (and remote jobs) are cancelled and recorded.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import sys
 import threading
@@ -15,6 +16,8 @@ import time
 from typing import Any
 
 import uvicorn
+
+from lightning_client.credentials import get_logger
 
 __all__ = ["ServerThread", "is_loopback", "run_server"]
 
@@ -42,6 +45,12 @@ class _Server(uvicorn.Server):
 
 def run_server(app: Any, *, host: str, port: int, grace_s: float, log_level: str = "info") -> None:
     """Serve `app` until SIGTERM/SIGINT; prints `lightning-client serving on URL` once listening."""
+    server_log = get_logger("lightning_client.serving")
+    if not any(isinstance(h, logging.StreamHandler) for h in server_log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        server_log.addHandler(handler)
+        server_log.setLevel(logging.INFO)
     config = uvicorn.Config(
         app,
         host=host,
