@@ -39,6 +39,7 @@ from lightning_client.result import (
 
 if TYPE_CHECKING:
     from lightning_client import testing, webhooks
+    from lightning_client.config import Config, load_config, read_config
     from lightning_client.ledger import Ledger
     from lightning_client.providers.fal import FalGenerator
     from lightning_client.providers.local import LocalGenerator
@@ -60,6 +61,9 @@ _LAZY = {
     "RemoteGenerator": "lightning_client.providers.remote",
     "Router": "lightning_client.routing.router",
     "Ledger": "lightning_client.ledger",
+    "load_config": "lightning_client.config",
+    "read_config": "lightning_client.config",
+    "Config": "lightning_client.config",
 }
 
 
@@ -81,6 +85,7 @@ __all__ = [
     "BaseGenerator",
     "BudgetExceededError",
     "Capabilities",
+    "Config",
     "ConfigurationError",
     "ContentFilteredError",
     "Cost",
@@ -105,6 +110,8 @@ __all__ = [
     "UnknownProviderError",
     "Warning",
     "__version__",
+    "load_config",
+    "read_config",
     "testing",
     "webhooks",
 ]

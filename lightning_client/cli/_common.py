@@ -17,7 +17,7 @@ from rich.progress import Progress, TaskID
 
 from lightning_client.batching.items import BatchFileError
 from lightning_client.credentials import get_logger, mask_secrets
-from lightning_client.errors import InvalidRequestError, LightningError
+from lightning_client.errors import ConfigurationError, InvalidRequestError, LightningError
 
 if TYPE_CHECKING:
     from lightning_client.generator import Generator
@@ -51,6 +51,16 @@ SandboxUrl = Annotated[
         "--sandbox-url",
         help="Use a sandbox already running (`lightning-client sandbox --port N`): its Replicate URL, "
         "e.g. http://127.0.0.1:N; fal is on the next three ports.",
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="LIGHTNING_CLIENT_CONFIG",
+        dir_okay=False,
+        help="Configuration file (TOML) with the generators, router and ledger to use instead of --provider; "
+        "default: $LIGHTNING_CLIENT_CONFIG (see docs/configuration.md).",
     ),
 ]
 LedgerPath = Annotated[
@@ -261,6 +271,22 @@ async def open_router(
 
 
 @contextlib.asynccontextmanager
+async def open_configured_router(path: Path, *, ledger_path: Path | None = None) -> AsyncIterator[Router]:
+    """The router a configuration file describes (`--ledger` replaces its [ledger] path); closed on exit."""
+    from lightning_client.config import read_config
+
+    config = read_config(path)
+    if ledger_path is not None:
+        config = config.model_copy(update={"ledger": config.ledger.model_copy(update={"path": ledger_path})})
+    router = config.build_router()
+    try:
+        async with router:
+            yield router
+    finally:
+        router.ledger.close()
+
+
+@contextlib.asynccontextmanager
 async def maybe_sandbox(
     enabled: bool, url: str | None = None, *, configure: Mapping[str, Mapping[str, Any]] | None = None
 ) -> AsyncIterator[Endpoints | None]:
@@ -352,7 +378,7 @@ def run(main: Callable[[], Coroutine[Any, Any, T]], *, debug: bool, command: str
         if exc.hint:
             err_console.print(f"[yellow]hint[/]: {_escape(exc.hint)}", soft_wrap=True)
         raise typer.Exit(2) from None
-    except (UsageError, InvalidRequestError) as exc:
+    except (UsageError, InvalidRequestError, ConfigurationError) as exc:
         fail(exc, debug=debug, code=2)
     except LightningError as exc:
         fail(exc, debug=debug)

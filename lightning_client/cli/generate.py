@@ -13,6 +13,7 @@ from rich.markup import escape
 from lightning_client.batching.items import file_stem
 from lightning_client.cli._common import (
     AspectRatio,
+    ConfigFile,
     Debug,
     Format,
     LedgerPath,
@@ -23,6 +24,7 @@ from lightning_client.cli._common import (
     console,
     hosted_providers,
     maybe_sandbox,
+    open_configured_router,
     open_router,
     run,
     seconds,
@@ -100,10 +102,13 @@ def generate(
     sandbox: UseSandbox = False,
     sandbox_url: SandboxUrl = None,
     ledger: LedgerPath = None,
+    config: ConfigFile = None,
     debug: Debug = False,
 ) -> None:
     """Generate images with one provider (or auto failover) and save them with their metadata."""
-    if provider not in _CHOICES:
+    if config is not None and (sandbox or sandbox_url):
+        raise typer.BadParameter("the configuration file names the generators; drop --sandbox", param_hint="--config")
+    if config is None and provider not in _CHOICES:
         raise typer.BadParameter(f"{provider!r} is invalid; allowed: {', '.join(_CHOICES)}", param_hint="--provider")
     if (sandbox or sandbox_url) and provider == "local":
         raise typer.BadParameter(
@@ -121,12 +126,17 @@ def generate(
 
     async def main() -> None:
         check_request_fields(fields)
-        providers = hosted_providers(sandbox, sandbox_url) if provider == "auto" else [provider]
-        async with (
-            maybe_sandbox(sandbox, sandbox_url) as sb,
-            open_router(providers, sb, ledger_path=ledger, local_model=local_model) as router,
-        ):
-            result = await router.agenerate(prompt, **fields)
+        if config is not None:  # --provider then picks one configured generator by name
+            async with open_configured_router(config, ledger_path=ledger) as router:
+                chosen = None if provider == "auto" else [provider]
+                result = await router.agenerate(prompt, providers=chosen, **fields)
+        else:
+            providers = hosted_providers(sandbox, sandbox_url) if provider == "auto" else [provider]
+            async with (
+                maybe_sandbox(sandbox, sandbox_url) as sb,
+                open_router(providers, sb, ledger_path=ledger, local_model=local_model) as router,
+            ):
+                result = await router.agenerate(prompt, **fields)
         stem = file_stem(f"{result.provider}-{result.seed}") if overwrite else free_stem(out, result)
         paths = await asyncio.to_thread(result.save, out, stem)
         print_result(result, paths)

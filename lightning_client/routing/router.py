@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential, wait_random
@@ -55,6 +55,9 @@ from lightning_client.routing.breaker import BreakerConfig, CircuitBreaker
 from lightning_client.routing.budget import Budget
 from lightning_client.routing.hooks import AttemptHook, as_hooks, dispatch
 from lightning_client.routing.policies import Policy, Stats, make_policy
+
+if TYPE_CHECKING:
+    from lightning_client.config import Config
 
 __all__ = ["DeadlineExceededError", "HedgeConfig", "Router"]
 
@@ -170,6 +173,8 @@ class Router(ClosingContext):
 
     name = "router"
     model = "router"
+    #: The validated configuration this router was built from (`lc.load_config`), else None.
+    config: Config | None = None
 
     def __init__(
         self,
