@@ -4,7 +4,7 @@
     python benchmarks/run.py --quick    # under 3 minutes: benchmarks/results/quick/*.json, docs untouched
 
 Each benchmark is a module here with `run(quick) -> dict`: lag, cpu_cost, concurrency,
-import_time (ours), failover and hedging (the router's), plus the sandbox's own throughput
+import_time (ours), failover and hedging (the router's), serving (the server's added cost), plus the sandbox's own throughput
 script, run as a subprocess. A benchmark that fails is reported as such; the others still run.
 Only the section of docs/benchmarks.md between the run.py markers is rewritten.
 """
@@ -36,7 +36,7 @@ LIGHT_MODULES = (
     "lightning_client.providers.fal",
     "lightning_client.routing",
 )
-BENCHMARKS = ("lag", "cpu_cost", "concurrency", "failover", "hedging", "import_time")
+BENCHMARKS = ("lag", "cpu_cost", "concurrency", "failover", "hedging", "import_time", "serving")
 
 
 @dataclass
@@ -211,6 +211,26 @@ def _import_targets(report: dict[str, Any]) -> list[Target]:
     return rows
 
 
+def _serving_targets(report: dict[str, Any]) -> list[Target]:
+    label = f"server, {report['size']}"
+    added = report["added_p50_ms"]
+    return [
+        Target(
+            label,
+            f"added p50 <= {report['target_added_p50_ms']:g} ms vs in-process",
+            f"{report['via_server']['p50_ms']:.2f} vs {report['in_process']['p50_ms']:.2f} ms (+{added:.2f} ms)",
+            added <= report["target_added_p50_ms"],
+        ),
+        Target(
+            label,
+            "added CPU per request (client + server), informational",
+            f"{report['via_server_cpu_ms_per_request']:.2f} vs {report['in_process_cpu_ms_per_request']:.2f} ms "
+            f"(+{report['added_cpu_ms_per_request']:.2f} ms)",
+            None,
+        ),
+    ]
+
+
 TARGETS: dict[str, Callable[[dict[str, Any]], list[Target]]] = {
     "lag": _lag_targets,
     "cpu_cost": _cpu_targets,
@@ -218,6 +238,7 @@ TARGETS: dict[str, Callable[[dict[str, Any]], list[Target]]] = {
     "failover": _failover_targets,
     "hedging": _hedging_targets,
     "import_time": _import_targets,
+    "serving": _serving_targets,
 }
 
 

@@ -43,3 +43,16 @@ def test_async_batch_resumes(tmp_path: Path) -> None:
 def test_ci_example_passes_with_the_sandbox_fixtures(tmp_path: Path) -> None:
     out = _run(["-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "test_ci_with_sandbox.py")], tmp_path)
     assert "3 passed" in out
+
+
+def test_serve_openai_client_calls_a_server_with_the_openai_sdk(tmp_path: Path) -> None:
+    out = _run([str(EXAMPLES / "serve_openai_client.py")], tmp_path)
+    assert "drew seed 42" in out
+    assert (tmp_path / "lighthouse.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_remote_failover_moves_to_hosted_when_the_server_stops(tmp_path: Path) -> None:
+    out = _run([str(EXAMPLES / "remote_failover.py")], tmp_path)
+    assert "'a fox in the snow': served by remote" in out
+    assert "'a red bicycle': served by replicate (attempts: remote:failed, replicate:succeeded)" in out
+    assert "('remote', 'ProviderUnavailableError')" in out
