@@ -6,9 +6,10 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 from weakref import WeakKeyDictionary
 
 import httpx
@@ -119,6 +120,9 @@ class FalGenerator(HttpGenerator):
         max_connections: connection pool size per event loop.
         poll_initial_s / poll_max_s: adaptive polling starts at the first and backs off to the second.
         cancel_timeout_s: how long a best-effort remote cancel may take.
+        webhook: a URL fal POSTs the result to when the request completes (`?fal_webhook=`; queue
+            mode only); the generator still waits for the result itself.
+        webhook_events: fal sends one event, on completion: None or ["completed"].
         key, queue_url, app: deprecated spellings of `api_key`, `base_url` and `model`; positional
             arguments (key, queue_url, app) are deprecated too.
 
@@ -161,6 +165,8 @@ class FalGenerator(HttpGenerator):
         poll_initial_s: float = 0.05,
         poll_max_s: float = 1.0,
         cancel_timeout_s: float = 5.0,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
         key: str | SecretStr | None = None,
         queue_url: str | None = None,
         app: str | None = None,
@@ -172,6 +178,7 @@ class FalGenerator(HttpGenerator):
         model = positional.get("model", renamed_argument("FalGenerator", "app", app, "model", model)) or DEFAULT_APP
         if mode not in ("queue", "run"):
             raise ValueError(f"mode must be 'queue' or 'run', got {mode!r}")
+        self.webhook = _webhook(webhook, webhook_events, mode)
         if model.count("/") < 1:
             raise ValueError(f"model must be an endpoint id like 'owner/app[/path]', got {model!r}")
         super().__init__(
@@ -342,7 +349,7 @@ class FalGenerator(HttpGenerator):
         submitted = time.monotonic()
         post = self._post_create(
             client,
-            f"{self.queue_url}/{self.app}",
+            f"{self.queue_url}/{self.app}" + ("?" + urlencode({"fal_webhook": self.webhook}) if self.webhook else ""),
             what="submit",
             headers=self._headers(key, remaining),
             json_body=arguments,
@@ -724,3 +731,19 @@ def _completed_error(message: str, error_type: str, request_id: str) -> Lightnin
     if error_type in ("bad_request", "validation_error"):
         return InvalidRequestError(text, **fields)
     return ProviderResponseError(text, retryable=True, **fields)
+
+
+def _webhook(webhook: str | None, events: Sequence[str] | None, mode: str) -> str | None:
+    """The `fal_webhook` URL; bad values raise ValueError naming the option and what is allowed."""
+    if events is not None and (list([events] if isinstance(events, str) else events) != ["completed"]):
+        raise ValueError(f"webhook_events: fal sends only one event, on completion: use ['completed'], got {events!r}")
+    if webhook is None:
+        if events is not None:
+            raise ValueError("webhook_events needs webhook (the URL the event is sent to)")
+        return None
+    parts = urlsplit(webhook) if isinstance(webhook, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"webhook must be an http:// or https:// URL, got {webhook!r}")
+    if mode != "queue":
+        raise ValueError("webhook needs mode='queue': fal sends webhooks for queued requests only")
+    return webhook

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,6 +75,8 @@ _SEED_LOG = re.compile(r"Using seed:\s*(\d+)")
 _NSFW = re.compile(r"nsfw", re.IGNORECASE)
 #: Hosts that serve Replicate output files and may receive the token (the docs say downloads need it).
 _FILE_HOSTS = re.compile(r"(^|\.)replicate\.delivery$")
+#: The events a Replicate webhook can be sent for (`webhook_events_filter`).
+WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
 
 
 @dataclass
@@ -96,7 +100,14 @@ class ReplicateGenerator(HttpGenerator):
         api_key: Replicate token; default: the REPLICATE_API_TOKEN environment variable.
             Surrounding whitespace is stripped; a token with whitespace inside is an error.
         base_url: API root without `/v1`; default: REPLICATE_BASE_URL, else https://api.replicate.com.
-        model: `owner/name:version` (versioned route) or `owner/name` (official-model route).
+        model: `owner/name:version` (versioned route) or `owner/name` (official-model route). With
+            `deployment`, the model the deployment runs (for prices and records only).
+        deployment: `owner/name` of a deployment: predictions are created on it
+            (`POST /v1/deployments/{owner}/{name}/predictions`) instead of on the model.
+        webhook: an HTTPS URL Replicate POSTs the prediction to (`http://` only to a loopback host,
+            which the sandbox accepts); the generator still waits for the result itself.
+        webhook_events: the events the webhook is sent for (`webhook_events_filter`): a subset of
+            start, output, logs, completed; default Replicate's (output and completed).
         name: what routers, ledgers and reports call this generator (default "replicate").
         prices: price table for the hardware $/s (default `DEFAULT_PRICES`).
         wait_s: longest `Prefer: wait` to ask for (1..60; 0 turns sync mode off).
@@ -123,6 +134,7 @@ class ReplicateGenerator(HttpGenerator):
         ProviderOption("model", "Model: owner/name:version or owner/name."),
         ProviderOption("base_url", "API root without /v1.", env="REPLICATE_BASE_URL"),
         ProviderOption("wait_s", "Longest Prefer: wait, 0 to 60 seconds (0: poll only).", type=int),
+        ProviderOption("deployment", "Deployment owner/name: predictions are created on it."),
     )
 
     def __init__(
@@ -139,6 +151,9 @@ class ReplicateGenerator(HttpGenerator):
         poll_initial_s: float = 0.05,
         poll_max_s: float = 1.0,
         cancel_timeout_s: float = 5.0,
+        deployment: str | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
         api_token: str | SecretStr | None = None,
     ) -> None:
         positional = legacy_arguments("ReplicateGenerator", legacy, ("api_key", "base_url", "model"))
@@ -148,6 +163,10 @@ class ReplicateGenerator(HttpGenerator):
         model = positional.get("model", model)
         if not 0 <= wait_s <= MAX_WAIT_S:
             raise ValueError(f"wait_s must be from 0 to 60 seconds, got {wait_s}")
+        self.webhook_fields = _webhook_fields(webhook, webhook_events)
+        if deployment is not None and not re.fullmatch(r"[^/\s:]+/[^/\s:]+", deployment):
+            raise ValueError(f"deployment must be 'owner/name', got {deployment!r}")
+        self.deployment = deployment
         model = model or DEFAULT_MODEL
         super().__init__(
             model=model,
@@ -164,12 +183,14 @@ class ReplicateGenerator(HttpGenerator):
         self._token = self._credential(api_key)
         self._api_host = urlsplit(self.base_url).netloc
         owner_name, _, version = model.partition(":")
-        if version:
+        self._version: str | None = None
+        if deployment is not None:
+            self._create_url = f"{self.base_url}/v1/deployments/{deployment}/predictions"
+        elif version:
             self._create_url = f"{self.base_url}/v1/predictions"
-            self._version: str | None = version
+            self._version = version
         else:
             self._create_url = f"{self.base_url}/v1/models/{owner_name}/predictions"
-            self._version = None
         self._capabilities = Capabilities(
             native_steps=frozenset({4}),
             emulated_steps=frozenset({1, 2, 8}),
@@ -201,7 +222,8 @@ class ReplicateGenerator(HttpGenerator):
         return rate.usd * self.PREDICT_PRIOR_S
 
     def __repr__(self) -> str:
-        return f"ReplicateGenerator(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r})"
+        deployment = f", deployment={self.deployment!r}" if self.deployment else ""
+        return f"ReplicateGenerator(name={self.name!r}, base_url={self.base_url!r}, model={self.model!r}{deployment})"
 
     # -- request mapping --------------------------------------------------------------------------
 
@@ -329,7 +351,7 @@ class ReplicateGenerator(HttpGenerator):
     ) -> dict[str, Any]:
         remaining = ctx.remaining()
         headers, read = self._create_headers(token, remaining)
-        body: dict[str, Any] = {"input": payload}
+        body: dict[str, Any] = {"input": payload, **self.webhook_fields}
         if self._version is not None:
             body["version"] = self._version
         timeout = None if read is None else self._read_timeout(read)
@@ -610,6 +632,38 @@ class ReplicateGenerator(HttpGenerator):
         if seed != ctx.request.seed:
             ctx.warn("ignored", "seed", f"requested seed {ctx.request.seed} but the model logged 'Using seed: {seed}'")
         return seed
+
+
+def _webhook_fields(webhook: str | None, events: Sequence[str] | None) -> dict[str, Any]:
+    """The create body's webhook fields; bad values raise ValueError naming the option and what is allowed."""
+    if webhook is None:
+        if events is not None:
+            raise ValueError("webhook_events needs webhook (the URL the events are sent to)")
+        return {}
+    parts = urlsplit(webhook) if isinstance(webhook, str) else None
+    if (
+        parts is None
+        or not parts.hostname
+        or not (parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)))
+    ):
+        raise ValueError(f"webhook must be an https:// URL (http:// only to a loopback host), got {webhook!r}")
+    fields: dict[str, Any] = {"webhook": webhook}
+    if events is not None:
+        chosen = [events] if isinstance(events, str) else list(events)
+        unknown = [e for e in chosen if e not in WEBHOOK_EVENTS]
+        if unknown or not chosen:
+            raise ValueError(
+                f"webhook_events must be a non-empty subset of {', '.join(WEBHOOK_EVENTS)}; got {chosen!r}"
+            )
+        fields["webhook_events_filter"] = list(dict.fromkeys(chosen))
+    return fields
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _made_by(prediction: Any, payload: dict[str, Any], sent_at: float) -> bool:

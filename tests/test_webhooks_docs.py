@@ -1,0 +1,88 @@
+"""The FastAPI receiver in docs/webhooks.md, served on loopback, receiving the sandbox's deliveries."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from lightning_client import webhooks
+from lightning_client.testing.sandbox import Sandbox
+
+pytest.importorskip("fastapi")  # the example needs the serve extra
+
+DOC = Path(__file__).parents[1] / "docs" / "webhooks.md"
+VERSION = "5599ed30703defd1d160a25a63321b4dec97101d98b4674bcc56e41f62f35637"
+AUTH = {"Authorization": "Bearer r8_test"}
+
+
+def _example() -> str:
+    section = DOC.read_text().split("## A FastAPI receiver", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match is not None
+    return match.group(1)
+
+
+@pytest.fixture
+def receiver(
+    lightning_sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, replicate_sandbox: Any, fal_sandbox: Any
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    secret = httpx.get(f"{lightning_sandbox.replicate_url}/v1/webhooks/default/secret", headers=AUTH).json()["key"]
+    monkeypatch.setenv("REPLICATE_WEBHOOK_SECRET", secret)
+    namespace: dict[str, Any] = {}
+    exec(compile(_example(), str(DOC), "exec"), namespace)
+    namespace["FAL_KEYS"] = webhooks.JwksCache(f"{lightning_sandbox.fal_rest_url}/.well-known/jwks.json")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(namespace["app"], log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", namespace
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def _until(predicate: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_docs_receiver_accepts_sandbox_deliveries_and_refuses_tampering(
+    lightning_sandbox: Sandbox, receiver: tuple[str, dict[str, Any]]
+) -> None:
+    url, namespace = receiver
+    seen: set[str] = namespace["seen"]
+    body = {"version": VERSION, "input": {"prompt": "x", "width": 256, "height": 256}}
+    hook = {"webhook": f"{url}/hooks/replicate", "webhook_events_filter": ["completed"]}
+    httpx.post(f"{lightning_sandbox.replicate_url}/v1/predictions", json={**body, **hook}, headers=AUTH)
+    httpx.post(
+        f"{lightning_sandbox.fal_url}/fal-ai/fast-lightning-sdxl",
+        params={"fal_webhook": f"{url}/hooks/fal"},
+        json={"prompt": "x"},
+        headers={"Authorization": "Key id:secret"},
+    )
+    _until(lambda: len(seen) == 2)
+    assert len(seen) == 2
+    assert lightning_sandbox.replicate.stats()["webhooks"]["delivered"] == 1
+    assert lightning_sandbox.fal.stats()["webhooks"]["delivered"] == 1
+    forged = httpx.post(
+        f"{url}/hooks/replicate",
+        content=b'{"id": "x"}',
+        headers={"webhook-id": "msg_x", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,AAAA"},
+    )
+    assert forged.status_code == 400 and "signature" in forged.json()["detail"]
