@@ -72,12 +72,15 @@ def sandbox(
     seed: Annotated[
         int | None, typer.Option(help="Seed for ids, drawn seeds and faults (overrides the config).")
     ] = None,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Serve HTTPS with a throwaway CA; the exports include SSL_CERT_FILE.")
+    ] = False,
 ) -> None:
     """Run the Replicate and fal emulators and print how to point clients at them, until Ctrl-C."""
     from lightning_client.testing import Sandbox
 
     settings = load_config(config) if config is not None else {}
-    sb = Sandbox(seed=seed if seed is not None else settings.get("seed", 0), host=host, port=port)
+    sb = Sandbox(seed=seed if seed is not None else settings.get("seed", 0), host=host, port=port, tls=tls)
     try:
         sb.replicate.configure(**settings.get("replicate", {}))
         sb.fal.configure(**settings.get("fal", {}))
@@ -93,6 +96,8 @@ def sandbox(
         typer.echo(f"fal queue:      {sb.fal_url}   (FalGenerator(base_url=...))")
         typer.echo(f"fal sync run:   {sb.fal_run_url}")
         typer.echo(f"fal REST:       {sb.fal_rest_url}")
+        if tls:
+            typer.echo(f"CA bundle:      {sb.ca_bundle}   (trusts the sandbox; removed when it stops)")
         typer.echo("Environment for lightning-client and the official replicate client (paste into a shell):")
         for name, value in sb.env().items():
             typer.echo(f"export {name}={shlex.quote(value)}")

@@ -1,4 +1,5 @@
-"""The official `fal-client` 1.0.x with `webhook_url` against the sandbox, and against its HTTPS mode."""
+"""The official `fal-client` 1.0.x with `webhook_url` against the sandbox, and against its HTTPS mode (queue,
+files and the realtime WebSocket)."""
 
 from __future__ import annotations
 
@@ -67,3 +68,15 @@ def test_subscribe_over_tls(lightning_sandbox_tls: Sandbox, monkeypatch: pytest.
         httpx.get(url, verify=True, trust_env=False)  # not trusted without the sandbox's CA
     image = httpx.get(url, verify=ssl.create_default_context(cafile=lightning_sandbox_tls.ca_bundle)).content
     assert Image.open(io.BytesIO(image)).size == (512, 512)
+
+
+def test_realtime_over_tls(lightning_sandbox_tls: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in lightning_sandbox_tls.env().items():
+        monkeypatch.setenv(name, value)
+    assert lightning_sandbox_tls.fal_realtime_url.startswith("wss://")
+    monkeypatch.setattr(fal_module, "REST_URL", lightning_sandbox_tls.fal_rest_url)
+    monkeypatch.setattr(fal_module, "REALTIME_URL_FORMAT", lightning_sandbox_tls.fal_realtime_url + "/")
+    with fal_client.SyncClient(key="id:secret").realtime(APP) as connection:
+        connection.send({"prompt": "x", "image_size": "square", "num_inference_steps": "1", "sync_mode": True})
+        result = connection.recv()
+    assert result is not None and Image.open(io.BytesIO(result["images"][0]["content"])).size == (512, 512)

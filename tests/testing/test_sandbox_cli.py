@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -54,6 +55,24 @@ def test_cli_serves_prints_environment_and_stops_on_ctrl_c(tmp_path: Path) -> No
         _, err = process.communicate(timeout=15)
     assert process.returncode == 0, err
     assert "Sandbox stopped." in err
+
+
+def test_cli_tls_exports_the_ca_bundle() -> None:
+    process, env = _serve("--tls")
+    try:
+        assert env["REPLICATE_BASE_URL"].startswith("https://127.0.0.1:")
+        verify = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
+        response = httpx.get(
+            f"{env['REPLICATE_BASE_URL']}/v1/models/bytedance/sdxl-lightning-4step",
+            headers={"Authorization": "Bearer r8_x"},
+            verify=verify,
+        )
+        assert response.status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=15)
+    assert process.returncode == 0, err
+    assert not Path(env["SSL_CERT_FILE"]).exists()
 
 
 def test_cli_rejects_a_bad_setting(tmp_path: Path) -> None:
