@@ -4,7 +4,7 @@
     python benchmarks/run.py --quick    # under 3 minutes: benchmarks/results/quick/*.json, docs untouched
 
 Each benchmark is a module here with `run(quick) -> dict`: lag, cpu_cost, concurrency,
-import_time (ours), failover and hedging (the router's), serving (the server's added cost), plus the sandbox's own throughput
+import_time (ours), failover and hedging (the router's), serving (the server's added cost), realtime (sessions), plus the sandbox's own throughput
 script, run as a subprocess. A benchmark that fails is reported as such; the others still run.
 Only the section of docs/benchmarks.md between the run.py markers is rewritten.
 """
@@ -36,7 +36,7 @@ LIGHT_MODULES = (
     "lightning_client.providers.fal",
     "lightning_client.routing",
 )
-BENCHMARKS = ("lag", "cpu_cost", "concurrency", "failover", "hedging", "import_time", "serving")
+BENCHMARKS = ("lag", "cpu_cost", "concurrency", "failover", "hedging", "import_time", "serving", "realtime")
 
 
 @dataclass
@@ -231,6 +231,32 @@ def _serving_targets(report: dict[str, Any]) -> list[Target]:
     ]
 
 
+def _realtime_targets(report: dict[str, Any]) -> list[Target]:
+    lag, latest, local = report["lag"], report["latest_wins"], report["local"]
+    rt, queue = lag["realtime"]["p50_ms"], lag["queue"]["p50_ms"]
+    return [
+        Target(
+            f"realtime frame lag, {lag['compute_s']} s compute",
+            "fal realtime socket p50 <= 0.8x the queue path's",
+            f"{rt:.1f} vs {queue:.1f} ms ({lag['ratio_p50']:.2f}x)",
+            rt <= queue * 0.8,
+        ),
+        Target(
+            "realtime latest wins",
+            "20 sends 30 ms apart: last served last, <= 6 served",
+            f"{latest['served']} served, {latest['superseded']} superseded; "
+            f"last frame {latest['last_frame_after_last_send_ms']:.0f} ms after the last send",
+            latest["last_is_last_send"] and latest["served"] <= 6,
+        ),
+        Target(
+            "realtime local (tiny, CPU)",
+            "session fps >= 0.8x direct agenerate",
+            f"{local['session_fps']:.2f} vs {local['direct_fps']:.2f} fps ({local['size']})",
+            local["ratio"] >= 0.8,
+        ),
+    ]
+
+
 TARGETS: dict[str, Callable[[dict[str, Any]], list[Target]]] = {
     "lag": _lag_targets,
     "cpu_cost": _cpu_targets,
@@ -239,6 +265,7 @@ TARGETS: dict[str, Callable[[dict[str, Any]], list[Target]]] = {
     "hedging": _hedging_targets,
     "import_time": _import_targets,
     "serving": _serving_targets,
+    "realtime": _realtime_targets,
 }
 
 

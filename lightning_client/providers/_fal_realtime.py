@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 import httpx
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
-from lightning_client.credentials import fal_key, get_logger, mask_secrets
+from lightning_client.credentials import get_logger, mask_secrets
 from lightning_client.errors import (
     AuthenticationError,
     ContentFilteredError,
@@ -84,7 +84,7 @@ def realtime_error(error: str, reason: str, request_id: str | None = None) -> Li
     """Map an `x-fal-error` frame (`error`, `reason`) onto the taxonomy; unknown codes are response errors."""
     cls = _ERRORS.get(error.upper(), ProviderResponseError)
     text = f"fal realtime error {error}" + (f": {mask_secrets(reason)}" if reason else "")
-    return cls(text, provider="fal", request_id=request_id)
+    return cls(text, request_id=request_id)  # the attempt fills in the generator's name
 
 
 class _Refused(Exception):
@@ -125,10 +125,9 @@ def _token_expiry(token: str, fetched: float, asked_s: float) -> float:
 class _SocketAttempts(BaseGenerator):
     """Each realtime job as an attempt of "fal": deadline, error mapping and ledger events from the base class."""
 
-    name = "fal"
-
     def __init__(self, backend: FalRealtimeBackend) -> None:
         self._backend = backend
+        self.name = backend.generator.name
         self.model = backend.generator.model
 
     @property
@@ -207,10 +206,10 @@ class FalRealtimeBackend(RealtimeBackend):
     # -- token -----------------------------------------------------------------------------------
 
     def _key(self) -> Any:
-        key = self.generator._key or fal_key()
+        key = self.generator._key or self.generator._credential()
         if key is None:
             raise AuthenticationError(
-                "no fal key: pass key= or set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)", provider="fal"
+                "no fal key: pass api_key= or set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)", provider=self.provider
             )
         return key
 
@@ -220,7 +219,7 @@ class FalRealtimeBackend(RealtimeBackend):
             client,
             "POST",
             f"{self.token_url}/tokens/",
-            provider="fal",
+            provider=self.provider,
             what="realtime token",
             headers=auth_header("Key", self._key()),
             json_body={"allowed_apps": [self.alias], "token_expiration": TOKEN_EXPIRATION_S},
@@ -232,7 +231,7 @@ class FalRealtimeBackend(RealtimeBackend):
         if isinstance(body, dict):  # older answers: {"token": ...} (or, oddly, {"detail": ...})
             body = body.get("token") or body.get("detail")
         if not isinstance(body, str) or not body:
-            raise ProviderResponseError("the realtime tokens route answered without a token", provider="fal")
+            raise ProviderResponseError("the realtime tokens route answered without a token", provider=self.provider)
         fetched = time.monotonic()
         expiry = _token_expiry(body, fetched, TOKEN_EXPIRATION_S)
         self._token = (body, fetched + (expiry - fetched) * TOKEN_REFRESH_AT)
@@ -300,11 +299,11 @@ class FalRealtimeBackend(RealtimeBackend):
         except InvalidStatus as exc:
             raise _Refused(exc.response.status_code) from None
         except InvalidHandshake as exc:
-            raise ProviderUnavailableError(f"fal realtime handshake failed: {exc}", provider="fal") from None
+            raise ProviderUnavailableError(f"fal realtime handshake failed: {exc}", provider=self.provider) from None
         except (OSError, TimeoutError) as exc:
             raise ProviderUnavailableError(
                 f"cannot reach fal's realtime endpoint {self.socket_url}: {type(exc).__name__}: {exc}",
-                provider="fal",
+                provider=self.provider,
             ) from None
 
     def _fall_back(self, status: int) -> None:
@@ -313,7 +312,7 @@ class FalRealtimeBackend(RealtimeBackend):
             "the session uses the queue API instead, cancelling superseded requests"
         )
         log.warning("%s", message)
-        warning = GenerationWarning(kind="emulated", setting="realtime", message=message, provider="fal")
+        warning = GenerationWarning(kind="emulated", setting="realtime", message=message, provider=self.provider)
         self._fallback = GeneratorBackend(self.generator, transport="queue", emulated=True, warnings=[warning])
 
     async def _read(self, socket: _Socket) -> None:
@@ -332,7 +331,7 @@ class FalRealtimeBackend(RealtimeBackend):
                 try:
                     body = msgpack.unpackb(message, raw=False)
                 except (ValueError, msgpack.UnpackException) as exc:
-                    body = ProviderResponseError(f"undecodable msgpack frame: {exc}", provider="fal")
+                    body = ProviderResponseError(f"undecodable msgpack frame: {exc}")
                 self._deliver(socket, body)
         except ConnectionClosed:
             pass
@@ -341,7 +340,7 @@ class FalRealtimeBackend(RealtimeBackend):
             if failure is None:
                 failure = ProviderUnavailableError(
                     "fal's realtime socket closed before the result came back; the request may have run",
-                    provider="fal",
+                    provider=self.provider,
                     outcome_unknown=True,
                 )
             while socket.waiters:
@@ -390,7 +389,7 @@ class FalRealtimeBackend(RealtimeBackend):
                     body["request_id"] = waiter.request_id
                 waiter.future.set_result(body)
             else:
-                waiter.future.set_exception(ProviderResponseError("result frame is not a map", provider="fal"))
+                waiter.future.set_exception(ProviderResponseError("result frame is not a map"))
             return
 
     async def _drop(self, socket: _Socket | None) -> None:
@@ -412,7 +411,9 @@ class FalRealtimeBackend(RealtimeBackend):
 
         socket = await self._connected()
         if socket is None:  # refused just now: the session moves to the queue on the next job
-            raise ProviderUnavailableError("fal refused the realtime socket; retry on the queue API", provider="fal")
+            raise ProviderUnavailableError(
+                "fal refused the realtime socket; retry on the queue API", provider=self.provider
+            )
         arguments = {**self.generator._arguments(ctx), "sync_mode": True}
         waiter = _Waiter(asyncio.get_running_loop().create_future())
         socket.waiters.append(waiter)
@@ -424,7 +425,7 @@ class FalRealtimeBackend(RealtimeBackend):
             with contextlib.suppress(ValueError):
                 socket.waiters.remove(waiter)
             raise ProviderUnavailableError(
-                f"fal realtime send failed: {type(exc).__name__}; nothing was sent", provider="fal"
+                f"fal realtime send failed: {type(exc).__name__}; nothing was sent", provider=self.provider
             ) from None
         try:
             async with async_timeout(RESULT_TIMEOUT_S):
@@ -437,7 +438,7 @@ class FalRealtimeBackend(RealtimeBackend):
         except TIMEOUT_ERRORS:
             waiter.future.cancel()
             raise GenerationTimeoutError(
-                f"no realtime result within {RESULT_TIMEOUT_S:.0f} s", provider="fal", outcome_unknown=True
+                f"no realtime result within {RESULT_TIMEOUT_S:.0f} s", provider=self.provider, outcome_unknown=True
             ) from None
         request_id = output.get("request_id")
         if isinstance(request_id, str) and request_id:
@@ -448,13 +449,13 @@ class FalRealtimeBackend(RealtimeBackend):
         request_id = ctx.attempt.request_id
         entries = output.get("images")
         if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
-            raise ProviderResponseError("realtime result has no images", provider="fal", request_id=request_id)
+            raise ProviderResponseError("realtime result has no images", provider=self.provider, request_id=request_id)
         flags = output.get("has_nsfw_concepts")
         nsfw = [bool(f) for f in flags] if isinstance(flags, list) else []
         if ctx.request.safety_checker and nsfw and len(nsfw) == len(entries) and all(nsfw):
             raise ContentFilteredError(
                 "every image was flagged by the safety checker (has_nsfw_concepts)",
-                provider="fal",
+                provider=self.provider,
                 request_id=request_id,
             )
         started = time.monotonic()
@@ -482,18 +483,24 @@ class FalRealtimeBackend(RealtimeBackend):
         declared = entry.get("content_type") if isinstance(entry.get("content_type"), str) else None
         try:
             if isinstance(content, (bytes, bytearray)):
-                return await asyncio.to_thread(decode_image, bytes(content), provider="fal", declared_type=declared)
+                return await asyncio.to_thread(
+                    decode_image, bytes(content), provider=self.provider, declared_type=declared
+                )
             url = entry.get("url")
             if isinstance(url, str) and url.startswith("data:"):
-                data, kind = decode_data_uri(url, provider="fal")
-                return await asyncio.to_thread(decode_image, data, provider="fal", declared_type=kind or declared)
+                data, kind = decode_data_uri(url, provider=self.provider)
+                return await asyncio.to_thread(
+                    decode_image, data, provider=self.provider, declared_type=kind or declared
+                )
             if isinstance(url, str):
                 image, _ = await self.generator._download_output(self.generator._http.get(), url, request_id or "")
                 return image
         except LightningError as exc:
             exc.request_id = exc.request_id or request_id
             raise
-        raise ProviderResponseError("realtime image has neither content nor url", provider="fal", request_id=request_id)
+        raise ProviderResponseError(
+            "realtime image has neither content nor url", provider=self.provider, request_id=request_id
+        )
 
     async def _cost(self, inference_s: float | None, images: int, note: str = "") -> Cost:
         """fal's unit price x the units a realtime frame implies (no billable-units header on a socket)."""

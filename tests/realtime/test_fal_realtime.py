@@ -19,8 +19,8 @@ KEY = "sandbox-key-id:sandbox-key-secret-0123"
 @pytest.fixture
 async def gen(lightning_sandbox: Sandbox, fal_sandbox: ProviderHandle) -> AsyncIterator[lc.FalGenerator]:
     generator = lc.FalGenerator(
-        key=KEY,
-        queue_url=lightning_sandbox.fal_url,
+        api_key=KEY,
+        base_url=lightning_sandbox.fal_url,
         run_url=lightning_sandbox.fal_run_url,
         rest_url=lightning_sandbox.fal_rest_url,
     )
@@ -137,8 +137,8 @@ async def test_refused_socket_falls_back_to_queue_with_warning(
 async def test_bad_key_is_authentication_error(lightning_sandbox: Sandbox, fal_sandbox: ProviderHandle) -> None:
     fal_sandbox.configure(valid_tokens=["right:key"])
     gen = lc.FalGenerator(
-        key="wrong:key",
-        queue_url=lightning_sandbox.fal_url,
+        api_key="wrong:key",
+        base_url=lightning_sandbox.fal_url,
         run_url=lightning_sandbox.fal_run_url,
         rest_url=lightning_sandbox.fal_rest_url,
     )
@@ -156,3 +156,24 @@ async def test_invalid_send_raises_before_anything_is_sent(gen: lc.FalGenerator,
         with pytest.raises(lc.InvalidRequestError):
             await session.send("x", width=4096, height=4096)
     assert session.stats().sends == 0 and fal_sandbox.stats()["created"] == 0
+
+
+async def test_results_carry_the_generators_name(lightning_sandbox: Sandbox, fal_sandbox: ProviderHandle) -> None:
+    async with (
+        lc.FalGenerator(
+            api_key=KEY,
+            base_url=lightning_sandbox.fal_url,
+            run_url=lightning_sandbox.fal_run_url,
+            rest_url=lightning_sandbox.fal_rest_url,
+            name="fal-eu",
+        ) as gen,
+        gen.realtime(throttle_s=0) as session,
+    ):
+        await session.send("named", **SMALL)
+        result = await session.__anext__()
+        fal_sandbox.configure(fault="job_error")
+        await session.send("fails", **SMALL)
+        with pytest.raises(lc.ProviderUnavailableError) as caught:
+            await session.__anext__()
+    assert result.provider == "fal-eu" and result.attempts[0].provider == "fal-eu"
+    assert caught.value.provider == "fal-eu"

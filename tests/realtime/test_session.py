@@ -21,13 +21,13 @@ SMALL = {"steps": 4, "width": 512, "height": 512, "output_format": "jpeg"}
 async def replicate(
     lightning_sandbox: Sandbox, replicate_sandbox: ProviderHandle
 ) -> AsyncIterator[lc.ReplicateGenerator]:
-    generator = lc.ReplicateGenerator(api_token=TOKEN, base_url=lightning_sandbox.replicate_url)
+    generator = lc.ReplicateGenerator(api_key=TOKEN, base_url=lightning_sandbox.replicate_url)
     yield generator
     await generator.aclose()
 
 
 def fal_for(sb: Sandbox) -> lc.FalGenerator:
-    return lc.FalGenerator(key=KEY, queue_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url)
+    return lc.FalGenerator(api_key=KEY, base_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url)
 
 
 async def test_replicate_superseded_running_job_is_cancelled_remotely(
@@ -73,7 +73,7 @@ async def test_router_session_moves_to_next_generator_on_session_failure(
 ) -> None:
     fal_sandbox.configure(error_status=503)  # the token route fails: fal cannot open a session
     router = lc.Router(
-        [fal_for(lightning_sandbox), lc.ReplicateGenerator(api_token=TOKEN, base_url=lightning_sandbox.replicate_url)]
+        [fal_for(lightning_sandbox), lc.ReplicateGenerator(api_key=TOKEN, base_url=lightning_sandbox.replicate_url)]
     )
     async with router, router.realtime(throttle_s=0) as session:
         assert isinstance(session.backend, RouterBackend) and session.provider == "replicate"
@@ -88,7 +88,7 @@ async def test_router_session_fails_over_mid_session(
     lightning_sandbox: Sandbox, fal_sandbox: ProviderHandle, replicate_sandbox: ProviderHandle
 ) -> None:
     router = lc.Router(
-        [fal_for(lightning_sandbox), lc.ReplicateGenerator(api_token=TOKEN, base_url=lightning_sandbox.replicate_url)]
+        [fal_for(lightning_sandbox), lc.ReplicateGenerator(api_key=TOKEN, base_url=lightning_sandbox.replicate_url)]
     )
     async with router, router.realtime(throttle_s=0) as session:
         assert session.provider == "fal" and session.transport == "websocket"
@@ -103,7 +103,7 @@ async def test_router_session_fails_over_mid_session(
 
 
 def test_sync_wrapper(lightning_sandbox: Sandbox, replicate_sandbox: ProviderHandle) -> None:
-    with lc.ReplicateGenerator(api_token=TOKEN, base_url=lightning_sandbox.replicate_url) as gen:
+    with lc.ReplicateGenerator(api_key=TOKEN, base_url=lightning_sandbox.replicate_url) as gen:
         with gen.realtime(throttle_s=0) as session:
             send_id = session.send("from a script", **SMALL)
             session.finish()

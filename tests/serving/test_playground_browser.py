@@ -41,9 +41,9 @@ def url() -> Iterator[str]:
         router = lc.Router(
             [
                 lc.FalGenerator(
-                    key="sandbox:key", queue_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url
+                    api_key="sandbox:key", base_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url
                 ),
-                lc.ReplicateGenerator(api_token="r8_sandbox", base_url=sb.replicate_url),
+                lc.ReplicateGenerator(api_key="r8_sandbox", base_url=sb.replicate_url),
             ],
             retries=0,
         )
