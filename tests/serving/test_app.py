@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -178,3 +181,40 @@ def test_every_error_maps_to_its_status_and_sdk_exception(
             assert caught.value.response.headers["retry-after"] == "3"
         native = httpx.post(f"{url}/v1/generations", json={"prompt": "x"})
         assert native.status_code == status and native.json()["error"]["code"] == type(error).__name__
+
+
+class Loading(Failing):
+    """A generator whose pipeline loads until released (or fails to load)."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        super().__init__(ProviderUnavailableError("not used"))
+        self.released = threading.Event()
+        self.fail = fail
+
+    async def aload(self) -> float:
+        await asyncio.to_thread(self.released.wait, 60)
+        if self.fail:
+            raise RuntimeError("no weights")
+        return 0.0
+
+
+def test_readyz_waits_for_the_warm_up() -> None:
+    generator = Loading()
+    with ServerThread(create_app(generator)) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        not_ready = httpx.get(f"{url}/readyz")
+        assert not_ready.status_code == 503 and not_ready.json() == {"ready": False}
+        generator.released.set()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+
+def test_a_failed_warm_up_is_never_ready() -> None:
+    generator = Loading(fail=True)
+    generator.released.set()
+    with ServerThread(create_app(generator)) as url:
+        time.sleep(0.3)
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        assert httpx.get(f"{url}/healthz").status_code == 200
