@@ -15,6 +15,7 @@ HEAVY = (
     "typer",
     "fastapi",
     "prometheus_client",
+    "ray",
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 from pydantic import SecretStr
@@ -24,29 +24,19 @@ from lightning_client.cli._common import (
 
 __all__ = ["serve"]
 
-T = TypeVar("T")
-
-
-def _pick(given: T | None, configured: T) -> T:
-    return configured if given is None else given
-
 
 def serve(
     config: Annotated[
         Path | None,
-        typer.Option(
-            "--config", exists=True, dir_okay=False, help="Configuration file: its router, and its [server] table."
-        ),
+        typer.Option("--config", exists=True, dir_okay=False, help="Configuration file describing the router."),
     ] = None,
     sandbox: Annotated[
         bool, typer.Option("--sandbox", help="Start the provider sandbox in-process and serve a router over it.")
     ] = False,
     sandbox_url: SandboxUrl = None,
     local_model: LocalModel = None,
-    host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")] = None,
-    port: Annotated[
-        int | None, typer.Option(help="Port to listen on; 0 picks a free one, printed at startup [default: 8000].")
-    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: a free port, printed at startup).")] = 8000,
     api_key: Annotated[
         list[str] | None,
         typer.Option(
@@ -58,22 +48,33 @@ def serve(
         bool,
         typer.Option("--allow-unauthenticated", help="Listen beyond loopback without any API key (not recommended)."),
     ] = False,
-    max_queue: Annotated[
-        int | None, typer.Option("--max-queue", min=0, help="Requests that may wait; past it 429 [default: 64].")
-    ] = None,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait; past it 429.")] = 64,
     max_concurrency: Annotated[
-        int | None,
-        typer.Option("--max-concurrency", min=1, help="Requests handed to the generator at once [default: 8]."),
-    ] = None,
+        int, typer.Option("--max-concurrency", min=1, help="Requests handed to the generator at once.")
+    ] = 8,
     grace_s: Annotated[
-        float | None,
-        typer.Option("--grace-s", min=0.0, help="On SIGTERM, seconds in-flight requests may finish [default: 30]."),
-    ] = None,
+        float, typer.Option("--grace-s", min=0.0, help="On SIGTERM, seconds in-flight requests may finish.")
+    ] = 30.0,
     file_retention_s: Annotated[
-        float | None,
-        typer.Option("--file-retention-s", min=1.0, help="Seconds `url` images stay downloadable [default: 3600]."),
-    ] = None,
+        float, typer.Option("--file-retention-s", min=1.0, help="Seconds `url` images stay downloadable.")
+    ] = 3600.0,
     ledger: LedgerPath = None,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Serve on Ray Serve: worker replicas each hold the local model.")
+    ] = False,
+    address: Annotated[
+        str | None, typer.Option("--address", help="With --ray: join this Ray cluster ('auto': the local one).")
+    ] = None,
+    replicas: Annotated[
+        int | None, typer.Option("--replicas", min=1, help="With --ray: worker replicas (default: [ray] or 1).")
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="With --ray: the replicas' torch device (auto, cpu, cuda, ...).")
+    ] = "auto",
+    max_wait_s: Annotated[
+        float | None,
+        typer.Option("--max-wait-s", min=0.0, help="With --ray: spill over to hosted providers past this wait."),
+    ] = None,
     debug: Debug = False,
 ) -> None:
     """Serve a generator or router over HTTP: OpenAI Images API, native API, status, metrics and a playground at /."""
@@ -81,10 +82,20 @@ def serve(
         from lightning_client.serving.app import create_app
         from lightning_client.serving.build import build_served
         from lightning_client.serving.runner import is_loopback, run_server
-        from lightning_client.serving.settings import ServerSection, ServerSettings, keys_from_env
+        from lightning_client.serving.settings import ServerSettings, keys_from_env
     except ImportError as exc:
         fail(
             UsageError(f"serving needs its extra ({exc.name} is missing): pip install 'lightning-client[serve]'"),
+            debug=debug,
+            code=2,
+        )
+    keys = list(api_key or []) or [k.get_secret_value() for k in keys_from_env()]
+    if not keys and not is_loopback(host) and not allow_unauthenticated:
+        fail(
+            UsageError(
+                f"refusing to listen on {host} without an API key: give --api-key KEY (or LIGHTNING_CLIENT_API_KEYS), "
+                "listen on 127.0.0.1, or pass --allow-unauthenticated"
+            ),
             debug=debug,
             code=2,
         )
@@ -94,12 +105,42 @@ def serve(
             debug=debug,
             code=2,
         )
-    if config is not None and (sandbox or sandbox_url or local_model is not None):
+    if not ray and (address is not None or replicas is not None or device != "auto" or max_wait_s is not None):
+        fail(UsageError("--address, --replicas, --device and --max-wait-s apply with --ray"), debug=debug, code=2)
+    if config is not None and not ray and (sandbox or sandbox_url or local_model is not None):
         fail(
             UsageError("--config describes what to serve; do not combine it with --sandbox or --local-model"),
             debug=debug,
             code=2,
         )
+    settings = ServerSettings(
+        api_keys=tuple(SecretStr(k) for k in keys),
+        max_queue=max_queue,
+        max_concurrency=max_concurrency,
+        grace_s=grace_s,
+        file_retention_s=file_retention_s,
+    )
+    if ray:
+        from lightning_client.cli.serve_ray import serve_ray
+
+        try:
+            serve_ray(
+                config=config,
+                sandbox=sandbox,
+                sandbox_url=sandbox_url,
+                local_model=local_model,
+                host=host,
+                port=port,
+                settings=settings,
+                ledger=ledger,
+                address=address,
+                replicas=replicas,
+                device=device,
+                max_wait_s=max_wait_s,
+            )
+        except (ValueError, UsageError) as exc:
+            fail(exc, debug=debug, code=2)
+        return
     with contextlib.ExitStack() as stack:
         endpoints: Endpoints | None = None
         if sandbox_url is not None:
@@ -116,39 +157,9 @@ def serve(
             generator = build_served(
                 config=config, sandbox=endpoints, local_model=local_model, hosted=hosted, ledger_path=ledger
             )
-            section = _section(generator, ServerSection)
         except (ValueError, UsageError) as exc:
             fail(exc, debug=debug, code=2)
-        keys = list(api_key or []) or [k.get_secret_value() for k in keys_from_env(section.api_keys_env)]
-        listen = _pick(host, section.host)
-        if not keys and not is_loopback(listen) and not (allow_unauthenticated or section.allow_unauthenticated):
-            generator.close()
-            fail(
-                UsageError(
-                    f"refusing to listen on {listen} without an API key: give --api-key KEY (or "
-                    f"{section.api_keys_env}), listen on 127.0.0.1, or pass --allow-unauthenticated"
-                ),
-                debug=debug,
-                code=2,
-            )
-        grace = _pick(grace_s, section.grace_s)
-        settings = ServerSettings(
-            api_keys=tuple(SecretStr(k) for k in keys),
-            max_queue=_pick(max_queue, section.max_queue),
-            max_concurrency=_pick(max_concurrency, section.max_concurrency),
-            grace_s=grace,
-            file_retention_s=_pick(file_retention_s, section.file_retention_s),
-        )
         from lightning_client.serving.playground import playground_router
 
         app = create_app(generator, settings=settings, routers=[playground_router()])
-        run_server(app, host=listen, port=_pick(port, section.port), grace_s=grace)
-
-
-def _section(generator: Any, schema: type[T]) -> T:
-    """The `[server]` table of the configuration `generator` was built from (defaults without one)."""
-    config = getattr(generator, "config", None)
-    if config is None:
-        return schema()
-    section: T = config.section("server", schema)
-    return section
+        run_server(app, host=host, port=port, grace_s=grace_s)

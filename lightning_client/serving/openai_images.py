@@ -79,7 +79,7 @@ def images_response(
     *,
     store: Callable[[bytes, str, str], str] | None,
 ) -> dict[str, Any]:
-    """OpenAI's response plus top-level `seed`, `provider`, `model`, `request_id`, `timings`, `cost`, `warnings`.
+    """OpenAI's response plus top-level `seed`, `provider`, `model`, `request_id`, `served_by`, `timings`, `cost`, `warnings`.
 
     `store(data, content_type, extension)` returns the URL of a stored image (for `url`).
     """
@@ -100,6 +100,7 @@ def images_response(
         "provider": result.provider,
         "model": result.model,
         "request_id": result.request_id,
+        "served_by": result.served_by,
         "timings": result.timings.model_dump(mode="json"),
         "cost": result.cost.model_dump(mode="json"),
         "warnings": [w.model_dump(mode="json") for w in warnings],

@@ -8,14 +8,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import openai
 import pytest
 from PIL import Image
 
-from lightning_client.testing import Sandbox
 from tests.serving.conftest import ServeProcess, start_serve
 
 
@@ -66,40 +63,3 @@ def test_without_a_key_it_refuses_to_listen_beyond_loopback() -> None:
     )
     assert done.returncode == 2
     assert "--api-key" in done.stderr and "--allow-unauthenticated" in done.stderr
-
-
-def test_a_config_file_sets_the_router_and_the_server_table(tmp_path: Path) -> None:
-    with Sandbox() as sb:
-        config = tmp_path / "lightning.toml"
-        config.write_text(
-            "[[generators]]\n"
-            'kind = "fal"\n'
-            'name = "fal"\n'
-            'api_key_env = "TEST_FAL_KEY"\n'
-            f'base_url = "{sb.fal_url}"\n'
-            "\n[server]\n"
-            "max_queue = 3\n"
-            'api_keys_env = "TEST_SERVER_KEYS"\n'
-        )
-        server = start_serve("--config", str(config), env={"TEST_FAL_KEY": "k", "TEST_SERVER_KEYS": "s1,s2"})
-        try:
-            client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="s2", max_retries=0)
-            response = client.images.generate(prompt="a fox", size="512x512", extra_body={"seed": 1})
-            assert (response.model_extra or {})["provider"] == "fal"
-            status = httpx.get(f"{server.url}/v1/status", headers={"Authorization": "Bearer s1"}).json()
-            assert status["max_queue"] == 3
-            assert httpx.get(f"{server.url}/v1/status").status_code == 401
-        finally:
-            server.stop()
-
-
-def test_a_bad_config_is_a_usage_error(tmp_path: Path) -> None:
-    config = tmp_path / "bad.toml"
-    config.write_text('[[generators]]\nkind = "nope"\nname = "x"\n')
-    done = subprocess.run(
-        [sys.executable, "-m", "lightning_client", "serve", "--config", str(config), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2 and "nope" in done.stderr
