@@ -22,7 +22,7 @@ class Price(BaseModel):
 
 
 class PriceTable(BaseModel):
-    """Replicate hardware $/s, fal per-unit prices and the local GPU $/hour."""
+    """Replicate hardware $/s, fal per-unit prices and the local GPU and CPU $/hour."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -48,6 +48,11 @@ class PriceTable(BaseModel):
     }
     local_gpu_hour: Price = Price(
         usd=5.49, unit="GPU hour", source="H100 on-demand rate, https://replicate.com/pricing", as_of="2026-11"
+    )
+    #: Local generation on a CPU (or MPS) device: wall-clock seconds of a 4-vCPU machine,
+    #: priced like Replicate's "cpu" hardware ($0.000100/s), not like a GPU.
+    local_cpu_hour: Price = Price(
+        usd=0.36, unit="CPU hour", source="4-vCPU 'cpu' rate, https://replicate.com/pricing", as_of="2026-11"
     )
 
     def replicate_rate(self, model: str) -> tuple[str, Price]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from lightning_client.cli._common import (
     UseSandbox,
     check_request_fields,
     console,
+    err_console,
     hosted_providers,
     maybe_sandbox,
     open_configured_router,
@@ -53,8 +55,9 @@ def print_result(result: GenerationResult, paths: list[Path]) -> None:
         f"[bold green]✓[/] [bold]{result.provider}[/] · {escape(result.model.split(':')[0])} · seed {result.seed} · "
         f"{result.steps} steps · {len(result.images)} image(s)"
     )
+    load = "" if t.load_s is None else f"load {seconds(t.load_s)} · "
     console.print(
-        f"  latency   queue {seconds(t.queue_s)} · inference {seconds(t.inference_s)} · "
+        f"  latency   queue {seconds(t.queue_s)} · {load}inference {seconds(t.inference_s)} · "
         f"download {seconds(t.download_s)} · total {seconds(t.total_s)}"
     )
     estimated = ", estimated" if result.cost.estimated else ""
@@ -67,6 +70,17 @@ def print_result(result: GenerationResult, paths: list[Path]) -> None:
         console.print(f"  [yellow]warning[/]   {escape(str(warning))}")
     for path in paths:
         console.print(f"  saved     {escape(str(path))}")
+
+
+def show_steps(generators: Sequence[Any]) -> None:
+    """Print each denoising step of generators that report them (a `progress` attribute)."""
+
+    def on_step(step: int, total: int) -> None:
+        err_console.print(f"  step {step}/{total}")
+
+    for generator in generators:
+        if hasattr(generator, "progress"):
+            generator.progress = on_step
 
 
 def generate(
@@ -129,6 +143,7 @@ def generate(
         if config is not None:  # --provider then picks one configured generator by name
             async with open_configured_router(config, ledger_path=ledger) as router:
                 chosen = None if provider == "auto" else [provider]
+                show_steps(router.generators)
                 result = await router.agenerate(prompt, providers=chosen, **fields)
         else:
             providers = hosted_providers(sandbox, sandbox_url) if provider == "auto" else [provider]
@@ -136,6 +151,7 @@ def generate(
                 maybe_sandbox(sandbox, sandbox_url) as sb,
                 open_router(providers, sb, ledger_path=ledger, local_model=local_model) as router,
             ):
+                show_steps(router.generators)
                 result = await router.agenerate(prompt, **fields)
         stem = file_stem(f"{result.provider}-{result.seed}") if overwrite else free_stem(out, result)
         paths = await asyncio.to_thread(result.save, out, stem)

@@ -6,10 +6,11 @@ worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,7 +26,17 @@ if TYPE_CHECKING:
     import torch
     from PIL.Image import Image as PILImage
 
-__all__ = ["CompileMode", "LoadOptions", "WarmPipeline", "import_backend", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "BatchItem",
+    "Cancelled",
+    "CompileMode",
+    "LoadOptions",
+    "OutOfDeviceMemory",
+    "WarmPipeline",
+    "import_backend",
+    "resolve_device",
+    "resolve_dtype",
+]
 
 #: False/None: eager. "regional" (or True): `torch.compile` of the UNet's repeated transformer
 #: blocks (compiles in seconds). "full": the whole UNet and the VAE decoder with CUDA graphs
@@ -47,6 +58,27 @@ _DTYPES = {
 
 class Cancelled(Exception):
     """Raised from the step callback to stop a job whose caller went away (no VAE decode follows)."""
+
+
+class OutOfDeviceMemory(ProviderUnavailableError):
+    """The device ran out of memory for this pipeline call (its cache was emptied).
+
+    Not retryable on the same device: the same call would need the same memory. A router
+    fails over to another provider; `LocalGenerator` reruns the jobs of a failed batch one by one.
+    """
+
+    default_retryable = False
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One request's share of a pipeline call: its prompt, seed, image count and cancel flag."""
+
+    prompt: str
+    seed: int
+    num_images: int
+    cancel: threading.Event
+    on_step: Callable[[int, int], None] | None = None
 
 
 def import_backend(*, lora: bool = False) -> None:
@@ -155,9 +187,15 @@ def _dtype_kwarg(value: torch.dtype) -> dict[str, Any]:
 class WarmPipeline:
     """One loaded `StableDiffusionXLPipeline` that switches Lightning checkpoints per step count in place.
 
-    Text encoders, tokenizers and VAE are loaded once; a step change swaps the UNet
-    weights (`load_state_dict`) or the fused LoRA (unfuse, unload, load, fuse) and
-    rebuilds the trailing Euler scheduler.
+    Text encoders, tokenizers and VAE are loaded once; a step change copies the new UNet
+    weights into the existing parameters (read on the CPU, one tensor at a time) or swaps
+    the fused LoRA (restoring the pristine base weights first), and rebuilds the trailing
+    Euler scheduler.
+
+    On a CPU device every call is batch-invariant: prompts are encoded one by one, the
+    VAE decodes image by image, linear layers over (batch, features) inputs run row by
+    row and convolutions avoid oneDNN (whose kernel choice depends on the batch size),
+    so an image's bytes do not depend on what else shared its pipeline call.
     """
 
     def __init__(
@@ -172,10 +210,18 @@ class WarmPipeline:
         self.variant: Variant = variant
         self.steps: int | None = None
         self.checkpoint_loads = 0
+        #: Pipeline calls made (a batch is one).
+        self.calls = 0
         self._checkpoint_path = checkpoint_path
         self._fuse_qkv = fuse_qkv
         self._scheduler_config = dict(pipe.scheduler.config)
         self._lora_loaded = False
+        #: Base weights the LoRA changes, as they were before any fuse (CPU copies).
+        self._pristine: dict[str, torch.Tensor] = {}
+        self.batch_invariant = self.device.type == "cpu"
+        if self.batch_invariant:
+            pipe.vae.enable_slicing()
+            _rowwise_linears(pipe.unet)
 
     @property
     def device(self) -> torch.device:
@@ -216,13 +262,14 @@ class WarmPipeline:
                 components["vae"] = diffusers.AutoencoderKL.from_pretrained(vae_ref, **_dtype_kwarg(dtype), **hub)
             if options.variant == "unet":
                 # The model card's recipe: a UNet from the base config, weights from the Lightning
-                # file. Built on the meta device so the base UNet's weights are never read.
+                # file. Built on the meta device so the base UNet's weights are never read; the
+                # file is read on the CPU and converted while moving, so the device holds one UNet.
                 config = diffusers.UNet2DConditionModel.load_config(
                     base, subfolder="unet", revision=options.revision, **hub
                 )
                 with torch.device("meta"):
                     unet = diffusers.UNet2DConditionModel.from_config(config)
-                unet.load_state_dict(_read_state_dict(first_file, device), strict=True, assign=True)
+                unet.load_state_dict(_read_cpu_state_dict(first_file), strict=True, assign=True)
                 components["unet"] = unet.to(device=device, dtype=dtype)
             pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(
                 base,
@@ -294,87 +341,225 @@ class WarmPipeline:
         )
 
     def _swap_unet(self, path: Any) -> None:
+        """Copy the file's tensors into the UNet's parameters in place, one at a time from the CPU.
+
+        The device never holds a second UNet (a whole state dict on the GPU would double
+        the UNet's memory at the peak), and compiled graphs keep their tensors.
+        """
+        import torch
+        from safetensors import safe_open
+
         unet = self.pipe.unet
-        state = _read_state_dict(path, self.device)
-        if not self._fuse_qkv:
-            unet.load_state_dict(state, strict=True)
-            return
-        # Fused projections add to_qkv/to_kv weights the file does not have: load the rest,
-        # then fuse again from the new q/k/v weights.
-        result = unet.load_state_dict(state, strict=False)
-        unfused = [k for k in result.missing_keys if ".to_qkv." not in k and ".to_kv." not in k]
-        if unfused or result.unexpected_keys:
-            raise ProviderUnavailableError(
-                f"checkpoint {path} does not match the UNet (missing {unfused[:3]}, unexpected {result.unexpected_keys[:3]})",
-                provider=_PROVIDER,
-                retryable=False,
-            )
-        self.pipe.fuse_qkv_projections()
+        targets = dict(unet.state_dict(keep_vars=True))
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            keys = set(file.keys())
+            fused = {k for k in targets if ".to_qkv." in k or ".to_kv." in k} if self._fuse_qkv else set()
+            missing = sorted(set(targets) - keys - fused)
+            unexpected = sorted(keys - set(targets))
+            if missing or unexpected:
+                raise ProviderUnavailableError(
+                    f"checkpoint {path} does not match the UNet (missing {missing[:3]}, unexpected {unexpected[:3]})",
+                    provider=_PROVIDER,
+                    retryable=False,
+                )
+            with torch.no_grad():
+                for key in keys:
+                    targets[key].copy_(file.get_tensor(key))
+        if self._fuse_qkv:
+            # Fused projections hold to_qkv/to_kv weights the file does not have: fuse again
+            # from the new q/k/v weights.
+            self.pipe.fuse_qkv_projections()
 
     def _swap_lora(self, path: Any, steps: int) -> None:
+        """Fuse the `steps` LoRA into the pristine base weights.
+
+        Unfusing subtracts the LoRA again in the weights' precision, which in fp16/bf16 leaves
+        a rounding residue that grows with every switch; restoring the saved base weights
+        does not.
+        """
         if self._lora_loaded:
-            self.pipe.unfuse_lora()
-            self.pipe.unload_lora_weights()
+            self.pipe.unload_lora_weights()  # removes the LoRA layers; the fused weights stay
             self._lora_loaded = False
+            self._restore_pristine()
         self.pipe.load_lora_weights(str(path), adapter_name=f"lightning_{steps}step")
+        self._save_pristine()
         self.pipe.fuse_lora()
         self._lora_loaded = True
+        if self.batch_invariant:
+            _rowwise_linears(self.pipe.unet)
 
-    def run(
-        self,
-        *,
-        prompt: str,
-        steps: int,
-        width: int,
-        height: int,
-        seed: int,
-        num_images: int,
-        cancel: threading.Event,
-        on_step: Callable[[int, int], None] | None,
-    ) -> list[PILImage]:
-        """One batched pipeline call; image i uses a CPU `torch.Generator` seeded with seed + i."""
+    def _save_pristine(self) -> None:
+        """Keep a CPU copy of every base weight a LoRA layer wraps (once per weight)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for name, module in self.pipe.unet.named_modules():
+            if isinstance(module, BaseTunerLayer):
+                key = f"{name}.weight"
+                if key not in self._pristine:
+                    base: Any = module.get_base_layer()
+                    self._pristine[key] = base.weight.detach().to("cpu", copy=True)
+
+    def _restore_pristine(self) -> None:
         import torch
 
-        if cancel.is_set():
+        params = dict(self.pipe.unet.named_parameters())
+        with torch.no_grad():
+            for key, saved in self._pristine.items():
+                params[key].copy_(saved)
+
+    def run_batch(
+        self, items: Sequence[BatchItem], *, steps: int, width: int, height: int
+    ) -> list[list[PILImage] | None]:
+        """One pipeline call for `items`; image j of an item uses a CPU `torch.Generator` seeded with seed + j.
+
+        Returns each item's images, or None for an item cancelled during the call: a
+        cancelled item's rows leave the batch at the next step, the others go on. Raises
+        `Cancelled` when every item was cancelled (no VAE decode follows) and
+        `OutOfDeviceMemory` (device cache emptied) when the device ran out of memory.
+        """
+        import torch
+
+        alive = [i for i, item in enumerate(items) if not item.cancel.is_set()]
+        if not alive:
             raise Cancelled
         # CPU generators: the same seed gives the same initial noise on every device.
-        generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]
+        generators = [
+            torch.Generator("cpu").manual_seed(items[i].seed + j) for i in alive for j in range(items[i].num_images)
+        ]
 
-        def step_end(pipe: Any, index: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            if cancel.is_set():
+        def step_end(pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            nonlocal alive
+            still = [i for i in alive if not items[i].cancel.is_set()]
+            if not still:
                 # Raising (rather than setting pipe._interrupt) also skips the VAE decode.
                 raise Cancelled
-            if on_step is not None:
-                on_step(index + 1, steps)
-            return kwargs
+            if len(still) < len(alive):
+                rows: list[int] = []
+                start = 0
+                for i in alive:
+                    if i in still:
+                        rows.extend(range(start, start + items[i].num_images))
+                    start += items[i].num_images
+                keep = torch.tensor(rows, device=tensors["latents"].device)
+                tensors = {name: value.index_select(0, keep.to(value.device)) for name, value in tensors.items()}
+                alive = still
+            for i in alive:
+                callback = items[i].on_step
+                if callback is not None:
+                    callback(index + 1, steps)
+            return tensors
 
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._batch_invariance():
+                embeds, pooled = self._encode_prompts([items[i] for i in alive])
+                self.calls += 1
                 output = self.pipe(
-                    prompt=prompt,
+                    prompt_embeds=embeds,
+                    pooled_prompt_embeds=pooled,
                     num_inference_steps=steps,
                     guidance_scale=0.0,
                     width=width,
                     height=height,
-                    num_images_per_prompt=num_images,
                     generator=generators,
                     callback_on_step_end=step_end,
+                    callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", "add_text_embeds", "add_time_ids"],
                     output_type="pil",
                 )
-        except torch.cuda.OutOfMemoryError:
-            raise ProviderUnavailableError(
-                f"out of GPU memory for {num_images} image(s) of {width}x{height}; "
-                "ask for fewer images or a smaller size (or free the device)",
+        except torch.OutOfMemoryError:
+            _empty_device_cache(self.device)
+            wanted = sum(items[i].num_images for i in alive)
+            raise OutOfDeviceMemory(
+                f"out of {self.device.type} memory for {wanted} image(s) of {width}x{height}; "
+                "ask for fewer images or a smaller size, or free the device",
                 provider=_PROVIDER,
-                retryable=True,
             ) from None
         images: list[PILImage] = output.images
-        return images
+        results: list[list[PILImage] | None] = [None] * len(items)
+        start = 0
+        for i in alive:
+            results[i] = images[start : start + items[i].num_images]
+            start += items[i].num_images
+        return results
+
+    def _encode_prompts(self, items: Sequence[BatchItem]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt embeddings for every image row, each distinct prompt encoded alone (batch 1)."""
+        import torch
+
+        encoded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for item in items:
+            if item.prompt not in encoded:
+                embeds, _, pooled, _ = self.pipe.encode_prompt(
+                    item.prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+                )
+                encoded[item.prompt] = (embeds, pooled)
+        rows = [encoded[item.prompt] for item in items for _ in range(item.num_images)]
+        return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
+
+    @contextlib.contextmanager
+    def _batch_invariance(self) -> Iterator[None]:
+        if not self.batch_invariant:
+            yield
+            return
+        with _without_onednn():
+            yield
 
 
-def _read_state_dict(path: Any, device: torch.device) -> dict[str, torch.Tensor]:
+_onednn_lock = threading.Lock()
+_onednn_users = 0
+_onednn_saved = True
+
+
+@contextlib.contextmanager
+def _without_onednn() -> Iterator[None]:
+    """Convolutions without oneDNN while any batch-invariant call runs (a process-wide torch flag)."""
+    import torch
+
+    global _onednn_users, _onednn_saved
+    with _onednn_lock:
+        if _onednn_users == 0:
+            _onednn_saved = bool(torch.backends.mkldnn.enabled)
+            torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
+        _onednn_users += 1
+    try:
+        yield
+    finally:
+        with _onednn_lock:
+            _onednn_users -= 1
+            if _onednn_users == 0:
+                torch.backends.mkldnn.enabled = _onednn_saved  # type: ignore[assignment]
+
+
+def _rowwise_linears(module: Any) -> None:
+    """Make every `nn.Linear` in `module` compute (batch, features) inputs one row at a time.
+
+    BLAS takes another path for one row (gemv) than for several (gemm), which changes the
+    last bits; the time and text embeddings of a UNet are such inputs. Idempotent.
+    """
+    import torch
+
+    def rowwise(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2 and x.shape[0] > 1:
+            rows = [x[i : i + 1] for i in range(x.shape[0])]
+            return torch.cat([torch.nn.functional.linear(row, self.weight, self.bias) for row in rows])
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+
+    for layer in module.modules():
+        if type(layer) is torch.nn.Linear and "forward" not in vars(layer):
+            layer.forward = rowwise.__get__(layer)  # type: ignore[method-assign]
+
+
+def _empty_device_cache(device: torch.device) -> None:
+    """Give cached blocks back after an out-of-memory error, so the next call starts clean."""
+    import torch
+
+    torch.cuda.empty_cache()  # a no-op while CUDA is not initialised
+    if device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def _read_cpu_state_dict(path: Any) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors in CPU memory (moved to the device by the caller)."""
     from safetensors.torch import load_file
 
-    # Straight onto the GPU when there is one; CPU tensors otherwise (MPS copies from CPU).
-    state: dict[str, torch.Tensor] = load_file(str(path), device=str(device) if device.type == "cuda" else "cpu")
+    state: dict[str, torch.Tensor] = load_file(str(path), device="cpu")
     return state

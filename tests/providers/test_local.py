@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 import lightning_client as lc
 from lightning_client.images import sniff_format
+from lightning_client.pricing import PriceTable
 from lightning_client.providers.local import LocalGenerator
 from lightning_client.testing.tiny import TinyLightning, build_random_sdxl_pipeline, build_tiny_lightning
 
@@ -372,3 +373,109 @@ def test_from_pipeline_serves_a_built_pipeline(tiny: TinyLightning) -> None:
         swapped = swapping.generate("a red fox", steps=4, width=64, height=64, seed=1)
         assert swapping.checkpoint_loads == 1
     assert first.images[0].data != swapped.images[0].data
+
+
+def _raise_oom(module: object, args: object) -> None:
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_is_not_retryable_and_empties_the_cache(
+    unet_gen: LocalGenerator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emptied: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    unet_gen.generate("a red fox", steps=2, width=64, height=64, seed=1)  # warm
+    hook = unet_gen.pipeline.unet.register_forward_pre_hook(_raise_oom)
+    try:
+        with pytest.raises(lc.ProviderUnavailableError, match="out of cpu memory") as info:
+            unet_gen.generate("a red fox", steps=2, width=64, height=64, seed=1)
+    finally:
+        hook.remove()
+    assert not info.value.retryable and info.value.attempt is not None
+    assert info.value.attempt.retryable is False
+    assert emptied
+    assert unet_gen.generate("a red fox", steps=2, width=64, height=64, seed=1).images  # still serves
+
+
+async def test_a_batch_out_of_memory_reruns_its_jobs_one_by_one(tiny: TinyLightning) -> None:
+    generator = LocalGenerator(
+        base_model=str(tiny.base), lightning_repo=str(tiny.lightning), device="cpu", max_batch_size=4
+    )
+    async with generator:
+        await generator.aload(2)
+
+        def oom_when_batched(module: object, args: tuple[torch.Tensor, ...]) -> None:
+            if args[0].shape[0] > 1:
+                _raise_oom(module, args)
+
+        generator.pipeline.unet.register_forward_pre_hook(oom_when_batched)
+        requests = [lc.GenerationRequest(prompt="a red fox", steps=2, width=64, height=64, seed=s) for s in (1, 2)]
+        results = await asyncio.gather(*(generator.agenerate(r) for r in requests))
+        assert [len(r.images) for r in results] == [1, 1]
+        assert generator.pipeline_calls == 3  # the batch that failed, then each job alone
+
+
+def test_step_switch_reads_on_the_cpu_and_copies_in_place(tiny: TinyLightning, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_client.providers._local_pipeline import WarmPipeline
+
+    with LocalGenerator(base_model=str(tiny.base), lightning_repo=str(tiny.lightning), device="cpu") as generator:
+        generator.load(4)
+        unet = generator.pipeline.unet
+        before = {name: (param, param.data_ptr()) for name, param in unet.named_parameters()}
+        # As on a GPU: the file must still be read into CPU memory, never onto the device.
+        monkeypatch.setattr(WarmPipeline, "device", property(lambda self: torch.device("cuda")))
+        generator.load(8)
+        monkeypatch.undo()
+        state = load_file(str(tiny.lightning / "sdxl_lightning_8step_unet.safetensors"))
+        for name, param in unet.named_parameters():
+            assert before[name] == (param, param.data_ptr())  # same tensors, same storage
+            assert torch.equal(param.detach(), state[name].to(param.dtype))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_lora_switches_do_not_drift_the_base_weights(tiny: TinyLightning, dtype: str) -> None:
+    with LocalGenerator(
+        base_model=str(tiny.base), lightning_repo=str(tiny.lightning), device="cpu", variant="lora", dtype=dtype
+    ) as generator:
+        generator.load(4)
+        fused = {k: v.detach().clone() for k, v in generator.pipeline.unet.state_dict().items()}
+        for steps in (2, 8, 4, 2, 4, 8, 4):
+            generator.load(steps)
+        again = generator.pipeline.unet.state_dict()
+        drifted = [k for k, v in fused.items() if not torch.equal(v, again[k].detach())]
+        assert generator.checkpoint_loads == 8
+    assert not drifted, drifted[:3]
+
+
+async def test_closing_waits_for_the_running_job(tiny: TinyLightning) -> None:
+    started = asyncio.Event()
+    generator = LocalGenerator(
+        base_model=str(tiny.base),
+        lightning_repo=str(tiny.lightning),
+        device="cpu",
+        max_batch_size=1,
+        progress=lambda step, total: started.set(),
+    )
+    await generator.aload(8)
+    unet_calls: list[int] = []  # appended on the worker thread, as the UNet runs
+    generator.pipeline.unet.register_forward_pre_hook(lambda module, args: unet_calls.append(1))
+    running = asyncio.create_task(generator.agenerate("a red fox", steps=8, width=128, height=128, seed=1))
+    queued = asyncio.create_task(generator.agenerate("a red fox", steps=8, width=128, height=128, seed=2))
+    await started.wait()
+    await generator.aclose()
+    assert len(unet_calls) == 8  # the running job had finished when aclose returned
+    assert generator.pipeline is None
+    assert len((await running).images) == 1
+    with pytest.raises(lc.ProviderUnavailableError, match="closed before this job started"):
+        await queued
+
+
+async def test_cost_is_inference_seconds_at_the_cpu_rate(tiny: TinyLightning) -> None:
+    generator = LocalGenerator(base_model=str(tiny.base), lightning_repo=str(tiny.lightning), device="cpu")
+    async with generator:
+        first = await generator.agenerate("a red fox", steps=2, width=64, height=64, seed=1)  # pays the load
+    rate = PriceTable().local_cpu_hour
+    assert (rate.usd, rate.unit) == (0.36, "CPU hour")
+    assert first.timings.load_s and first.timings.load_s > 0
+    assert first.cost.usd == pytest.approx((first.timings.inference_s or 0) * rate.usd / 3600)
+    assert "CPU hour" in first.cost.basis and "model load not billed" in first.cost.basis
