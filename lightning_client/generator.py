@@ -28,7 +28,7 @@ from lightning_client.errors import (
     ProviderResponseError,
 )
 from lightning_client.pricing import PriceTable
-from lightning_client.request import GenerationRequest
+from lightning_client.request import GenerationRequest, fit_aspect_ratio
 from lightning_client.result import (
     Attempt,
     Cost,
@@ -92,14 +92,31 @@ class Capabilities(BaseModel):
             reasons.append(
                 f"steps={request.steps} only emulated (native: {sorted(self.native_steps)}) and allow_emulation=False"
             )
-        for side, value in (("width", request.width), ("height", request.height)):
-            if not self.min_side <= value <= self.max_side:
-                reasons.append(f"{side}={value} outside {self.min_side}..{self.max_side}")
+        if request.aspect_ratio is not None:
+            if self.size_for(request) is None:
+                reasons.append(
+                    f"aspect_ratio={request.aspect_ratio!r}: no size with this ratio within {self.min_side}..{self.max_side}"
+                )
+        else:
+            for side, value in (("width", request.width), ("height", request.height)):
+                if not self.min_side <= value <= self.max_side:
+                    reasons.append(f"{side}={value} outside {self.min_side}..{self.max_side}")
         if request.num_images > self.max_images:
             reasons.append(f"num_images={request.num_images} above {self.max_images}")
         if request.output_format not in self.formats | self.converted_formats:
             reasons.append(f"output_format={request.output_format!r} not available")
         return reasons
+
+    def size_for(self, request: GenerationRequest) -> tuple[int, int] | None:
+        """The size this generator serves `request` at (None: it cannot).
+
+        Explicit sizes are served as given (or refused by `problems`); an aspect ratio is size
+        intent: its SDXL bucket when that fits, else the nearest size within these limits
+        with the same ratio (`fit_aspect_ratio`).
+        """
+        if request.aspect_ratio is None:
+            return request.size
+        return fit_aspect_ratio(request.aspect_ratio, self.min_side, self.max_side)
 
     def warnings(self, request: GenerationRequest, provider: str) -> list[GenerationWarning]:
         """Typed warnings for settings this generator serves only approximately."""
@@ -239,10 +256,16 @@ class Generator(Protocol):
 
 
 def as_request(request: GenerationRequest | str | None, fields: dict[str, Any]) -> GenerationRequest:
-    """Accept a request, a bare prompt, or keyword fields."""
+    """Accept a request, a bare prompt, or keyword fields (which override the request's)."""
     if isinstance(request, GenerationRequest):
         if fields:
-            return GenerationRequest.model_validate({**request.model_dump(), **fields})
+            base = request.model_dump()
+            if "aspect_ratio" in fields:  # a new ratio replaces the size the old one resolved to
+                base.pop("width")
+                base.pop("height")
+            elif {"width", "height"} & fields.keys():  # an explicit size replaces the ratio
+                base.pop("aspect_ratio")
+            return GenerationRequest.model_validate({**base, **fields})
         return request
     if isinstance(request, str):
         return GenerationRequest(prompt=request, **fields)
@@ -251,6 +274,14 @@ def as_request(request: GenerationRequest | str | None, fields: dict[str, Any]) 
     raise InvalidRequestError(
         f"request must be a GenerationRequest or a prompt string, not {type(request).__name__}", field="request"
     )
+
+
+def _sized(capabilities: Capabilities, request: GenerationRequest) -> GenerationRequest:
+    """`request` at the size `capabilities` serve it at: an explicit-size copy when an aspect ratio was fitted."""
+    size = capabilities.size_for(request)
+    if size is None or size == request.size:
+        return request
+    return request.model_copy(update={"width": size[0], "height": size[1], "aspect_ratio": None})
 
 
 class ClosingContext:
@@ -432,9 +463,19 @@ class BaseGenerator(ClosingContext, ABC):
             raise InvalidRequestError(
                 f"{self.name} cannot serve this request: " + "; ".join(problems),
                 provider=self.name,
-                field=problems[0].split("=", 1)[0],
+                field=problems[0].split("=", 1)[0].split(":", 1)[0],
             )
+        asked = req
+        req = _sized(self.capabilities, req)
         ctx = AttemptContext(self, req)
+        if req is not asked:
+            ctx.warn(
+                "resized",
+                "aspect_ratio",
+                f"aspect_ratio={asked.aspect_ratio!r} resolves to {asked.width}x{asked.height}, outside this "
+                f"provider's {self.capabilities.min_side}..{self.capabilities.max_side}; served at "
+                f"{req.width}x{req.height}, the nearest size it supports with that ratio",
+            )
         _notify("start", ctx.attempt)
         try:
             if ctx.deadline is None:

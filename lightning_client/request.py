@@ -10,7 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lightning_client.errors import InvalidRequestError
 
-__all__ = ["SDXL_BUCKETS", "GenerationRequest", "OutputFormat", "bucket_for_aspect_ratio"]
+__all__ = [
+    "SDXL_BUCKETS",
+    "GenerationRequest",
+    "OutputFormat",
+    "bucket_for_aspect_ratio",
+    "fit_aspect_ratio",
+    "ratio_of",
+]
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 
@@ -54,8 +61,8 @@ _ALLOWED: dict[str, str] = {
 }
 
 
-def bucket_for_aspect_ratio(aspect_ratio: str) -> tuple[int, int]:
-    """The SDXL bucket whose ratio is nearest (on a log scale) to 'W:H'."""
+def ratio_of(aspect_ratio: str) -> float:
+    """'W:H' as the number W / H."""
     parts = aspect_ratio.split(":")
     try:
         w, h = (float(p) for p in parts)
@@ -63,8 +70,49 @@ def bucket_for_aspect_ratio(aspect_ratio: str) -> tuple[int, int]:
         raise ValueError("not of the form W:H") from None
     if not (w > 0 and h > 0 and math.isfinite(w) and math.isfinite(h)):
         raise ValueError("both sides must be positive numbers")
-    target = math.log(w / h)
+    return w / h
+
+
+def bucket_for_aspect_ratio(aspect_ratio: str) -> tuple[int, int]:
+    """The SDXL bucket whose ratio is nearest (on a log scale) to 'W:H'."""
+    target = math.log(ratio_of(aspect_ratio))
     return min(SDXL_BUCKETS, key=lambda b: abs(math.log(b[0] / b[1]) - target))
+
+
+#: Largest ratio difference (relative, on a log scale) still read as "the same ratio" when fitting.
+RATIO_TOLERANCE = 0.01
+#: Beyond this difference no fitted size keeps the ratio: the request is refused instead.
+RATIO_LIMIT = 0.1
+
+
+def fit_aspect_ratio(aspect_ratio: str, min_side: int, max_side: int) -> tuple[int, int] | None:
+    """The SDXL bucket for 'W:H' when its sides fit in min_side..max_side, else the nearest size that does.
+
+    Nearest: sides multiples of `SIDE_MULTIPLE`, the ratio within `RATIO_TOLERANCE` of W:H
+    (the closest one when none is), and of those the largest not above the bucket's area
+    (the smallest above it when none is below). None when no size comes within `RATIO_LIMIT`.
+    """
+    bucket = bucket_for_aspect_ratio(aspect_ratio)
+    if all(min_side <= side <= max_side for side in bucket):
+        return bucket
+    target, area = math.log(ratio_of(aspect_ratio)), bucket[0] * bucket[1]
+    lo = -(-min_side // SIDE_MULTIPLE) * SIDE_MULTIPLE
+    sides = range(lo, max_side + 1, SIDE_MULTIPLE)
+    sizes = [(w, h) for w in sides for h in sides]
+    if not sizes:
+        return None
+
+    def error(size: tuple[int, int]) -> float:
+        return abs(math.log(size[0] / size[1]) - target)
+
+    best = min(error(s) for s in sizes)
+    if best > RATIO_LIMIT:
+        return None
+    close = [s for s in sizes if error(s) <= max(best, RATIO_TOLERANCE) + 1e-12]
+    below = [s for s in close if s[0] * s[1] <= area]
+    if below:
+        return max(below, key=lambda s: (s[0] * s[1], -error(s)))
+    return min(close, key=lambda s: (s[0] * s[1], error(s)))
 
 
 def _describe(error: Any) -> tuple[str, str]:
@@ -73,7 +121,8 @@ def _describe(error: Any) -> tuple[str, str]:
     reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     if not field and ": " in reason:  # model-level rules say "field: why"
         field, reason = reason.split(": ", 1)
-        return field, f"{field}: {reason}; allowed: {_ALLOWED.get(field, '')}"
+        accepted = _ALLOWED.get(field)
+        return field, f"{field}: {reason}" + (f"; allowed: {accepted}" if accepted else "")
     if error.get("type") == "extra_forbidden":
         allowed = ", ".join(sorted(GenerationRequest.model_fields))
         return field, f"unknown field {field!r}; the fields are: {allowed}"
@@ -89,6 +138,10 @@ def _describe(error: Any) -> tuple[str, str]:
 
 
 def _as_invalid_request(exc: ValidationError) -> InvalidRequestError:
+    for error in exc.errors():
+        nested = error.get("ctx", {}).get("error")
+        if isinstance(nested, InvalidRequestError):  # pydantic validated through __init__: already described
+            return nested
     described = [_describe(e) for e in exc.errors()]
     fields = [f for f, _ in described]
     message = "Invalid GenerationRequest: " + "; ".join(text for _, text in described)
@@ -154,11 +207,18 @@ class GenerationRequest(BaseModel):
         ratio = data.get("aspect_ratio")
         if ratio is None:
             return data
-        if data.get("width") is not None or data.get("height") is not None:
-            # Not raised as InvalidRequestError directly: pydantic reports it with the field name.
-            raise ValueError("aspect_ratio: give either aspect_ratio or width/height, not both")
         if not isinstance(ratio, str):
             return data  # the field's own type check reports it
+        if data.get("width") is not None or data.get("height") is not None:
+            # A serialized request carries the size its ratio resolved to: that is consistent.
+            try:
+                consistent = (data.get("width"), data.get("height")) == bucket_for_aspect_ratio(ratio)
+            except ValueError:
+                consistent = False
+            if consistent:
+                return data
+            # Not raised as InvalidRequestError directly: pydantic reports it with the field name.
+            raise ValueError("aspect_ratio: give either aspect_ratio or width/height, not both")
         try:
             data["width"], data["height"] = bucket_for_aspect_ratio(ratio)
         except ValueError:

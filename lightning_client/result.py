@@ -23,7 +23,7 @@ __all__ = [
     "WarningKind",
 ]
 
-WarningKind = Literal["unsupported", "emulated", "ignored", "converted"]
+WarningKind = Literal["unsupported", "emulated", "ignored", "converted", "resized"]
 Outcome = Literal["succeeded", "failed", "canceled", "skipped"]
 
 

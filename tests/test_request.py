@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
 import lightning_client as lc
+from lightning_client.generator import as_request as lc_as_request
 from lightning_client.request import SDXL_BUCKETS, bucket_for_aspect_ratio
 
 
@@ -153,3 +155,41 @@ def test_requests_are_immutable_and_round_trip_as_json() -> None:
     again = lc.GenerationRequest.model_validate_json(req.model_dump_json(exclude={"width", "height"}))
     assert again == req
     assert json.loads(req.model_dump_json())["seed"] == 5
+
+
+# -- aspect ratio: round trip, overrides, messages -----------------------------------------------
+
+
+def test_a_request_with_an_aspect_ratio_round_trips_through_json() -> None:
+    request = lc.GenerationRequest(prompt="a", aspect_ratio="16:9")
+    again = lc.GenerationRequest.model_validate_json(request.model_dump_json())
+    assert again == request and again.size == (1344, 768)
+    assert lc.GenerationRequest.model_validate(request.model_dump()) == request
+
+
+def test_overrides_of_a_request_with_an_aspect_ratio() -> None:
+    request = lc.GenerationRequest(prompt="a", aspect_ratio="16:9", seed=3)
+    assert lc_as_request(request, {"seed": 1}).seed == 1
+    assert lc_as_request(request, {"seed": 1}).aspect_ratio == "16:9"
+    explicit = lc_as_request(request, {"width": 512, "height": 512})
+    assert (explicit.size, explicit.aspect_ratio) == ((512, 512), None)
+    turned = lc_as_request(lc.GenerationRequest(prompt="a", width=512, height=512), {"aspect_ratio": "9:16"})
+    assert (turned.size, turned.aspect_ratio) == ((768, 1344), "9:16")
+
+
+def test_an_inconsistent_size_and_ratio_is_still_refused_once() -> None:
+    for data in (
+        {"prompt": "a", "aspect_ratio": "16:9", "width": 512, "height": 512},
+        {"prompt": "a", "aspect_ratio": "x"},
+        {"prompt": "a", "width": 100},
+    ):
+        for parse in (
+            lambda d: lc.GenerationRequest(**d),
+            lc.GenerationRequest.model_validate,
+            lambda d: lc.GenerationRequest.model_validate_json(json.dumps(d)),
+        ):
+            with pytest.raises(lc.InvalidRequestError) as info:
+                parse(data)
+            message = info.value.message
+            assert message.count("Invalid GenerationRequest") == 1, message
+            assert not re.search(r"allowed:\s*(;|$)", message), message

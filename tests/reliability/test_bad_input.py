@@ -175,9 +175,14 @@ def test_invalid_requests_are_rejected_before_the_network_and_valid_ones_accepte
                 assert _side_ok(request.width) and _side_ok(request.height)
             if request.width not in REPLICATE_SIDES or request.height not in REPLICATE_SIDES:
                 tally["outside_replicate"] += 1
+                size = replicate.capabilities.size_for(request)
+                if request.aspect_ratio is not None and size is not None:  # size intent: a size Replicate takes
+                    assert all(s in REPLICATE_SIDES for s in size)
+                    assert not replicate.capabilities.problems(request)
+                    return
                 with pytest.raises(lc.InvalidRequestError) as caught:
                     replicate.generate(request)
-                assert caught.value.field in ("width", "height")
+                assert caught.value.field in ("width", "height", "aspect_ratio")
             return
         tally["invalid"] += 1
         with pytest.raises(lc.InvalidRequestError) as built:
