@@ -87,6 +87,10 @@ def realtime_error(error: str, reason: str, request_id: str | None = None) -> Li
     return cls(text, request_id=request_id)  # the attempt fills in the generator's name
 
 
+class _IdleClosed(ProviderUnavailableError):
+    """fal closed the socket as idle ("no inputs"): an input sent meanwhile was not run."""
+
+
 class _Refused(Exception):
     """The realtime handshake was answered with HTTP `status` instead of a switch to WebSocket."""
 
@@ -187,6 +191,8 @@ class FalRealtimeBackend(RealtimeBackend):
 
     async def start(self) -> None:
         await self._connected()
+        if self._fallback is None:  # the price is known by the first frame, not looked up on it
+            self.generator._prefetch_price(self.generator._http.get(), self._key())
 
     async def run(self, request: GenerationRequest) -> GenerationResult:
         if self._fallback is None:
@@ -367,11 +373,9 @@ class FalRealtimeBackend(RealtimeBackend):
         if kind != "x-fal-error":
             return None
         error, reason = str(body.get("error") or "UNKNOWN_ERROR"), str(body.get("reason") or "")
-        if error == "TIMEOUT" and not socket.waiters:
+        if error == "TIMEOUT":  # idle: fal closes the socket; inputs just sent were not run
             log.debug("fal realtime socket idle (%s); reconnecting on the next send", reason)
-            return realtime_error(error, reason)
-        if error == "TIMEOUT":  # closing on us with inputs outstanding
-            return realtime_error("CONNECTION_CLOSED", reason)
+            return _IdleClosed(f"fal closed the realtime socket as idle: {mask_secrets(reason)}")
         self._deliver(socket, realtime_error(error, reason))
         return None
 
@@ -406,18 +410,37 @@ class FalRealtimeBackend(RealtimeBackend):
     # -- one job ---------------------------------------------------------------------------------
 
     async def exchange(self, ctx: AttemptContext) -> GenerationResult:
-        """Send one input on the socket and turn its result frame into a `GenerationResult`."""
+        """Send one input on the socket and turn its result frame into a `GenerationResult`.
+
+        When fal closes the socket as idle just as the input goes out, the input was not run
+        ("no inputs"), so it is sent once more on a new socket.
+        """
+        arguments = {**self.generator._arguments(ctx), "sync_mode": True}
+        for retry in (False, True):
+            socket = await self._connected()
+            if socket is None:  # refused just now: the session moves to the queue on the next job
+                raise ProviderUnavailableError(
+                    "fal refused the realtime socket; retry on the queue API", provider=self.provider
+                )
+            sent = time.monotonic()
+            try:
+                output = await self._exchange_once(ctx, socket, arguments)
+            except _IdleClosed:
+                if retry:
+                    raise
+                log.debug("fal closed the realtime socket as idle while an input went out; sending it again")
+                continue
+            request_id = output.get("request_id")
+            if isinstance(request_id, str) and request_id:
+                ctx.job_started(request_id)
+            return await self._result(ctx, output, time.monotonic() - sent)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _exchange_once(self, ctx: AttemptContext, socket: _Socket, arguments: dict[str, Any]) -> dict[str, Any]:
         import msgpack
 
-        socket = await self._connected()
-        if socket is None:  # refused just now: the session moves to the queue on the next job
-            raise ProviderUnavailableError(
-                "fal refused the realtime socket; retry on the queue API", provider=self.provider
-            )
-        arguments = {**self.generator._arguments(ctx), "sync_mode": True}
         waiter = _Waiter(asyncio.get_running_loop().create_future())
         socket.waiters.append(waiter)
-        sent = time.monotonic()
         try:
             await socket.ws.send(msgpack.packb(arguments, use_bin_type=True))
         except Exception as exc:  # noqa: BLE001 - any send failure means the socket is gone
@@ -429,7 +452,7 @@ class FalRealtimeBackend(RealtimeBackend):
             ) from None
         try:
             async with async_timeout(RESULT_TIMEOUT_S):
-                output = await asyncio.shield(waiter.future)
+                return await asyncio.shield(waiter.future)
         except asyncio.CancelledError:
             # Nobody waits for it any more, but fal still runs it: the reader skips its frame.
             waiter.future.cancel()
@@ -440,10 +463,6 @@ class FalRealtimeBackend(RealtimeBackend):
             raise GenerationTimeoutError(
                 f"no realtime result within {RESULT_TIMEOUT_S:.0f} s", provider=self.provider, outcome_unknown=True
             ) from None
-        request_id = output.get("request_id")
-        if isinstance(request_id, str) and request_id:
-            ctx.job_started(request_id)
-        return await self._result(ctx, output, time.monotonic() - sent)
 
     async def _result(self, ctx: AttemptContext, output: dict[str, Any], waited_s: float) -> GenerationResult:
         request_id = ctx.attempt.request_id

@@ -177,3 +177,18 @@ async def test_results_carry_the_generators_name(lightning_sandbox: Sandbox, fal
             await session.__anext__()
     assert result.provider == "fal-eu" and result.attempts[0].provider == "fal-eu"
     assert caught.value.provider == "fal-eu"
+
+
+async def test_closing_with_a_job_on_the_socket_records_it_canceled_with_its_cost(
+    gen: lc.FalGenerator, fal_sandbox: ProviderHandle, until: Until
+) -> None:
+    fal_sandbox.configure(inference_s=1.0)
+    ledger = lc.Ledger()
+    async with gen.realtime(throttle_s=0, ledger=ledger) as session:
+        await session.send("left running", **SMALL)
+        await until(lambda: fal_sandbox.stats()["running"] == 1)
+    [attempt] = ledger.records()
+    # fal runs it anyway (a socket cannot cancel): canceled for us, but billed, so priced (estimated).
+    assert attempt.outcome == "canceled" and attempt.cost.usd > 0 and attempt.cost.estimated
+    assert "abandoned on the socket" in attempt.cost.basis
+    assert session.stats().cancelled == 1 and session.stats().served == 0
