@@ -68,7 +68,8 @@ def error_for(exc: LightningError, *, openai_names: bool = False) -> ApiError:
     """The HTTP answer for a taxonomy error.
 
     400 invalid input (the field in `param`) or content filtered, 402 budget, 429 rate limited
-    (with `Retry-After`), 504 deadline, 502 every other provider failure. A provider's own
+    (with `Retry-After`; also when every provider tried rate-limited us), 504 deadline, 502 every
+    other provider failure. A provider's own
     authentication failure is a 502: the caller's key was fine, the server's upstream key was not.
     """
     code = type(exc).__name__
@@ -87,6 +88,12 @@ def error_for(exc: LightningError, *, openai_names: bool = False) -> ApiError:
     if isinstance(exc, GenerationTimeoutError):  # also the router's DeadlineExceededError
         return ApiError(504, type="timeout_error", **kwargs)
     if isinstance(exc, AllProvidersFailedError):
+        sent = [a for a in exc.attempts if a.outcome != "skipped"]
+        if sent and all(a.error_type == "RateLimitError" for a in sent):  # throttled everywhere: say when to retry
+            cause = exc.__cause__
+            wait = cause.retry_after if isinstance(cause, LightningError) else None
+            kwargs["code"] = "RateLimitError"
+            return ApiError(429, type="rate_limit_error", headers=retry_after_header(wait or 1.0), **kwargs)
         return ApiError(502, type="all_providers_failed", **kwargs)
     if isinstance(exc, AuthenticationError):
         return ApiError(502, type="upstream_authentication_error", **kwargs)

@@ -28,8 +28,8 @@ from tests.serving.conftest import Failing, start_serve
 
 def _hosted(sb: Sandbox) -> list[lc.Generator]:
     return [
-        lc.ReplicateGenerator(api_token="r8_sandbox", base_url=sb.replicate_url),
-        lc.FalGenerator(key="sandbox:key", queue_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url),
+        lc.ReplicateGenerator(api_key="r8_sandbox", base_url=sb.replicate_url),
+        lc.FalGenerator(api_key="sandbox:key", base_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url),
     ]
 
 
@@ -121,7 +121,7 @@ def test_the_registry_and_the_package_know_it() -> None:
 
 def test_a_router_fails_over_from_a_stopped_server_to_fal() -> None:
     with Sandbox() as client_side:
-        fal = lc.FalGenerator(key="k", queue_url=client_side.fal_url)
+        fal = lc.FalGenerator(api_key="k", base_url=client_side.fal_url)
         served = start_serve("--sandbox", "--api-key", "k")
         try:
             router = lc.Router([lc.RemoteGenerator(served.url, api_key="k"), fal], retries=0)

@@ -14,7 +14,7 @@ class Loaded(lc.ReplicateGenerator):
     """A real Replicate generator (on the sandbox) reporting a chosen expected wait."""
 
     def __init__(self, sb: Sandbox, wait: float | None, *, name: str = "replicate") -> None:
-        super().__init__(api_token="r8_test", base_url=sb.replicate_url)
+        super().__init__(api_key="r8_test", base_url=sb.replicate_url)
         self.name = name
         self.wait = wait
         self.refreshes = 0
@@ -58,7 +58,7 @@ async def test_a_generator_that_keeps_up_serves(sb: Sandbox, fal: lc.FalGenerato
 async def test_unknown_wait_is_not_skipped_and_no_limit_never_skips(sb: Sandbox, fal: lc.FalGenerator) -> None:
     async with lc.Router([Loaded(sb, None), fal], max_wait_s=0.0) as router:
         assert (await router.agenerate("a fox", width=256, height=256)).provider == "replicate"
-    async with lc.Router([Loaded(sb, 99.0), lc.FalGenerator(key="k", queue_url=sb.fal_url)]) as router:
+    async with lc.Router([Loaded(sb, 99.0), lc.FalGenerator(api_key="k", base_url=sb.fal_url)]) as router:
         assert (await router.agenerate("a fox", width=256, height=256)).provider == "replicate"
 
 

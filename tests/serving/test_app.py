@@ -40,9 +40,9 @@ def served() -> Iterator[tuple[str, Sandbox]]:
     with Sandbox() as sb:
         router = lc.Router(
             [
-                lc.ReplicateGenerator(api_token="r8_sandbox", base_url=sb.replicate_url),
+                lc.ReplicateGenerator(api_key="r8_sandbox", base_url=sb.replicate_url),
                 lc.FalGenerator(
-                    key="sandbox:key", queue_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url
+                    api_key="sandbox:key", base_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url
                 ),
             ],
             retries=0,
@@ -218,3 +218,16 @@ def test_a_failed_warm_up_is_never_ready() -> None:
         time.sleep(0.3)
         assert httpx.get(f"{url}/readyz").status_code == 503
         assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_a_router_throttled_everywhere_answers_429(served: tuple[str, Sandbox]) -> None:
+    url, sb = served
+    sb.replicate.configure(error_status=429)
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.images.generate(prompt="a fox", size="256x256", extra_body={"providers": ["replicate"]})
+        assert int(caught.value.response.headers["retry-after"]) >= 1
+        assert caught.value.body["code"] == "RateLimitError"  # type: ignore[index]
+    finally:
+        sb.replicate.reset()

@@ -41,7 +41,7 @@ def slow_sandbox() -> Iterator[Sandbox]:
 
 
 def test_a_client_that_disconnects_cancels_its_generation(slow_sandbox: Sandbox) -> None:
-    router = lc.Router([lc.ReplicateGenerator(api_token="r8", base_url=slow_sandbox.replicate_url)], retries=0)
+    router = lc.Router([lc.ReplicateGenerator(api_key="r8", base_url=slow_sandbox.replicate_url)], retries=0)
     with ServerThread(create_app(router)) as url:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/v1/generations", json=BODY, timeout=httpx.Timeout(2.0))
@@ -52,7 +52,7 @@ def test_a_client_that_disconnects_cancels_its_generation(slow_sandbox: Sandbox)
 
 
 async def test_cancelling_a_remote_call_cancels_the_remote_job(slow_sandbox: Sandbox) -> None:
-    router = lc.Router([lc.ReplicateGenerator(api_token="r8", base_url=slow_sandbox.replicate_url)], retries=0)
+    router = lc.Router([lc.ReplicateGenerator(api_key="r8", base_url=slow_sandbox.replicate_url)], retries=0)
     with ServerThread(create_app(router)) as url:
         async with lc.RemoteGenerator(url) as remote:
             with pytest.raises(asyncio.TimeoutError):
