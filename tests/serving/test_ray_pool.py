@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -14,8 +15,10 @@ import ray
 from ray import serve
 
 import lightning_client as lc
+from lightning_client.cli._common import hosted_generator
 from lightning_client.serving.ray import RayAppConfig, RaySettings, make_config, worker_pool
 from lightning_client.serving.ray_pool import LocalWorker
+from lightning_client.testing import Sandbox
 from lightning_client.testing.tiny import TinyLightning, build_tiny_lightning
 
 REPLICAS = 2
@@ -96,7 +99,7 @@ async def test_a_replica_killed_mid_burst_fails_only_retryably_and_every_attempt
     router = lc.Router([pool], ledger=ledger, retries=4, backoff=lambda state: 0.2, breaker=False)
     victim = (await pool.agenerate(request(0))).served_by
     assert victim is not None
-    burst = [asyncio.create_task(router.agenerate(request(seed, width=128, height=128, steps=8))) for seed in range(8)]
+    burst = [asyncio.create_task(router.agenerate(request(seed, width=128, height=128, steps=4))) for seed in range(8)]
     for _ in range(1000):  # until the victim's polled queue depth shows it holds requests
         await pool.refresh_expected_wait()
         if victim in pool.replicas and pool.replicas[victim].ongoing:
@@ -124,4 +127,30 @@ async def test_a_replica_killed_mid_burst_fails_only_retryably_and_every_attempt
     await wait_for_running(REPLICAS)  # Serve replaced the replica
     fresh = await asyncio.gather(*(pool.agenerate(request(seed)) for seed in range(6)))
     assert victim not in {r.served_by for r in fresh}
+    await router.aclose()
+
+
+async def test_a_saturated_pool_spills_over_to_the_hosted_provider_naming_the_expected_wait(
+    workers: serve.handle.DeploymentHandle, app_config: RayAppConfig, lightning_sandbox: Sandbox
+) -> None:
+    pool = worker_pool(workers, app_config)
+    await asyncio.gather(*(pool.agenerate(request(seed)) for seed in range(4)))  # replicas' job times observed
+    router = lc.Router([pool, hosted_generator("fal", lightning_sandbox)], ledger=lc.Ledger(), max_wait_s=0.05)
+    load = [asyncio.create_task(pool.agenerate(request(seed))) for seed in range(12)]
+    for _ in range(1000):  # every request of the load handed to the pool
+        if pool.in_flight == len(load):
+            break
+        await asyncio.sleep(0.001)
+    busy = pool.expected_wait_s()
+    assert busy is not None and busy > 0.05
+
+    result = await router.agenerate(request(99, width=256, height=256))  # a size both can serve
+
+    assert result.provider == "fal" and result.served_by is None
+    skipped = [a for a in result.attempts if a.outcome == "skipped"]
+    assert [a.provider for a in skipped] == ["local"]
+    match = re.search(r"expected wait (\d+\.\d+)s above max_wait_s=0.05s", skipped[0].note or "")
+    assert match is not None, skipped[0].note
+    assert float(match.group(1)) > 0.05
+    assert all(r.served_by is not None for r in await asyncio.gather(*load))
     await router.aclose()
