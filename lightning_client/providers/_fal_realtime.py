@@ -43,7 +43,7 @@ from lightning_client.errors import (
 )
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
 from lightning_client.images import convert_image, decode_data_uri, decode_image
-from lightning_client.providers._http import auth_header, send
+from lightning_client.providers._http import _tls_context, auth_header, send
 from lightning_client.realtime.backends import GeneratorBackend, RealtimeBackend, Transport
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, GenerationWarning, Timings
@@ -301,6 +301,11 @@ class FalRealtimeBackend(RealtimeBackend):
 
         url = f"{self.socket_url}/{self.generator.app}/realtime?{urlencode({'fal_jwt_token': token})}"
         try:
+            # wss: the same verifying roots as the generator's HTTP (certifi, or SSL_CERT_FILE / SSL_CERT_DIR).
+            if url.startswith("wss:"):
+                return await connect(
+                    url, max_size=None, open_timeout=OPEN_TIMEOUT_S, compression=None, ssl=_tls_context()
+                )
             return await connect(url, max_size=None, open_timeout=OPEN_TIMEOUT_S, compression=None)
         except InvalidStatus as exc:
             raise _Refused(exc.response.status_code) from None

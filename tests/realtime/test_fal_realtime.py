@@ -192,3 +192,19 @@ async def test_closing_with_a_job_on_the_socket_records_it_canceled_with_its_cos
     assert attempt.outcome == "canceled" and attempt.cost.usd > 0 and attempt.cost.estimated
     assert "abandoned on the socket" in attempt.cost.basis
     assert session.stats().cancelled == 1 and session.stats().served == 0
+
+
+async def test_session_over_the_https_sandbox_uses_wss(
+    lightning_sandbox_tls: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in lightning_sandbox_tls.env().items():
+        monkeypatch.setenv(name, value)
+    sb = lightning_sandbox_tls
+    async with (
+        lc.FalGenerator(api_key=KEY, base_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url) as gen,
+        gen.realtime(throttle_s=0) as session,
+    ):
+        assert session.transport == "websocket"
+        await session.send("over tls", **SMALL)
+        result = await session.__anext__()
+    assert result.prompt == "over tls" and result.transport == "websocket"
