@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -64,6 +66,22 @@ def _resign(headers: dict[str, str], body: bytes, secret: str, timestamp: int) -
 
 def test_lc_webhooks_is_an_attribute() -> None:
     assert lc.webhooks.verify_replicate is verify_replicate and lc.webhooks.verify_fal is verify_fal
+
+
+def test_webhooks_module_loads_cryptography_only_for_fal() -> None:
+    code = (
+        "import sys, lightning_client as lc; lc.webhooks.verify_replicate; "
+        "print('cryptography' in sys.modules, 'lightning_client.webhooks' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+    light = subprocess.run(
+        [sys.executable, "-c", "import sys, lightning_client; print('lightning_client.webhooks' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert light.stdout.strip() == "False"
 
 
 def test_replicate_delivery_verifies_with_any_header_case(replicate_delivery: tuple[Delivery, str]) -> None:
