@@ -421,6 +421,7 @@ def create_app(
             if state.own_generator:
                 await generator.aclose()
 
+    state.metrics.watch(state.generators)
     app = FastAPI(title=title, version=_version(), lifespan=lifespan)
     app.state.lightning = state
     _error_handlers(app)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterator, Sequence
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from lightning_client.generator import Generator
 from lightning_client.result import Attempt, GenerationResult
 
 __all__ = ["ServerMetrics"]
@@ -34,7 +39,7 @@ class ServerMetrics:
         self.in_flight = Gauge("lightning_in_flight", "Requests being generated.", registry=self.registry)
         self.batch_size = Histogram(
             "lightning_batch_size",
-            "Images per generation request.",
+            "Images per generation request (pipeline batches: lightning_pipeline_calls_total).",
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
@@ -47,6 +52,12 @@ class ServerMetrics:
             ["provider"],
             registry=self.registry,
         )
+
+    def watch(self, generators: Sequence[Generator]) -> None:
+        """Export `pipeline_calls` of generators that batch (images / calls is the mean batch size)."""
+        batching = [g for g in generators if isinstance(getattr(g, "pipeline_calls", None), int)]
+        if batching:
+            self.registry.register(_PipelineCalls(batching))
 
     def observe_result(self, result: GenerationResult, server_queue_s: float) -> None:
         """Phases, images and every attempt's cost of one served request."""
@@ -70,3 +81,20 @@ class ServerMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PipelineCalls(Collector):
+    """`lightning_pipeline_calls_total{generator}`, read from the generators at each scrape."""
+
+    def __init__(self, generators: Sequence[Generator]) -> None:
+        self._generators = list(generators)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "lightning_pipeline_calls",
+            "Pipeline calls run (a batch of concurrent requests is one).",
+            labels=["generator"],
+        )
+        for generator in self._generators:
+            family.add_metric([generator.name], float(getattr(generator, "pipeline_calls", 0)))
+        yield family

@@ -38,6 +38,7 @@ async def test_a_flood_gets_429_with_retry_after_and_every_accepted_request_comp
         bodies = [{"prompt": f"a fox {i}", "steps": 4, "width": 64, "height": 64, "seed": i} for i in range(8)]
         responses = await asyncio.gather(*(client.post("/v1/generations", json=body) for body in bodies))
         status = (await client.get("/v1/status")).json()
+        metrics = (await client.get("/metrics")).text
     codes = [r.status_code for r in responses]
     assert set(codes) <= {200, 429}, codes
     assert codes.count(200) >= 3  # one in flight plus two queued are always accepted
@@ -52,6 +53,7 @@ async def test_a_flood_gets_429_with_retry_after_and_every_accepted_request_comp
             assert result.seed == body["seed"] and result.images[0].data.startswith(b"\x89PNG")
     assert status["queue_depth"] == 0 and status["in_flight"] == 0 and status["ready"] is True
     assert status["mean_service_s"] > 0
+    assert 'lightning_pipeline_calls_total{generator="local"}' in metrics
 
 
 async def test_the_queue_bound_and_its_expected_wait() -> None:
