@@ -79,6 +79,22 @@ async def test_fal_webhook_option(
     assert body["status"] == "OK" and body["request_id"] == result.attempts[-1].request_id
 
 
+async def test_lost_webhooks_do_not_affect_the_generator(
+    replicate_sandbox: ProviderHandle, webhook_receiver: WebhookReceiver
+) -> None:
+    replicate_sandbox.configure(fault="webhook_lost")
+    async with lc.ReplicateGenerator(
+        api_key="r8_test", base_url=replicate_sandbox.url, webhook=webhook_receiver.url
+    ) as gen:
+        result = await gen.agenerate(small())
+    assert len(result.images) == 1
+    for _ in range(250):  # the sandbox drops the completion delivery as the prediction ends
+        if replicate_sandbox.stats()["webhooks"]["lost"]:
+            break
+        await asyncio.sleep(0.02)
+    assert replicate_sandbox.stats()["webhooks"]["lost"] == 1 and webhook_receiver.deliveries == []
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
