@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -118,17 +119,23 @@ class WebhookSender:
 
     def __init__(self) -> None:
         self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()  # counters are read from other threads
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
 
     def counts(self) -> dict[str, int]:
         """`tries`, `delivered` (2xx answers), `failed` (other answers and errors), `gave_up`, `lost`."""
-        counts = dict(self._counts)
+        with self._lock:
+            counts = dict(self._counts)
         return {key: counts.get(key, 0) for key in ("tries", "delivered", "failed", "gave_up", "lost")}
 
     def lose(self) -> None:
         """Count a delivery the `webhook_lost` fault dropped."""
-        self._counts["lost"] += 1
+        self._count("lost")
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._counts[key] += 1
 
     def send(self, url: str, body: bytes, sign: Callable[[], dict[str, str]], behaviour: Behaviour) -> None:
         """Start delivering `body` to `url` (call on the sandbox loop)."""
@@ -146,26 +153,27 @@ class WebhookSender:
         for attempt in range(behaviour.webhook_tries):
             if attempt:
                 await asyncio.sleep(behaviour.webhook_backoff_s * 2 ** (attempt - 1))
-            self._counts["tries"] += 1
+            self._count("tries")
             headers = {"Content-Type": "application/json", **delivery.sign()}
             try:
                 response = await self._client.post(
                     delivery.url, content=delivery.body, headers=headers, timeout=behaviour.webhook_timeout_s
                 )
             except httpx.HTTPError:
-                self._counts["failed"] += 1
+                self._count("failed")
                 continue
             if 200 <= response.status_code < 300:
-                self._counts["delivered"] += 1
+                self._count("delivered")
                 return
-            self._counts["failed"] += 1
-        self._counts["gave_up"] += 1
+            self._count("failed")
+        self._count("gave_up")
 
     def reset(self) -> None:
         """Stop pending deliveries and zero the counters."""
         for task in list(self._tasks):
             task.cancel()
-        self._counts.clear()
+        with self._lock:
+            self._counts.clear()
 
     async def aclose(self) -> None:
         """Stop pending deliveries and close the HTTP client (on the sandbox loop)."""
