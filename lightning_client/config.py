@@ -65,7 +65,10 @@ CONFIG_ENV = "LIGHTNING_CLIENT_CONFIG"
 ENV_SUFFIX = "_env"
 #: Top-level tables owned by other parts of the package: name -> schema (a model, its
 #: "module:Class" path, or None to keep the table as given until `Config.section` reads it).
-SECTIONS: dict[str, type[BaseModel] | str | None] = {"server": None, "ray": None}
+SECTIONS: dict[str, type[BaseModel] | str | None] = {
+    "server": None,
+    "ray": "lightning_client.serving.ray_settings:RaySettings",
+}
 _OWN_TABLES = ("generators", "router", "ledger")
 
 
@@ -171,25 +174,34 @@ class Config(_Strict):
         except ValidationError as exc:
             raise _error(self.source, _pydantic_problems(exc, (name,))) from None
 
-    def build_generators(self, environ: Mapping[str, str] | None = None) -> list[Generator]:
-        """One generator per `[[generators]]` entry, in file order."""
+    def build_generators(
+        self, environ: Mapping[str, str] | None = None, *, replace: Mapping[str, Generator] | None = None
+    ) -> list[Generator]:
+        """One generator per `[[generators]]` entry, in file order.
+
+        `replace` maps entry names to generators used instead of building those entries (the Ray
+        application serves its worker pool in place of the `local` entry).
+        """
         env = os.environ if environ is None else environ
         built: list[Generator] = []
         try:
             for index, spec in enumerate(self.generators):
-                built.append(_build(spec, index, env, self.source))
+                given = None if replace is None else replace.get(spec.name)
+                built.append(given if given is not None else _build(spec, index, env, self.source))
         except BaseException:
             for generator in built:
                 generator.close()
             raise
         return built
 
-    def build_router(self, environ: Mapping[str, str] | None = None) -> Router:
-        """The `Router` over `build_generators()`, with the `[router]` settings and the `[ledger]`."""
+    def build_router(
+        self, environ: Mapping[str, str] | None = None, *, replace: Mapping[str, Generator] | None = None
+    ) -> Router:
+        """The `Router` over `build_generators(environ, replace=replace)`, with the `[router]` settings and the `[ledger]`."""
         from lightning_client.ledger import Ledger
         from lightning_client.routing.router import Router
 
-        generators = self.build_generators(environ)
+        generators = self.build_generators(environ, replace=replace)
         settings = self.router
         ledger = Ledger(settings_path(self.ledger.path), max_records=self.ledger.max_records)
         breaker: BreakerConfig | bool | None = settings.breaker

@@ -188,7 +188,11 @@ def test_other_tables_are_kept_for_their_owners_and_validated_by_registered_sche
     base: dict[str, Any] = {"generators": [{"kind": "fal", "api_key": "a:b"}]}
     config = lc.read_config({**base, "server": {"port": 9000}, "ray": {"replicas": 2}})
     assert config.section("server", ServerTable).port == 9000
-    assert config.sections["ray"] == {"replicas": 2}
+    from lightning_client.serving.ray_settings import RaySettings
+
+    assert config.section("ray", RaySettings).replicas == 2  # validated by its registered schema
+    with pytest.raises(lc.ConfigurationError, match=r"ray\.replica"):
+        lc.read_config({**base, "ray": {"replica": 2}})
     with pytest.raises(lc.ConfigurationError, match=r"server\.prot"):
         lc.read_config({**base, "server": {"prot": 1}}).section("server", ServerTable)
     monkeypatch.setattr("lightning_client.config.SECTIONS", {"server": None, "ray": None})

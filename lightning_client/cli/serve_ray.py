@@ -33,29 +33,40 @@ def serve_ray(
 ) -> None:
     """Start (or join, with `address`) a Ray cluster, serve until SIGINT/SIGTERM, then stop what was started.
 
-    `config`'s `[ray]` table gives the Ray settings; `--replicas` and `--address` override it.
-    Raises `UsageError` for options that cannot work together.
+    With `config`: its `[ray]` table (`--replicas` and `--address` override it), its local
+    generator on the replicas and its router at the ingress. Otherwise the replicas serve
+    `local_model`, in front of the sandbox's providers or those with keys. Raises `UsageError`
+    (or `ConfigurationError`) for options that cannot work together.
     """
     try:
         from pydantic import ValidationError
 
-        from lightning_client.serving.ray import RaySettings, load_ray_table, make_config, serve_on_ray
+        from lightning_client.serving.ray import RaySettings, config_from_file, make_config, serve_on_ray
     except ImportError as exc:
         raise UsageError(f"--ray needs its extra ({exc.name} is missing): pip install 'lightning-client[ray]'") from exc
-    if local_model is None and config is None:
-        raise UsageError("--ray serves the local model on worker replicas: give --local-model DIR (or --config)")
     if port == 0:
         raise UsageError("--ray needs an explicit --port (Ray Serve's proxy does not report a free port)")
-    table: dict[str, Any] = load_ray_table(config) if config is not None else {}
+    overrides: dict[str, Any] = {}
     if replicas is not None:
-        table["replicas"] = replicas
-        table.pop("autoscaling", None)
+        overrides["replicas"] = replicas
     if address is not None:
-        table["address"] = address
+        overrides["address"] = address
+    if config is not None:
+        if sandbox or sandbox_url or local_model is not None:
+            raise UsageError("--config describes what to serve; do not combine it with --sandbox or --local-model")
+        app_config = config_from_file(
+            config, server=settings, overrides=overrides, device=None if device == "auto" else device
+        )
+        if replicas is not None and app_config.ray.autoscaling is not None:
+            app_config = app_config.model_copy(update={"ray": app_config.ray.model_copy(update={"autoscaling": None})})
+        serve_on_ray(app_config, host=host, port=port, on_ready=_ready)
+        return
+    if local_model is None:
+        raise UsageError("--ray serves the local model on worker replicas: give --local-model DIR (or --config)")
     try:
-        ray_settings = RaySettings.model_validate(table)
+        ray_settings = RaySettings.model_validate(overrides)
     except ValidationError as exc:
-        raise UsageError(f"[ray] settings: {_first_problem(exc)}") from exc
+        raise UsageError(f"--ray settings: {_first_problem(exc)}") from exc
     with contextlib.ExitStack() as stack:
         endpoints = None
         if sandbox_url is not None:
@@ -81,11 +92,11 @@ def serve_ray(
             ledger=None if ledger is None else str(ledger.resolve()),
             max_wait_s=max_wait_s,
         )
+        serve_on_ray(app_config, host=host, port=port, on_ready=_ready)
 
-        def ready(url: str) -> None:
-            print(f"lightning-client serving on {url} (Ray Serve)", flush=True)
 
-        serve_on_ray(app_config, host=host, port=port, on_ready=ready)
+def _ready(url: str) -> None:
+    print(f"lightning-client serving on {url} (Ray Serve)", flush=True)
 
 
 def _first_problem(exc: Any) -> str:

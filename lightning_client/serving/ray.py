@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from lightning_client.generator import Generator
 from lightning_client.serving.ray_pool import LocalWorker, RayWorkerPool, WorkerSpec
+from lightning_client.serving.ray_settings import AutoscalingSettings, RaySettings
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -51,106 +51,14 @@ __all__ = [
 APP_NAME = "lightning"
 
 
-class AutoscalingSettings(BaseModel):
-    """Serve autoscaling of the worker replicas: between `min_replicas` and `max_replicas`, aiming at
-    `target_ongoing_requests` per replica (default: the batch size, so replicas run full batches)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    min_replicas: int = Field(default=1, ge=0)
-    max_replicas: int = Field(ge=1)
-    target_ongoing_requests: float | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> AutoscalingSettings:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas={self.min_replicas} is above max_replicas={self.max_replicas}")
-        return self
-
-
-class RaySettings(BaseModel):
-    """The `[ray]` table of the configuration file.
-
-    Args:
-        address: a cluster to join ("auto": the one on this machine); None starts a local one.
-        replicas: fixed number of worker replicas (ignored when `autoscaling` is given).
-        autoscaling: `{min_replicas, max_replicas, target_ongoing_requests}` instead of `replicas`.
-        num_gpus: GPUs per replica (None: 1 when the device is CUDA, 0 otherwise).
-        num_cpus: CPUs per replica (Ray's logical CPUs, for placement).
-        max_batch_size, batch_wait_s: each replica's `LocalGenerator` dynamic batching.
-        max_ongoing_requests: requests a replica holds at once (default: twice the batch size, so
-            one batch fills while another runs); must be at least `max_batch_size`.
-        max_queued_requests: requests waiting at the ingress for a replica (-1: no limit; past it
-            the attempt fails with a retryable rate-limit error).
-        torch_threads: torch intra-op threads per replica (default: `num_cpus` on CPU, torch's
-            own choice on a GPU).
-        ingress_num_cpus: CPUs reserved for the ingress replica.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    address: str | None = None
-    replicas: int = Field(default=1, ge=1)
-    autoscaling: AutoscalingSettings | None = None
-    num_gpus: float | None = Field(default=None, ge=0)
-    num_cpus: float = Field(default=1.0, ge=0)
-    max_batch_size: int = Field(default=4, ge=1)
-    batch_wait_s: float | None = Field(default=None, ge=0)
-    max_ongoing_requests: int | None = Field(default=None, ge=1)
-    max_queued_requests: int = Field(default=-1, ge=-1)
-    torch_threads: int | None = Field(default=None, ge=1)
-    ingress_num_cpus: float = Field(default=0.0, ge=0)
-
-    @model_validator(mode="after")
-    def _enough_ongoing(self) -> RaySettings:
-        if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:
-            raise ValueError(
-                f"max_ongoing_requests={self.max_ongoing_requests} must be at least "
-                f"max_batch_size={self.max_batch_size}, or batches can never fill"
-            )
-        return self
-
-    @property
-    def ongoing(self) -> int:
-        return self.max_ongoing_requests or 2 * self.max_batch_size
-
-    def gpus(self, device: str) -> float:
-        if self.num_gpus is not None:
-            return self.num_gpus
-        return 1.0 if device.startswith("cuda") else 0.0
-
-    def threads(self, device: str) -> int | None:
-        if self.torch_threads is not None:
-            return self.torch_threads
-        return max(1, int(self.num_cpus)) if device == "cpu" else None
-
-    def worker_options(self, device: str) -> dict[str, Any]:
-        """`serve.deployment` options of the worker deployment."""
-        options: dict[str, Any] = {
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.gpus(device)},
-            "max_ongoing_requests": self.ongoing,
-            "max_queued_requests": self.max_queued_requests,
-        }
-        if self.autoscaling is None:
-            options["num_replicas"] = self.replicas
-        else:
-            scaling = self.autoscaling
-            options["autoscaling_config"] = {
-                "min_replicas": scaling.min_replicas,
-                "initial_replicas": max(scaling.min_replicas, 1),
-                "max_replicas": scaling.max_replicas,
-                "target_ongoing_requests": scaling.target_ongoing_requests or float(self.max_batch_size),
-            }
-        return options
-
-
 class RayAppConfig(BaseModel):
     """Everything the Ray application needs, passed to its deployments (picklable).
 
     `local` holds the `LocalGenerator` arguments every replica uses (batching comes from `ray`).
     `hosted` names hosted providers served after the pool (pointed at `sandbox` when given);
     with any of them, or a `ledger` path, the ingress serves a `Router` whose `max_wait_s`
-    spills requests over when the pool's expected wait is above it.
+    spills requests over when the pool's expected wait is above it. With `config_path` the
+    ingress serves that file's router instead, the pool in place of its local generator.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -164,6 +72,7 @@ class RayAppConfig(BaseModel):
     ledger: str | None = None
     max_wait_s: float | None = Field(default=None, gt=0)
     pool_name: str = "local"
+    config_path: str | None = None
 
     @property
     def device(self) -> str:
@@ -189,7 +98,14 @@ def worker_pool(handle: DeploymentHandle[Any], config: RayAppConfig) -> RayWorke
 
 
 def served_generator(pool: RayWorkerPool, config: RayAppConfig) -> Generator:
-    """The pool alone, or a `Router` over the pool then the hosted providers (with the ledger)."""
+    """The file's router around the pool; else the pool alone, or a `Router` over it then the hosted providers."""
+    if config.config_path is not None:
+        from lightning_client.config import read_config
+
+        file = read_config(config.config_path)
+        if config.ledger is not None:  # made absolute where the command ran
+            file = file.model_copy(update={"ledger": file.ledger.model_copy(update={"path": Path(config.ledger)})})
+        return file.build_router(replace={pool.name: pool})
     if not config.hosted and config.ledger is None and config.max_wait_s is None:
         return pool
     from lightning_client.cli._common import build_generators
@@ -228,45 +144,35 @@ def build_app(config: RayAppConfig) -> Application:
     return ingress.bind(worker.bind(config.worker_spec().model_dump()), config)
 
 
-def load_ray_table(path: Path) -> dict[str, Any]:
-    """The `[ray]` table of a TOML configuration file (empty when absent)."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-
-    with path.open("rb") as handle:
-        data = tomllib.load(handle)
-    table = data.get("ray", {})
-    if not isinstance(table, dict):
-        raise ValueError(f"{path}: [ray] must be a table, not {type(table).__name__}")
-    return table
-
-
 def app(args: dict[str, str]) -> Application:
     """The application builder for `serve run lightning_client.serving.ray:app key=value ...` and `serve deploy`.
 
-    Keys: `config` (a TOML file whose `[ray]` table gives the settings), `local_model` (a folder
-    with `base/` and `lightning/`), `device`, `replicas`, `api_key` (comma-separated), `ledger`,
-    `max_wait_s`, `hosted` (comma-separated provider names).
+    Keys: `config` (a configuration file: its `[ray]` table, its local generator on the replicas,
+    its router at the ingress), or `local_model` (a folder with `base/` and `lightning/`) with
+    `hosted` (comma-separated provider names), `ledger` and `max_wait_s`; and `device`,
+    `replicas`, `api_key` (comma-separated; default `LIGHTNING_CLIENT_API_KEYS`).
     """
     known = {"config", "local_model", "device", "replicas", "api_key", "ledger", "max_wait_s", "hosted"}
     unknown = sorted(set(args) - known)
     if unknown:
         raise ValueError(f"unknown argument(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    table = load_ray_table(Path(args["config"])) if "config" in args else {}
-    table.pop("address", None)
-    if "replicas" in args:
-        table["replicas"] = int(args["replicas"])
     from lightning_client.serving.settings import ServerSettings, keys_from_env
 
     keys = [SecretStr(k) for k in args.get("api_key", "").split(",") if k] or keys_from_env()
+    server = ServerSettings(api_keys=tuple(keys))
+    overrides: dict[str, Any] = {"replicas": int(args["replicas"])} if "replicas" in args else {}
+    if "config" in args:
+        if "local_model" in args or "hosted" in args:
+            raise ValueError("config describes what to serve; do not combine it with local_model or hosted")
+        return build_app(
+            config_from_file(Path(args["config"]), server=server, overrides=overrides, device=args.get("device"))
+        )
     return build_app(
         make_config(
-            RaySettings.model_validate(table),
+            RaySettings.model_validate(overrides),
             local_model=Path(args["local_model"]) if "local_model" in args else None,
             device=args.get("device", "auto"),
-            server=ServerSettings(api_keys=tuple(keys)),
+            server=server,
             hosted=[h for h in args.get("hosted", "").split(",") if h],
             ledger=args.get("ledger"),
             max_wait_s=float(args["max_wait_s"]) if "max_wait_s" in args else None,
@@ -298,6 +204,48 @@ def make_config(
         sandbox=sandbox,
         ledger=ledger,
         max_wait_s=max_wait_s,
+    )
+
+
+def config_from_file(
+    path: Path,
+    *,
+    server: ServerSettings | None = None,
+    overrides: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> RayAppConfig:
+    """The Ray application of a configuration file: its `[ray]` table (with `overrides`), its one
+    local generator entry on the replicas, and its router (the other generators, `[router]`,
+    `[ledger]`) at the ingress. Raises `ConfigurationError` naming the key at fault."""
+    from lightning_client.config import read_config, settings_path
+    from lightning_client.errors import ConfigurationError
+    from lightning_client.providers.local import LocalGenerator
+    from lightning_client.registry import generator_class
+
+    file = read_config(path)
+    local = [g for g in file.generators if issubclass(generator_class(g.kind), LocalGenerator)]
+    if len(local) != 1:
+        raise ConfigurationError(
+            f"{path}: the Ray application runs one local generator on its replicas; the file has {len(local)}",
+            path="generators",
+        )
+    entry = local[0]
+    table = file.section("ray", RaySettings).model_dump(exclude_unset=True)
+    try:
+        settings = RaySettings.model_validate({**table, **(overrides or {})})
+    except ValueError as exc:
+        raise ConfigurationError(f"{path}: [ray]: {exc}", path="ray") from None
+    options = {**entry.options, **{key: os.environ[name] for key, name in entry.env.items() if name in os.environ}}
+    if device is not None:
+        options["device"] = device
+    ledger = settings_path(file.ledger.path)
+    return RayAppConfig(
+        ray=settings,
+        local=options,
+        server=server,
+        pool_name=entry.name,
+        config_path=str(path.resolve()),
+        ledger=None if ledger is None else str(ledger.resolve()),
     )
 
 

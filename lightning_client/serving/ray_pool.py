@@ -10,7 +10,6 @@ takes up to `max_ongoing_requests` requests at once, enough to fill a batch, and
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from typing import Any
 
@@ -55,13 +54,8 @@ class WorkerSpec(BaseModel):
         return int(self.local.get("max_batch_size", 1))
 
     def generator(self) -> LocalGenerator:
-        """The replica's generator, not loaded yet (building it imports nothing heavy).
-
-        Batching options this `LocalGenerator` does not take are left out (it then serves one
-        request per pipeline call).
-        """
-        accepted = inspect.signature(LocalGenerator).parameters
-        return LocalGenerator(**{k: v for k, v in self.local.items() if k in accepted})
+        """The replica's generator, not loaded yet (building it imports nothing heavy)."""
+        return LocalGenerator(**self.local)
 
 
 class ReplicaState(BaseModel):
