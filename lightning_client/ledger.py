@@ -62,6 +62,7 @@ COLUMNS: tuple[str, ...] = (
     "steps",
     "hedge",
     "note",
+    "served_by",
 )
 _TIMINGS = ("queue_s", "inference_s", "download_s", "load_s", "total_s")
 _SCHEMA = f"""
@@ -110,6 +111,7 @@ def _row(attempt: Attempt) -> dict[str, Any]:
         "steps": attempt.steps,
         "hedge": attempt.hedge,
         "note": attempt.note,
+        "served_by": attempt.served_by,
     }
 
 
@@ -134,6 +136,7 @@ def _attempt(row: sqlite3.Row) -> Attempt:
         steps=row["steps"],
         hedge=bool(row["hedge"]),
         note=row["note"],
+        served_by=row["served_by"],
     )
 
 
@@ -261,6 +264,10 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.executescript(_SCHEMA)
+    present = {row["name"] for row in db.execute("PRAGMA table_info(attempts)")}
+    for column in COLUMNS:
+        if column not in present:  # a file written by an older version: add the new columns
+            db.execute(f"ALTER TABLE attempts ADD COLUMN {column}")
     return db
 
 

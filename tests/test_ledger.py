@@ -165,3 +165,19 @@ def test_a_file_that_is_not_a_ledger_is_rejected(tmp_path: Path) -> None:
     bogus.write_text("not a database, just text that is long enough to have a header" * 10)
     with pytest.raises(sqlite3.DatabaseError):
         Ledger(bogus)
+
+
+def test_served_by_is_stored_and_an_older_file_gains_the_column(tmp_path: Path) -> None:
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:  # the table as written before served_by existed
+        db.execute("CREATE TABLE attempts (attempt_id TEXT PRIMARY KEY, provider, outcome, started_at)")
+        db.execute("INSERT INTO attempts VALUES ('a1', 'fal', 'succeeded', '2026-12-01T00:00:00+00:00')")
+    db.close()
+    ledger = Ledger(old)
+    ledger.record("end", Attempt(provider="local", outcome="succeeded", served_by="SERVE_REPLICA::app#w#1"))
+    ledger.close()
+    reread = Ledger(old)
+    by_provider = {a.provider: a for a in reread.records()}
+    assert by_provider["local"].served_by == "SERVE_REPLICA::app#w#1"
+    assert by_provider["fal"].served_by is None
+    reread.close()

@@ -87,10 +87,13 @@ class RayAppConfig(BaseModel):
 
 def worker_pool(handle: DeploymentHandle[Any], config: RayAppConfig) -> RayWorkerPool:
     """The generator in front of the worker deployment behind `handle`."""
-    spec = config.worker_spec()
+    from lightning_client.providers.local import LocalGenerator
+
+    # Capabilities depend on the variant only; nothing is loaded here.
+    capabilities = LocalGenerator(variant=config.local.get("variant", "unet")).capabilities
     return RayWorkerPool(
         handle,
-        capabilities=spec.generator().capabilities,
+        capabilities=capabilities,
         name=config.pool_name,
         replicas=config.ray.autoscaling.min_replicas if config.ray.autoscaling else config.ray.replicas,
         max_batch_size=config.ray.max_batch_size,

@@ -10,6 +10,7 @@ takes up to `max_ongoing_requests` requests at once, enough to fill a batch, and
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from typing import Any
 
@@ -41,6 +42,8 @@ class WorkerSpec(BaseModel):
     `max_batch_size`, ...). `torch_threads` (None: torch's default) bounds the intra-op threads of
     the replica's process, so replicas sharing a CPU machine do not oversubscribe its cores.
     `warm_steps` is loaded before the replica reports ready (None: load on first request).
+    `factory` ("module:function", called with `local` as keyword arguments) builds the generator
+    instead of `LocalGenerator(**local)`, e.g. around an in-memory pipeline.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -48,6 +51,7 @@ class WorkerSpec(BaseModel):
     local: dict[str, Any] = Field(default_factory=dict)
     torch_threads: int | None = Field(default=None, ge=1)
     warm_steps: int | None = 4
+    factory: str | None = None
 
     @property
     def max_batch_size(self) -> int:
@@ -55,7 +59,13 @@ class WorkerSpec(BaseModel):
 
     def generator(self) -> LocalGenerator:
         """The replica's generator, not loaded yet (building it imports nothing heavy)."""
-        return LocalGenerator(**self.local)
+        if self.factory is None:
+            return LocalGenerator(**self.local)
+        module, _, name = self.factory.partition(":")
+        built = getattr(importlib.import_module(module), name)(**self.local)
+        if not isinstance(built, LocalGenerator):
+            raise TypeError(f"factory {self.factory!r} returned {type(built).__name__}, not a LocalGenerator")
+        return built
 
 
 class ReplicaState(BaseModel):
