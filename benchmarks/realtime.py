@@ -3,7 +3,8 @@
 - Frame lag: the time from `send` to the result in hand, minus the compute the provider reports
   (`timings.inference`), for a fal realtime session on the sandbox's WebSocket; the same for
   `FalGenerator.agenerate` through the queue API (submit, status stream, result, image download).
-  The two alternate, one request at a time, with 0.2 s of compute and 512x512 JPEG images.
+  The two alternate, one request at a time, with 0.2 s of compute and 512x512 JPEG images; the HTTP
+  requests each path makes per frame are counted too (loopback hides what each costs on a network).
 - Latest wins: 20 sends 30 ms apart with 0.2 s of compute: how many are served, how many superseded,
   and how long after the last send its frame arrives.
 - Local: end-to-end frames per second of a session on the tiny offline pipeline (CPU), each send
@@ -45,20 +46,33 @@ async def _lag(sb: Sandbox, rounds: int) -> dict[str, Any]:
             await session.send(f"warm {warm}", seed=warm, **FRAME)
             await session.__anext__()
             await gen.agenerate(f"warm {warm}", seed=warm, **FRAME)
+        http = {"realtime": 0, "queue": 0}
         for i in range(rounds):
+            before = _http_requests(sb)
             await session.send(f"frame {i}", seed=i, **FRAME)
             frame = await session.__anext__()
             realtime_lag.append(frame.latency_s - (frame.timings.inference_s or 0.0))
+            http["realtime"] += _http_requests(sb) - before
+            before = _http_requests(sb)
             started = time.monotonic()
             result = await gen.agenerate(f"frame {i}", seed=i, **FRAME)
             queue_lag.append(time.monotonic() - started - (result.timings.inference_s or 0.0))
+            http["queue"] += _http_requests(sb) - before
     realtime, queue = summarize_ms(realtime_lag), summarize_ms(queue_lag)
     return {
         "compute_s": COMPUTE_S,
         "realtime": realtime,
         "queue": queue,
         "ratio_p50": round(realtime["p50_ms"] / queue["p50_ms"], 3),
+        # On loopback a round trip costs almost nothing; on a real network each one adds its latency.
+        "http_requests_per_frame": {path: round(count / rounds, 2) for path, count in http.items()},
     }
+
+
+def _http_requests(sb: Sandbox) -> int:
+    """HTTP requests the fal emulator has answered (the socket's frames are not requests)."""
+    requests: dict[str, int] = sb.fal.stats()["requests"]
+    return sum(count for kind, count in requests.items() if kind != "realtime")
 
 
 async def _latest_wins(sb: Sandbox) -> dict[str, Any]:
