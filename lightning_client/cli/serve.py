@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from pydantic import SecretStr
@@ -24,19 +24,29 @@ from lightning_client.cli._common import (
 
 __all__ = ["serve"]
 
+T = TypeVar("T")
+
+
+def _pick(given: T | None, configured: T) -> T:
+    return configured if given is None else given
+
 
 def serve(
     config: Annotated[
         Path | None,
-        typer.Option("--config", exists=True, dir_okay=False, help="Configuration file describing the router."),
+        typer.Option(
+            "--config", exists=True, dir_okay=False, help="Configuration file: its router, and its [server] table."
+        ),
     ] = None,
     sandbox: Annotated[
         bool, typer.Option("--sandbox", help="Start the provider sandbox in-process and serve a router over it.")
     ] = False,
     sandbox_url: SandboxUrl = None,
     local_model: LocalModel = None,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0: a free port, printed at startup).")] = 8000,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on; 0 picks a free one, printed at startup [default: 8000].")
+    ] = None,
     api_key: Annotated[
         list[str] | None,
         typer.Option(
@@ -48,16 +58,21 @@ def serve(
         bool,
         typer.Option("--allow-unauthenticated", help="Listen beyond loopback without any API key (not recommended)."),
     ] = False,
-    max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait; past it 429.")] = 64,
+    max_queue: Annotated[
+        int | None, typer.Option("--max-queue", min=0, help="Requests that may wait; past it 429 [default: 64].")
+    ] = None,
     max_concurrency: Annotated[
-        int, typer.Option("--max-concurrency", min=1, help="Requests handed to the generator at once.")
-    ] = 8,
+        int | None,
+        typer.Option("--max-concurrency", min=1, help="Requests handed to the generator at once [default: 8]."),
+    ] = None,
     grace_s: Annotated[
-        float, typer.Option("--grace-s", min=0.0, help="On SIGTERM, seconds in-flight requests may finish.")
-    ] = 30.0,
+        float | None,
+        typer.Option("--grace-s", min=0.0, help="On SIGTERM, seconds in-flight requests may finish [default: 30]."),
+    ] = None,
     file_retention_s: Annotated[
-        float, typer.Option("--file-retention-s", min=1.0, help="Seconds `url` images stay downloadable.")
-    ] = 3600.0,
+        float | None,
+        typer.Option("--file-retention-s", min=1.0, help="Seconds `url` images stay downloadable [default: 3600]."),
+    ] = None,
     ledger: LedgerPath = None,
     ray: Annotated[
         bool, typer.Option("--ray", help="Serve on Ray Serve: worker replicas each hold the local model.")
@@ -82,18 +97,25 @@ def serve(
         from lightning_client.serving.app import create_app
         from lightning_client.serving.build import build_served
         from lightning_client.serving.runner import is_loopback, run_server
-        from lightning_client.serving.settings import ServerSettings, keys_from_env
+        from lightning_client.serving.settings import ServerSettings, keys_from_env, server_section
     except ImportError as exc:
         fail(
             UsageError(f"serving needs its extra ({exc.name} is missing): pip install 'lightning-client[serve]'"),
             debug=debug,
             code=2,
         )
-    keys = list(api_key or []) or [k.get_secret_value() for k in keys_from_env()]
-    if not keys and not is_loopback(host) and not allow_unauthenticated:
+    try:
+        section = server_section(config)  # the file's [server] table; options given here win
+    except ValueError as exc:
+        fail(exc, debug=debug, code=2)
+    keys = list(api_key or []) or [k.get_secret_value() for k in keys_from_env(section.api_keys_env)]
+    host = _pick(host, section.host)
+    port = _pick(port, section.port)
+    grace_s = _pick(grace_s, section.grace_s)
+    if not keys and not is_loopback(host) and not (allow_unauthenticated or section.allow_unauthenticated):
         fail(
             UsageError(
-                f"refusing to listen on {host} without an API key: give --api-key KEY (or LIGHTNING_CLIENT_API_KEYS), "
+                f"refusing to listen on {host} without an API key: give --api-key KEY (or {section.api_keys_env}), "
                 "listen on 127.0.0.1, or pass --allow-unauthenticated"
             ),
             debug=debug,
@@ -115,10 +137,10 @@ def serve(
         )
     settings = ServerSettings(
         api_keys=tuple(SecretStr(k) for k in keys),
-        max_queue=max_queue,
-        max_concurrency=max_concurrency,
+        max_queue=_pick(max_queue, section.max_queue),
+        max_concurrency=_pick(max_concurrency, section.max_concurrency),
         grace_s=grace_s,
-        file_retention_s=file_retention_s,
+        file_retention_s=_pick(file_retention_s, section.file_retention_s),
     )
     if ray:
         from lightning_client.cli.serve_ray import serve_ray
