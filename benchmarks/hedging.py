@@ -67,7 +67,7 @@ async def _numbers(router: lc.Router, results: list[lc.GenerationResult]) -> dic
         "p95_s": percentile(totals, 95),
         "p99_s": percentile(totals, 99),
         "max_s": max(totals),
-        "cost_per_image_usd": router.ledger.total_cost() / images,
+        "cost_per_image_usd": router.ledger.cost().known_usd / images,
         "hedged_share": sum(any(a.hedge for a in r.attempts) for r in results) / len(results),
         "served_by_fal_share": sum(r.provider == "fal" for r in results) / len(results),
     }

@@ -148,7 +148,7 @@ class Capabilities(BaseModel):
         return found
 
 
-AttemptEvent = Literal["start", "job", "end"]
+AttemptEvent = Literal["start", "job", "end", "update"]
 AttemptObserver = Callable[[AttemptEvent, Attempt], None]
 _observers: ContextVar[tuple[AttemptObserver, ...]] = ContextVar("lightning_client_attempt_observers", default=())
 
@@ -158,7 +158,9 @@ def observe_attempts(observer: AttemptObserver) -> Iterator[None]:
     """Call `observer(event, attempt)` for attempts made in this context.
 
     Events: "start" (before sending), "job" (a remote job id is known), "end" (done,
-    with outcome, timings and cost). Used by the router and ledger; safe across tasks.
+    with outcome, timings and cost), "update" (after its end, a late remote job was
+    found and dealt with: its id and cost were added). Used by the router and ledger;
+    safe across tasks.
     """
     token = _observers.set((*_observers.get(), observer))
     try:
@@ -208,7 +210,35 @@ class AttemptContext:
 
     def add_cost(self, cost: Cost) -> None:
         """Add what a (possibly abandoned) remote job cost to this attempt."""
-        self.cost = self.cost + cost if self.cost.basis or self.cost.usd else cost
+        self.cost = self.cost + cost if self.cost.recorded else cost
+
+    def late_job(self, remote_id: str, cost: Cost) -> None:
+        """A job created after this attempt was abandoned (its create answered late) was dealt with.
+
+        Its id and cost join the attempt's record, which is sent again as an "update" once the
+        attempt has ended (or as a "job" while it still runs), so the ledger has both.
+        """
+        attempt = self.attempt
+        if remote_id not in attempt.remote_ids:
+            attempt.remote_ids.append(remote_id)
+        if attempt.request_id is None:
+            attempt.request_id = remote_id
+        if attempt.outcome == "unknown":
+            # The job the unknown outcome stood for is known now: its cost replaces the unknown one.
+            self.cost = cost
+            attempt.outcome = "failed"
+        else:
+            self.add_cost(cost)
+        if attempt.ended_at is None:
+            _notify("job", attempt)
+            return
+        attempt.cost = self.cost
+        attempt.note = (attempt.note + "; " if attempt.note else "") + f"job {remote_id} was created late and cancelled"
+        _notify("update", attempt)
+
+    def read_retried(self) -> None:
+        """Count one read (status, stream, result, download) retried in place."""
+        self.attempt.read_retries += 1
 
     def result(
         self,
@@ -498,7 +528,13 @@ class BaseGenerator(ClosingContext, ABC):
                 exc.provider = self.name
             if exc.request_id is None:
                 exc.request_id = ctx.attempt.request_id
-            self._finish(ctx, "failed", exc)
+            if exc.outcome_unknown and exc.request_id is None:
+                # A create may have made a job nobody can name: it may run and be billed.
+                if not ctx.cost.recorded:
+                    ctx.add_cost(Cost.unknown("create outcome unknown: a job may exist and be billed"))
+                self._finish(ctx, "unknown", exc)
+            else:
+                self._finish(ctx, "failed", exc)
             exc.attempt = ctx.attempt
             raise
         except Exception as exc:  # a bug or an unexpected library error: still classified
@@ -517,7 +553,7 @@ class BaseGenerator(ClosingContext, ABC):
     def _finish(
         self,
         ctx: AttemptContext,
-        outcome: Literal["succeeded", "failed", "canceled"],
+        outcome: Literal["succeeded", "failed", "canceled", "unknown"],
         error: LightningError | None,
         result: GenerationResult | None = None,
     ) -> None:

@@ -109,8 +109,9 @@ def decode_image(data: bytes, *, provider: str | None = None, declared_type: str
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ProviderResponseError(f"image rejected as a decompression bomb: {exc}", provider=provider) from None
     except (OSError, SyntaxError, ValueError) as exc:
+        # Most often a transfer cut short: reading the file again may deliver it whole.
         raise ProviderResponseError(
-            f"image cannot be decoded ({fmt}, {len(data)} bytes): {exc}", provider=provider
+            f"image cannot be decoded ({fmt}, {len(data)} bytes): {exc}", provider=provider, retryable=True
         ) from None
     return DecodedImage(data=data, format=fmt, width=width, height=height)
 
@@ -196,7 +197,7 @@ async def download_image(
                         )
                     current = target
                     continue
-                if response.status_code >= 500:
+                if response.status_code >= 500 or response.status_code in (408, 429):
                     raise ProviderUnavailableError(
                         f"image download failed with HTTP {response.status_code}",
                         provider=provider,

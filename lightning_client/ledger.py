@@ -55,6 +55,7 @@ COLUMNS: tuple[str, ...] = (
     "load_s",
     "total_s",
     "cost_usd",
+    "cost_known_usd",
     "cost_basis",
     "cost_estimated",
     "num_images",
@@ -63,6 +64,7 @@ COLUMNS: tuple[str, ...] = (
     "hedge",
     "note",
     "served_by",
+    "read_retries",
 )
 _TIMINGS = ("queue_s", "inference_s", "download_s", "load_s", "total_s")
 _SCHEMA = f"""
@@ -103,7 +105,8 @@ def _row(attempt: Attempt) -> dict[str, Any]:
         "started_at": attempt.started_at.isoformat(),
         "ended_at": None if attempt.ended_at is None else attempt.ended_at.isoformat(),
         **{name: getattr(attempt.timings, name) for name in _TIMINGS},
-        "cost_usd": attempt.cost.usd,
+        "cost_usd": attempt.cost.usd,  # NULL: unknown (a job may have run); 0 with a basis: not billed
+        "cost_known_usd": attempt.cost.known_usd,
         "cost_basis": attempt.cost.basis,
         "cost_estimated": attempt.cost.estimated,
         "num_images": attempt.num_images,
@@ -112,6 +115,7 @@ def _row(attempt: Attempt) -> dict[str, Any]:
         "hedge": attempt.hedge,
         "note": attempt.note,
         "served_by": attempt.served_by,
+        "read_retries": attempt.read_retries,
     }
 
 
@@ -130,13 +134,27 @@ def _attempt(row: sqlite3.Row) -> Attempt:
         started_at=datetime.fromisoformat(row["started_at"]),
         ended_at=None if row["ended_at"] is None else datetime.fromisoformat(row["ended_at"]),
         timings=Timings(**{name: row[name] for name in _TIMINGS}),
-        cost=Cost(usd=row["cost_usd"] or 0.0, basis=row["cost_basis"] or "", estimated=bool(row["cost_estimated"])),
+        cost=_cost(row),
         num_images=row["num_images"] or 0,
         seed=row["seed"],
         steps=row["steps"],
         hedge=bool(row["hedge"]),
         note=row["note"],
         served_by=row["served_by"],
+        read_retries=row["read_retries"] or 0,
+    )
+
+
+def _cost(row: sqlite3.Row) -> Cost:
+    basis = row["cost_basis"] or ""
+    usd = row["cost_usd"]
+    if usd is None and not basis:
+        usd = 0.0  # nothing was recorded (an attempt still running, or a row written before unknown costs)
+    return Cost(
+        usd=usd,
+        basis=basis,
+        estimated=bool(row["cost_estimated"]),
+        known_usd=row["cost_known_usd"] or (usd or 0.0),
     )
 
 
@@ -149,6 +167,10 @@ class ProviderSummary(BaseModel):
     `cost_per_image` divides every dollar spent with the provider (failed and cancelled
     attempts included) by the images it delivered; `cost_estimated` is True when any of
     those dollars is an estimate or a successful attempt had no price at all.
+    `unknown` counts attempts whose create outcome is unknown; `unknown_costs` counts attempts
+    whose cost is unknown (a job may have run and been billed). When it is not 0,
+    `total_cost` and `cost_per_image` are None (unknown, never $0) and `known_cost` holds
+    the dollars that are known. A known $0 is "not billed", with its reason in the basis.
     """
 
     provider: str
@@ -157,6 +179,7 @@ class ProviderSummary(BaseModel):
     failed: int
     canceled: int
     skipped: int
+    unknown: int = 0
     success_rate: float | None
     p50_s: float | None
     p95_s: float | None
@@ -164,18 +187,23 @@ class ProviderSummary(BaseModel):
     mean_inference_s: float | None
     images: int
     cost_per_image: float | None
-    total_cost: float
+    total_cost: float | None
     cost_estimated: bool
+    known_cost: float = 0.0
+    unknown_costs: int = 0
+    read_retries: int = 0
 
 
 def _summarize(provider: str, attempts: list[Attempt]) -> ProviderSummary:
     sent = [a for a in attempts if a.outcome != "skipped"]
-    by_outcome = {o: sum(a.outcome == o for a in sent) for o in ("succeeded", "failed", "canceled")}
-    decided = by_outcome["succeeded"] + by_outcome["failed"]
+    by_outcome = {o: sum(a.outcome == o for a in sent) for o in ("succeeded", "failed", "canceled", "unknown")}
+    decided = by_outcome["succeeded"] + by_outcome["failed"] + by_outcome["unknown"]
     totals = [a.timings.total_s for a in sent if a.succeeded and a.timings.total_s is not None]
     inference = [a.timings.inference_s for a in sent if a.succeeded and a.timings.inference_s is not None]
     images = sum(a.num_images for a in sent if a.succeeded)
-    total_cost = sum(a.cost.usd for a in sent)
+    known_cost = sum(a.cost.known_usd for a in sent)
+    unknown_costs = sum(a.cost.is_unknown for a in sent)
+    total_cost = None if unknown_costs else known_cost
 
     def pct(q: float) -> float | None:
         return percentile(totals, q) if totals else None
@@ -186,6 +214,7 @@ def _summarize(provider: str, attempts: list[Attempt]) -> ProviderSummary:
         succeeded=by_outcome["succeeded"],
         failed=by_outcome["failed"],
         canceled=by_outcome["canceled"],
+        unknown=by_outcome["unknown"],
         skipped=len(attempts) - len(sent),
         success_rate=by_outcome["succeeded"] / decided if decided else None,
         p50_s=pct(50),
@@ -193,11 +222,12 @@ def _summarize(provider: str, attempts: list[Attempt]) -> ProviderSummary:
         p99_s=pct(99),
         mean_inference_s=sum(inference) / len(inference) if inference else None,
         images=images,
-        cost_per_image=total_cost / images if images else None,
+        cost_per_image=total_cost / images if images and total_cost is not None else None,
         total_cost=total_cost,
-        cost_estimated=any(
-            (a.cost.estimated and bool(a.cost.basis or a.cost.usd)) or (a.succeeded and not a.cost.basis) for a in sent
-        ),
+        cost_estimated=any((a.cost.estimated and a.cost.recorded) or (a.succeeded and not a.cost.basis) for a in sent),
+        known_cost=known_cost,
+        unknown_costs=unknown_costs,
+        read_retries=sum(a.read_retries for a in sent),
     )
 
 
@@ -383,9 +413,22 @@ class Ledger:
             grouped.setdefault(attempt.provider, []).append(attempt)
         return [_summarize(provider, attempts) for provider, attempts in grouped.items()]
 
-    def total_cost(self) -> float:
-        """Dollars recorded across every stored attempt."""
-        return sum(a.cost.usd for a in self._sorted())
+    def total_cost(self) -> float | None:
+        """Dollars recorded across every stored attempt; None when any attempt's cost is unknown."""
+        return self.cost().usd
+
+    def cost(self) -> Cost:
+        """The sum of every stored attempt's cost (unknown if any part is; `known_usd` has the rest)."""
+        total = Cost(usd=0.0, basis="", estimated=False)
+        for attempt in self._sorted():
+            cost = attempt.cost
+            total = Cost(
+                usd=None if total.usd is None or cost.usd is None else total.usd + cost.usd,
+                basis="",
+                estimated=total.estimated or (cost.estimated and cost.recorded),
+                known_usd=total.known_usd + cost.known_usd,
+            )
+        return total
 
     def to_csv(self, path: str | Path) -> Path:
         """Write every record as one CSV row (the SQLite columns); returns the path."""

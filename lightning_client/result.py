@@ -21,10 +21,12 @@ __all__ = [
     "GenerationWarning",
     "Timings",
     "WarningKind",
+    "format_usd",
 ]
 
 WarningKind = Literal["unsupported", "emulated", "ignored", "converted", "resized"]
-Outcome = Literal["succeeded", "failed", "canceled", "skipped"]
+#: "unknown": a create was sent but whether it made a job is not known (it may run and be billed).
+Outcome = Literal["succeeded", "failed", "canceled", "skipped", "unknown"]
 
 
 def utcnow() -> datetime:
@@ -58,15 +60,59 @@ class Timings(BaseModel):
 
 
 class Cost(BaseModel):
-    """What an attempt cost and how that number was obtained."""
+    """What an attempt cost and how that number was obtained.
 
-    usd: float = 0.0
+    `usd` is None when the cost is unknown (a job may exist and be billed, but nothing tells
+    how much); `basis` then says why. A known $0 (`usd=0.0`) means "not billed", with its reason.
+    A sum with any unknown part is unknown; `known_usd` still holds the dollars that are known.
+    """
+
+    usd: float | None = 0.0
     basis: str = ""
     estimated: bool = True
+    #: Dollars of the known parts (equals `usd` when nothing is unknown).
+    known_usd: float = 0.0
+
+    @model_validator(mode="after")
+    def _known_part(self) -> Cost:
+        if self.usd is not None:
+            self.known_usd = self.usd
+        return self
+
+    @classmethod
+    def unknown(cls, basis: str) -> Cost:
+        """A cost that cannot be known; `basis` says why."""
+        return cls(usd=None, basis=basis, estimated=True)
+
+    @property
+    def is_unknown(self) -> bool:
+        """True when (some part of) the cost is unknown."""
+        return self.usd is None
+
+    @property
+    def recorded(self) -> bool:
+        """True once something was recorded (a price, a known $0 with its reason, or an unknown)."""
+        return bool(self.basis) or self.usd != 0.0
 
     def __add__(self, other: Cost) -> Cost:
         basis = " + ".join(b for b in (self.basis, other.basis) if b)
-        return Cost(usd=self.usd + other.usd, basis=basis, estimated=self.estimated or other.estimated)
+        usd = None if self.usd is None or other.usd is None else self.usd + other.usd
+        return Cost(
+            usd=usd,
+            basis=basis,
+            estimated=self.estimated or other.estimated,
+            known_usd=self.known_usd + other.known_usd,
+        )
+
+    def __str__(self) -> str:
+        return format_usd(self.usd, self.known_usd)
+
+
+def format_usd(usd: float | None, known_usd: float = 0.0) -> str:
+    """Dollars for people: "$0.0040", "unknown", or "unknown (at least $0.0040)" -- never $0 for an unknown."""
+    if usd is None:
+        return f"unknown (at least {format_usd(known_usd)})" if known_usd else "unknown"
+    return f"${usd:.6f}" if 0 < usd < 0.001 else f"${usd:.4f}"
 
 
 class Attempt(BaseModel):
@@ -93,6 +139,8 @@ class Attempt(BaseModel):
     note: str | None = None
     #: Which replica of a self-hosted worker pool ran the attempt (a Ray Serve replica id).
     served_by: str | None = None
+    #: Reads (status polls, status stream, result, downloads) retried in place within this attempt.
+    read_retries: int = 0
 
     @property
     def succeeded(self) -> bool:
@@ -227,6 +275,7 @@ class GenerationResult(BaseModel):
             "images": len(self.images),
             **{k: v for k, v in self.timings.model_dump().items()},
             "cost_usd": self.cost.usd,
+            "cost_known_usd": self.cost.known_usd,
             "cost_basis": self.cost.basis,
             "cost_estimated": self.cost.estimated,
             "warnings": [str(w) for w in self.warnings],

@@ -31,7 +31,7 @@ class ManifestEntry(BaseModel):
     provider: str | None = None
     seed: int | None = None
     images: list[str] = Field(default_factory=list)
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0  # None: unknown
     total_s: float | None = None
     error: str | None = None
     at: str = Field(default_factory=lambda: utcnow().isoformat())

@@ -14,7 +14,7 @@ from lightning_client.batching.manifest import Manifest, ManifestEntry
 from lightning_client.batching.pool import run_pool
 from lightning_client.credentials import mask_secrets
 from lightning_client.errors import LightningError
-from lightning_client.report.rows import rows_for_error, rows_for_result
+from lightning_client.report.rows import ResultRow, rows_for_error, rows_for_result
 from lightning_client.request import GenerationRequest
 from lightning_client.result import GenerationResult
 
@@ -41,10 +41,17 @@ class BatchSummary:
     failed: int = 0
     canceled: int = 0
     images: int = 0
+    #: Known dollars; `unknown_costs` counts attempts whose cost is unknown (then the total is too).
     cost_usd: float = 0.0
+    unknown_costs: int = 0
     elapsed_s: float = 0.0
     failovers: int = 0
     by_provider: dict[str, int] = field(default_factory=dict)
+
+
+def _total(rows: Sequence[ResultRow]) -> float | None:
+    """The rows' dollars; None (unknown, never $0) when any row's cost is unknown."""
+    return None if any(r.cost_usd is None for r in rows) else sum(r.cost_known_usd for r in rows)
 
 
 def _save(result: GenerationResult, item: BatchItem, out: Path) -> list[str]:
@@ -122,7 +129,7 @@ async def run_batch(
                     status="failed",
                     provider=exc.provider,
                     seed=request.seed,
-                    cost_usd=sum(r.cost_usd for r in failed_rows),
+                    cost_usd=_total(failed_rows),
                     error=mask_secrets(f"{type(exc).__name__}: {exc.message}"),
                     rows=failed_rows,
                 )
@@ -135,7 +142,7 @@ async def run_batch(
                     status="done",
                     provider=result.provider,
                     seed=result.seed,
-                    cost_usd=sum(r.cost_usd for r in rows),
+                    cost_usd=_total(rows),
                     total_s=result.timings.total_s,
                     rows=rows,
                 )
@@ -146,7 +153,8 @@ async def run_batch(
                 summary.by_provider[result.provider] = summary.by_provider.get(result.provider, 0) + 1
                 if rows and rows[0].provider != result.provider:
                     summary.failovers += 1
-            summary.cost_usd += entry.cost_usd
+            summary.cost_usd += sum(r.cost_known_usd for r in entry.rows)
+            summary.unknown_costs += sum(r.cost_usd is None for r in entry.rows)
             if on_item is not None:
                 on_item(item, entry)
 

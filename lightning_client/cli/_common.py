@@ -15,9 +15,12 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
+from lightning_client import _background
+from lightning_client._sync import INTERRUPT_WAIT_S
 from lightning_client.batching.items import BatchFileError
 from lightning_client.credentials import get_logger, mask_secrets
 from lightning_client.errors import ConfigurationError, InvalidRequestError, LightningError
+from lightning_client.result import format_usd
 
 if TYPE_CHECKING:
     from lightning_client.generator import Generator
@@ -359,7 +362,12 @@ def run(main: Callable[[], Coroutine[Any, Any, T]], *, debug: bool, command: str
             # Errors of background tasks nobody awaits (e.g. a create still failing as Ctrl-C shuts
             # the loop down) go to the package logger, not as tracebacks onto the terminal.
             asyncio.get_running_loop().set_exception_handler(_log_loop_error)
-        return await main()
+        try:
+            return await main()
+        finally:
+            # Ctrl-C cancels the command; remote cancels it started (and late creates' reapers) finish
+            # here, bounded, before asyncio.run would cancel them along with every other task.
+            await _background.drain(INTERRUPT_WAIT_S)
 
     try:
         return asyncio.run(guarded())
@@ -395,10 +403,8 @@ def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
 
 
 def usd(value: float | None) -> str:
-    """Dollars with 4 decimals, or 6 for sub-tenth-of-a-cent amounts."""
-    if value is None:
-        return "–"
-    return f"${value:.6f}" if 0 < value < 0.001 else f"${value:.4f}"
+    """Dollars with 4 decimals, or 6 for sub-tenth-of-a-cent amounts; None is an unknown cost, never $0."""
+    return format_usd(value)
 
 
 def seconds(value: float | None) -> str:

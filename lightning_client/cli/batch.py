@@ -99,7 +99,12 @@ def summary_table(summary: BatchSummary) -> Table:
         ("failed", str(summary.failed)),
         ("images", str(summary.images)),
         ("served after failover", str(summary.failovers)),
-        ("cost", usd(summary.cost_usd)),
+        (
+            "cost",
+            usd(summary.cost_usd)
+            if not summary.unknown_costs
+            else f"{usd(None)} (at least {usd(summary.cost_usd)}, {summary.unknown_costs} unknown)",
+        ),
         ("elapsed", f"{summary.elapsed_s:.1f} s"),
         ("rate", rate_text(summary.done, summary.elapsed_s)),
     ]

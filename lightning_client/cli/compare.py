@@ -76,7 +76,7 @@ def stats_table(rows: Sequence[ResultRow], title: str) -> Table:
             _number(s.p50_s),
             _number(s.p95_s),
             _number(s.inference_p50_s),
-            _number(s.cost_per_image, 4),
+            "unknown" if s.unknown_costs else _number(s.cost_per_image, 4),
         )
     return table
 

@@ -31,9 +31,8 @@ from lightning_client.cli._common import (
     run,
     seconds,
     size_fields,
-    usd,
 )
-from lightning_client.result import GenerationResult
+from lightning_client.result import GenerationResult, format_usd
 
 _CHOICES = ("auto", "replicate", "fal", "local")
 
@@ -61,7 +60,9 @@ def print_result(result: GenerationResult, paths: list[Path]) -> None:
         f"download {seconds(t.download_s)} · total {seconds(t.total_s)}"
     )
     estimated = ", estimated" if result.cost.estimated else ""
-    console.print(f"  cost      {usd(result.cost.usd)} ({escape(result.cost.basis or 'no basis reported')}{estimated})")
+    console.print(
+        f"  cost      {format_usd(result.cost.usd, result.cost.known_usd)} ({escape(result.cost.basis or 'no basis reported')}{estimated})"
+    )
     tried = [a for a in result.attempts if a.outcome != "skipped"]
     if len(tried) > 1:
         steps = " → ".join(f"{a.provider} {a.outcome}" + (f" ({a.error_type})" if a.error_type else "") for a in tried)

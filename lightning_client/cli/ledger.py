@@ -61,8 +61,8 @@ def summary_table(ledger: Ledger) -> Table:
             "–" if s.success_rate is None else f"{s.success_rate:.0%}",
             _number(s.p50_s),
             _number(s.p95_s),
-            _number(s.cost_per_image, 4),
-            _number(s.total_cost, 4),
+            "unknown" if s.unknown_costs else _number(s.cost_per_image, 4),
+            f"unknown (>= {s.known_cost:.4f})" if s.unknown_costs else _number(s.total_cost, 4),
         )
     return table
 

@@ -42,11 +42,14 @@ from lightning_client.providers._http import (
     HttpGenerator,
     PollDelays,
     auth_header,
+    error_from_response,
     expired,
     parse_json,
     send,
     shielded,
+    transport_error,
 )
+from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
 
 if TYPE_CHECKING:
@@ -324,8 +327,12 @@ class FalGenerator(HttpGenerator):
                 exc.request_id = exc.request_id or job.request_id
                 if job.status != "COMPLETED":
                     await self._abandon(ctx, client, key, job)
-                else:  # fal does not bill server errors; a failed request's usage is not reported
-                    ctx.add_cost(Cost(usd=0.0, basis="failed request: assumed not billed", estimated=True))
+                elif job.in_progress_at is None and job.completed.get("error_type") in _TIMEOUT_TYPES:
+                    ctx.add_cost(Cost(usd=0.0, basis="expired before it started: not billed", estimated=False))
+                else:  # it ran to COMPLETED, but its usage could not be read: it may well be billed
+                    ctx.add_cost(
+                        Cost.unknown(f"request completed but its result could not be read ({type(exc).__name__})")
+                    )
                 raise
         try:
             images, download_s = await self._images(ctx, client, output, job.request_id)
@@ -334,11 +341,18 @@ class FalGenerator(HttpGenerator):
                 exc.request_id = exc.request_id or job.request_id
             # The request completed, so it is billed even though its images are not delivered.
             ctx.add_cost(
-                await self._cost(client, key, units, ctx.request.num_images, _inference_s(job.completed, output))
+                await self._cost(
+                    client,
+                    key,
+                    units,
+                    ctx.request.num_images,
+                    _inference_s(job.completed, output),
+                    request=ctx.request,
+                )
             )
             raise
         inference_s = _inference_s(job.completed, output)
-        ctx.add_cost(await self._cost(client, key, units, len(images), inference_s))
+        ctx.add_cost(await self._cost(client, key, units, len(images), inference_s, request=ctx.request))
         timings = Timings(queue_s=_queue_s(job, inference_s), inference_s=inference_s, download_s=download_s)
         return ctx.result(images, model=self.model, seed=self._seed_used(ctx, output), timings=timings)
 
@@ -357,7 +371,7 @@ class FalGenerator(HttpGenerator):
         try:
             response = await asyncio.shield(post)  # left running if we are cancelled: see below
         except asyncio.CancelledError:
-            self._cancel_when_submitted(client, key, post, submitted)
+            self._cancel_when_submitted(ctx, client, key, post, submitted)
             if not expired(ctx.remaining()):
                 raise
             # The deadline: report it here, with what we know about the submit.
@@ -379,12 +393,29 @@ class FalGenerator(HttpGenerator):
         return job
 
     def _cancel_when_submitted(
-        self, client: httpx.AsyncClient, key: SecretStr, post: asyncio.Future[httpx.Response], submitted: float
+        self,
+        ctx: AttemptContext,
+        client: httpx.AsyncClient,
+        key: SecretStr,
+        post: asyncio.Future[httpx.Response],
+        submitted: float,
     ) -> None:
-        """The attempt was abandoned with a submit in flight: once it answers, cancel what it queued."""
+        """The attempt was abandoned with a submit in flight: once it answers, cancel what it queued.
+
+        The late request's id and cost still reach the attempt's record (`AttemptContext.late_job`).
+        """
 
         async def cancel(request_id: str) -> None:
-            await self._cancel(client, key, self._job(request_id, {}, submitted))
+            status: int | None = None
+            try:
+                status = await self._cancel(client, key, self._job(request_id, {}, submitted))
+            except httpx.HTTPError as exc:
+                log.warning("cancel of late fal request %s failed: %s", request_id, type(exc).__name__)
+            if status == 202:
+                cost = Cost(usd=0.0, basis="cancelled while queued: not billed", estimated=True)
+            else:
+                cost = Cost.unknown(f"late fal request {request_id}: cancel answered {status}; it may be billed")
+            ctx.late_job(request_id, cost)
 
         self._cancel_when_answered(
             post,
@@ -426,7 +457,7 @@ class FalGenerator(HttpGenerator):
         try:
             # Without a deadline, a generous cap still bounds the wait (fal documents no job limit).
             async with async_timeout(None if ctx.deadline is not None else MAX_JOB_S):
-                if job.status != "COMPLETED" and not (self.use_sse and await self._stream(client, key, job)):
+                if job.status != "COMPLETED" and not (self.use_sse and await self._stream(ctx, client, key, job)):
                     await self._poll(ctx, client, key, job)
         except TIMEOUT_ERRORS:
             raise GenerationTimeoutError(
@@ -437,8 +468,30 @@ class FalGenerator(HttpGenerator):
         if error or error_type:
             raise _completed_error(str(error or error_type), str(error_type or ""), job.request_id)
 
-    async def _stream(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> bool:
-        """Follow the SSE status stream; True when it delivered COMPLETED, False to fall back to polling."""
+    async def _stream(self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> bool:
+        """Follow the SSE status stream; True when it delivered COMPLETED, False to fall back to polling.
+
+        A stream refused with a retryable status or broken in transit is opened again in place
+        (counted as read retries); a refusal that will not change falls back to polling.
+        """
+        reads = self._reads(ctx)
+        retry = 0
+        while True:
+            error = await self._stream_once(client, key, job)
+            if error is None:
+                return True
+            if isinstance(error, str):
+                return False
+            delay = reads.delay(retry, error)
+            if delay is None:
+                log.debug("status stream for %s failed (%s); polling instead", job.request_id, error)
+                return False
+            retry += 1
+            ctx.read_retried()
+            await asyncio.sleep(delay)
+
+    async def _stream_once(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> LightningError | str | None:
+        """One status stream: None when it delivered COMPLETED, an error to retry, or why to poll instead."""
         url = httpx.URL(job.status_url)
         url = url.copy_with(path=url.path.rstrip("/") + "/stream")
         started = time.monotonic()
@@ -450,7 +503,10 @@ class FalGenerator(HttpGenerator):
             ) as source:
                 if source.response.status_code != 200:
                     log.debug("status stream for %s answered HTTP %d", job.request_id, source.response.status_code)
-                    return False
+                    await source.response.aread()
+                    return error_from_response(
+                        self.name, source.response, request_id=job.request_id, what="status stream"
+                    )
                 async for event in source.aiter_sse():
                     if not event.data:
                         continue
@@ -459,17 +515,20 @@ class FalGenerator(HttpGenerator):
                         log.debug(
                             "request %s completed (stream, %.1f ms)", job.request_id, (time.monotonic() - started) * 1e3
                         )
-                        return True
-        except (httpx.HTTPError, SSEError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            log.debug("status stream for %s failed (%s); polling instead", job.request_id, type(exc).__name__)
-            return False
+                        return None
+        except httpx.HTTPError as exc:
+            return transport_error(self.name, exc, what="status stream", request_id=job.request_id)
+        except (SSEError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return f"unreadable status stream ({type(exc).__name__})"
         log.debug("status stream for %s ended before COMPLETED; polling instead", job.request_id)
-        return False
+        return "the stream ended before COMPLETED"
 
     async def _poll(self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> None:
         delays = PollDelays(self.poll_initial_s, self.poll_max_s)
         headers = auth_header("Key", key)
-        while True:
+        reads = self._reads(ctx)
+
+        async def read() -> dict[str, Any]:
             response = await send(
                 client,
                 "GET",
@@ -479,7 +538,10 @@ class FalGenerator(HttpGenerator):
                 headers=headers,
                 request_id=job.request_id,
             )
-            status = parse_json(response, provider=self.name, what="status", request_id=job.request_id)
+            return parse_json(response, provider=self.name, what="status", request_id=job.request_id)
+
+        while True:
+            status = await reads.run(read, what=f"status of {job.request_id}")
             if self._observe(job, status):
                 return
             await asyncio.sleep(delays.next(ctx.remaining()))
@@ -487,17 +549,21 @@ class FalGenerator(HttpGenerator):
     async def _result(
         self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, job: _Job
     ) -> tuple[dict[str, Any], float | None]:
-        response = await send(
-            client,
-            "GET",
-            job.response_url,
-            provider=self.name,
-            what="result",
-            headers=auth_header("Key", key),
-            request_id=job.request_id,
-        )
-        output = parse_json(response, provider=self.name, what="result", request_id=job.request_id)
-        return output, _units(response)
+
+        async def read() -> tuple[dict[str, Any], float | None]:
+            response = await send(
+                client,
+                "GET",
+                job.response_url,
+                provider=self.name,
+                what="result",
+                headers=auth_header("Key", key),
+                request_id=job.request_id,
+            )
+            output = parse_json(response, provider=self.name, what="result", request_id=job.request_id)
+            return output, _units(response)
+
+        return await self._reads(ctx).run(read, what=f"result of {job.request_id}")
 
     async def _run(
         self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, arguments: dict[str, Any]
@@ -550,7 +616,7 @@ class FalGenerator(HttpGenerator):
                 request_id=request_id,
             )
         started = time.monotonic()
-        decoded = await asyncio.gather(*(self._download(client, e["url"], request_id) for e in entries))
+        decoded = await asyncio.gather(*(self._download(ctx, client, e["url"], request_id) for e in entries))
         download_s = time.monotonic() - started
         images = []
         for index, image in enumerate(decoded):
@@ -568,9 +634,11 @@ class FalGenerator(HttpGenerator):
             )
         return images, download_s
 
-    async def _download(self, client: httpx.AsyncClient, url: str, request_id: str) -> DecodedImage:
+    async def _download(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, url: str, request_id: str
+    ) -> DecodedImage:
         # Files live on fal's CDN: no credentials are sent with them.
-        image, seconds = await self._download_output(client, url, request_id)
+        image, seconds = await self._download_output(client, url, request_id, ctx=ctx)
         log.debug("request %s: downloaded %s in %.1f ms", request_id, url[:80], seconds * 1e3)
         return image
 
@@ -584,7 +652,12 @@ class FalGenerator(HttpGenerator):
         if job.status == "IN_QUEUE" and status is not None and status < 300:
             ctx.add_cost(Cost(usd=0.0, basis="cancelled while queued: not billed", estimated=False))
             return
-        ctx.add_cost(await self._cost(client, key, None, ctx.request.num_images, None, note="abandoned"))
+        if status is None:
+            ctx.add_cost(Cost.unknown(f"cancel of fal request {job.request_id} failed: it may run and be billed"))
+            return
+        ctx.add_cost(
+            await self._cost(client, key, None, ctx.request.num_images, None, note="abandoned", request=ctx.request)
+        )
 
     async def _cancel(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> int:
         response = await client.put(job.cancel_url, headers=auth_header("Key", key))
@@ -658,20 +731,26 @@ class FalGenerator(HttpGenerator):
         images: int,
         inference_s: float | None,
         note: str = "",
+        request: GenerationRequest | None = None,
     ) -> Cost:
-        """Billable units x unit price; without the units header they are inferred (estimated)."""
+        """Billable units x unit price; without the units header they are inferred (estimated), or the
+        cost is unknown when nothing to infer them from is known."""
         priced = await self._unit_price(client, key)
         prefix = f"{note}: " if note else ""
         if priced is None:
-            return Cost(usd=0.0, basis=f"{prefix}no price known for {self.app}", estimated=True)
+            return Cost.unknown(f"{prefix}no price known for {self.app}")
         price, source = priced
         estimated = units is None or source != "fal pricing API"
         if units is None:
             unit = price.unit.lower()
             if "second" in unit:
-                units = inference_s or 0.0
+                if inference_s is None:
+                    return Cost.unknown(f"{prefix}billed per {price.unit}, but no inference time was reported")
+                units = inference_s
             elif "megapixel" in unit:
-                units = 0.0  # needs the image size; assume none billed without the header
+                if request is None:
+                    return Cost.unknown(f"{prefix}billed per {price.unit}, but the image size is not known")
+                units = request.width * request.height * images / 1e6  # the size we asked for, per image
             else:
                 units = float(images)
             basis_units = f"~{units:g} (assumed)"

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
+import json
 import math
 import re
+import threading
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +47,7 @@ from lightning_client.providers._http import (
     expired,
     parse_json,
     parse_timestamp,
+    salvage_id,
     send,
     shielded,
 )
@@ -356,21 +361,28 @@ class ReplicateGenerator(HttpGenerator):
             body["version"] = self._version
         timeout = None if read is None else self._read_timeout(read)
         sent_at = time.time()
+        key = _claims.sending(self.base_url, payload)
         post = self._post_create(
             client, self._create_url, what="create prediction", headers=headers, json_body=body, timeout=timeout
         )
+        post.add_done_callback(lambda done: _claims.answered(key, ctx.attempt.attempt_id, done))
         try:
             response = await asyncio.shield(post)  # left running if we are cancelled: see below
         except asyncio.CancelledError:
             # Abandoned with the create in flight (deadline, cancelled task, e.g. during `Prefer: wait`):
             # find the prediction and cancel it; failing that, cancel it when the create answers.
-            pid = await shielded(
-                self._recover(ctx, client, token, payload, sent_at), timeout=self.cancel_timeout_s, what="recovery"
+            found = await shielded(
+                self._recover(ctx, client, token, payload, sent_at, key, post),
+                timeout=self.cancel_timeout_s,
+                what="recovery",
             )
-            if pid is None:
+            if found is None:
                 self._cancel_when_created(ctx, client, token, post)
             else:
                 post.cancel()  # its answer is no longer needed
+                ctx.job_started(found["id"])
+                await self._abandon(ctx, client, token, found)
+            pid = None if found is None else str(found["id"])
             if not expired(ctx.remaining()):
                 raise
             # The deadline: report it here, where we know whether the prediction was found.
@@ -384,13 +396,18 @@ class ReplicateGenerator(HttpGenerator):
         except LightningError as exc:
             if not exc.outcome_unknown:
                 raise
-            pid = await shielded(
-                self._recover(ctx, client, token, payload, sent_at), timeout=self.cancel_timeout_s, what="recovery"
+            # The create may have made a prediction (a reset, or a gateway's 502/504): find it and adopt it,
+            # so the request is served by the job already paid for; never send the create again.
+            found = await shielded(
+                self._recover(ctx, client, token, payload, sent_at, key, post),
+                timeout=self.cancel_timeout_s,
+                what="recovery",
             )
-            if pid is not None:
-                exc.message += f"; prediction {pid} was found and cancelled"
-                exc.request_id, exc.outcome_unknown = pid, False
-            raise
+            if found is None:
+                self._cancel_when_created(ctx, client, token, post)
+                raise
+            log.warning("create answered %s; adopting prediction %s found in the list", exc.status_code, found["id"])
+            return found
 
         async def abandon(pid: str) -> None:
             await self._abandon(ctx, client, token, {"id": pid, "status": "starting"})
@@ -402,10 +419,24 @@ class ReplicateGenerator(HttpGenerator):
         return prediction
 
     async def _recover(
-        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, payload: dict[str, Any], sent_at: float
-    ) -> str | None:
-        """After a create with an unknown outcome: find the prediction it made (newest first, same input,
-        created since we sent it) and cancel it. Returns its id, or None when there is none."""
+        self,
+        ctx: AttemptContext,
+        client: httpx.AsyncClient,
+        token: SecretStr,
+        payload: dict[str, Any],
+        sent_at: float,
+        key: str,
+        post: asyncio.Future[httpx.Response],
+    ) -> dict[str, Any] | None:
+        """After a create with an unknown outcome: the prediction it made, claimed for this attempt, or None.
+
+        Replicate predictions carry no field of ours to match on, so a listed prediction is ours when it
+        has our input (seed included: it is drawn per request unless the caller fixes it), was created
+        since we sent, and is claimed by no other attempt of this process. `_claims` records the
+        prediction every answered create made, and waits for identical creates still in flight, so two
+        identical concurrent requests never claim (or cancel) each other's prediction.
+        """
+        await _claims.settled(key, self.cancel_timeout_s / 2, own_in_flight=not post.done())
         for attempt in range(2):
             if attempt:
                 await asyncio.sleep(0.25)  # the create may still be on its way to the server
@@ -418,21 +449,30 @@ class ReplicateGenerator(HttpGenerator):
                 headers=auth_header("Bearer", token),
             )
             listed = parse_json(response, provider=self.name, what="list predictions").get("results")
-            for prediction in listed if isinstance(listed, list) else ():
-                if _made_by(prediction, payload, sent_at) and prediction["id"] not in ctx.attempt.remote_ids:
-                    log.warning("create outcome was unknown; found prediction %s and cancelling it", prediction["id"])
-                    ctx.job_started(prediction["id"])
-                    await self._abandon(ctx, client, token, prediction)
-                    return str(prediction["id"])
+            candidates = [p for p in (listed if isinstance(listed, list) else ()) if _made_by(p, payload, sent_at)]
+            # Oldest first: the first prediction made after our create was sent is the likeliest to be ours.
+            candidates.sort(key=lambda p: str(p.get("created_at")))
+            for prediction in candidates:
+                if _claims.claim(str(prediction["id"]), ctx.attempt.attempt_id):
+                    log.warning("create outcome was unknown; found prediction %s", prediction["id"])
+                    return dict(prediction)
         return None
 
     def _cancel_when_created(
         self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, post: asyncio.Future[httpx.Response]
     ) -> None:
-        """The attempt was abandoned with a create in flight: once it answers, cancel what it created."""
+        """The attempt gave up on a create in flight: once it answers, cancel what it created.
+
+        The late prediction's id and cost still reach the attempt's record (`AttemptContext.late_job`).
+        """
 
         async def cancel(pid: str) -> None:
-            await self._cancel(client, token, {"id": pid})
+            final: dict[str, Any] | None = None
+            try:
+                final = await self._cancel(client, token, {"id": pid})
+            except LightningError as exc:
+                log.warning("cancel of late prediction %s failed: %s", pid, exc)
+            ctx.late_job(pid, self._abandoned_cost(pid, final, {"id": pid, "status": "starting"}))
 
         self._cancel_when_answered(
             post,
@@ -477,12 +517,16 @@ class ReplicateGenerator(HttpGenerator):
         self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]
     ) -> dict[str, Any]:
         delays = PollDelays(self.poll_initial_s, self.poll_max_s)
+        reads = self._reads(ctx)
         try:
             # Without a deadline, Replicate's own 30-minute limit (plus a margin) bounds the wait.
             async with async_timeout(None if ctx.deadline is not None else MAX_JOB_S):
                 while not _ready(prediction):
                     await asyncio.sleep(delays.next(ctx.remaining()))
-                    prediction = await self._get(client, token, prediction)
+                    prediction = await reads.run(
+                        functools.partial(self._get, client, token, prediction),
+                        what=f"get prediction {prediction['id']}",
+                    )
         except TIMEOUT_ERRORS:
             raise GenerationTimeoutError(
                 f"prediction still {prediction.get('status')} after {MAX_JOB_S:.0f} s", provider=self.name
@@ -517,11 +561,11 @@ class ReplicateGenerator(HttpGenerator):
                 request_id=pid,
             )
         started = time.monotonic()
-        downloads = asyncio.gather(*(self._download(client, token, url, pid) for url in urls))
+        downloads = asyncio.gather(*(self._download(ctx, client, token, url, pid) for url in urls))
         if prediction.get("status") == "succeeded":
             images = await downloads
         else:  # `processing` with outputs: terminal metrics usually follow within moments
-            images, refreshed = await asyncio.gather(downloads, self._refresh(client, token, prediction))
+            images, refreshed = await asyncio.gather(downloads, self._refresh(ctx, client, token, prediction))
             prediction = refreshed
         download_s = time.monotonic() - started
         requested = int(prediction.get("input", {}).get("num_outputs") or len(urls))
@@ -533,18 +577,24 @@ class ReplicateGenerator(HttpGenerator):
             )
         return _Done(prediction=prediction, images=list(images), download_s=download_s)
 
-    async def _refresh(self, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]) -> dict[str, Any]:
+    async def _refresh(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]
+    ) -> dict[str, Any]:
         try:
-            refreshed = await self._get(client, token, prediction)
+            refreshed = await self._reads(ctx).run(
+                lambda: self._get(client, token, prediction), what=f"get prediction {prediction['id']}"
+            )
         except LightningError as exc:
             log.debug("refreshing prediction %s for its metrics failed: %s", prediction["id"], exc)
             return prediction
         return refreshed if refreshed.get("status") in ("processing", "succeeded") else prediction
 
-    async def _download(self, client: httpx.AsyncClient, token: SecretStr, url: str, pid: str) -> DecodedImage:
+    async def _download(
+        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, url: str, pid: str
+    ) -> DecodedImage:
         host = urlsplit(url).netloc
         headers = auth_header("Bearer", token) if host == self._api_host or _FILE_HOSTS.search(host) else None
-        image, seconds = await self._download_output(client, url, pid, headers=headers)
+        image, seconds = await self._download_output(client, url, pid, headers=headers, ctx=ctx)
         log.debug("prediction %s: downloaded %s in %.1f ms", pid, url, seconds * 1e3)
         return image
 
@@ -557,7 +607,16 @@ class ReplicateGenerator(HttpGenerator):
             self._cancel(client, token, prediction), timeout=self.cancel_timeout_s, what=f"cancel of prediction {pid}"
         )
         log.debug("prediction %s abandoned; cancel answered %s", pid, None if final is None else final.get("status"))
-        ctx.add_cost(self._cost(final or prediction))
+        ctx.add_cost(self._abandoned_cost(pid, final, prediction))
+
+    def _abandoned_cost(self, pid: str, final: dict[str, Any] | None, last: dict[str, Any]) -> Cost:
+        """The cost of a prediction we cancelled: from the cancel's answer; unknown when the cancel failed
+        on a prediction that had not ended (it may run to the end and be billed)."""
+        if final is not None:
+            return self._cost(final)
+        if last.get("status") in TERMINAL:
+            return self._cost(last)
+        return Cost.unknown(f"cancel of prediction {pid} failed: it may run and be billed")
 
     async def _cancel(self, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]) -> dict[str, Any]:
         return await self._call(client, token, prediction, "cancel", "POST", "/cancel", what="cancel prediction")
@@ -664,6 +723,65 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class _Claims:
+    """Which attempt of this process owns which prediction, and which creates are still unanswered.
+
+    Every answered create records the prediction it made for its attempt; a recovery claims a listed
+    prediction only when no other attempt owns it. Identical creates still in flight are waited for
+    first, since their predictions are listed before their answers name them.
+    """
+
+    _KEEP = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._in_flight: Counter[str] = Counter()
+
+    def sending(self, base_url: str, payload: dict[str, Any]) -> str:
+        """Note a create about to be sent; returns the key of its input."""
+        key = base_url + " " + json.dumps(payload, sort_keys=True, default=str)
+        with self._lock:
+            self._in_flight[key] += 1
+        return key
+
+    def answered(self, key: str, attempt_id: str, post: asyncio.Future[httpx.Response]) -> None:
+        """The create of `key` answered (or failed): record the prediction it names for its attempt."""
+        pid = None
+        if not post.cancelled() and post.exception() is None:
+            pid = salvage_id(post.result().content, "id")
+        with self._lock:
+            self._in_flight[key] -= 1
+            if self._in_flight[key] <= 0:
+                del self._in_flight[key]
+            if pid is not None:
+                self._own(pid, attempt_id)
+
+    async def settled(self, key: str, timeout: float, *, own_in_flight: bool) -> None:
+        """Wait (up to `timeout`) until no other create with this input is unanswered."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                others = self._in_flight.get(key, 0) - int(own_in_flight)
+            if others <= 0:
+                return
+            await asyncio.sleep(0.05)
+
+    def claim(self, pid: str, attempt_id: str) -> bool:
+        """Make `attempt_id` the owner of `pid` unless another attempt already is; True when it owns it."""
+        with self._lock:
+            return self._own(pid, attempt_id) == attempt_id
+
+    def _own(self, pid: str, attempt_id: str) -> str:
+        owner = self._owners.setdefault(pid, attempt_id)
+        while len(self._owners) > self._KEEP:
+            self._owners.popitem(last=False)
+        return owner
+
+
+_claims = _Claims()
 
 
 def _made_by(prediction: Any, payload: dict[str, Any], sent_at: float) -> bool:

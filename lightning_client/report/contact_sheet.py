@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lightning_client.report.rows import ResultRow
+from lightning_client.result import format_usd
 
 if TYPE_CHECKING:
     from PIL.ImageFont import FreeTypeFont, ImageFont
@@ -46,7 +47,7 @@ def _caption(row: ResultRow | None) -> str:
     if not row.succeeded:
         return f"{row.outcome}: {row.error_type or ''}"
     latency = "" if row.total_s is None else f" · {row.total_s:.2f} s"
-    return f"seed {row.seed}{latency} · ${row.cost_usd:.4f}"
+    return f"seed {row.seed}{latency} · {format_usd(row.cost_usd, row.cost_known_usd)}"
 
 
 def _sheet(prompt: str, rows: Sequence[ResultRow], base: Path, path: Path) -> Path:

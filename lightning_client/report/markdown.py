@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lightning_client.report.rows import ResultRow
 from lightning_client.report.stats import GroupStats, group_stats
+from lightning_client.result import format_usd
 
 __all__ = ["failovers", "write_markdown"]
 
@@ -19,6 +20,20 @@ def _usd(value: float | None, estimated: bool) -> str:
     if value is None:
         return "–"
     return f"${value:.4f}" + (" (est.)" if estimated else "")
+
+
+def _per_image(s: GroupStats) -> str:
+    if s.unknown_costs:
+        return f"unknown ({s.unknown_costs} attempt(s) of unknown cost)"
+    return _usd(s.cost_per_image, s.cost_estimated)
+
+
+def _total(rows: Sequence[ResultRow]) -> str:
+    known = sum(r.cost_known_usd for r in rows)
+    unknown = sum(r.cost_usd is None for r in rows)
+    if unknown:
+        return f"{format_usd(None, known)}; {unknown} attempt(s) of unknown cost"
+    return f"${known:.4f}"
 
 
 def failovers(rows: Sequence[ResultRow]) -> int:
@@ -50,7 +65,7 @@ def _table(stats: Sequence[GroupStats]) -> list[str]:
         lines.append(
             f"| {s.provider} | {_steps(s)} | {s.attempts} | {s.success_rate:.0%} "
             f"| {_seconds(s.p50_s)} | {_seconds(s.p95_s)} | {_seconds(s.inference_p50_s)} "
-            f"| {_usd(s.cost_per_image, s.cost_estimated)} |"
+            f"| {_per_image(s)} |"
         )
     return lines
 
@@ -72,7 +87,7 @@ def write_markdown(
     lines += [f"- {note}" for note in notes]
     lines += [
         f"- jobs: {len(jobs)}, succeeded: {len(done)}, attempts: {len(rows)}, served after failover: {failovers(rows)}",
-        f"- total cost: ${sum(r.cost_usd for r in rows):.4f}",
+        f"- total cost: {_total(rows)}",
         "",
         "## Per provider and step count",
         "",

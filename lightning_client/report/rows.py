@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from lightning_client.credentials import mask_secrets
 from lightning_client.errors import AllProvidersFailedError, LightningError
@@ -43,7 +43,9 @@ class ResultRow(BaseModel):
     inference_s: float | None = None
     download_s: float | None = None
     total_s: float | None = None
-    cost_usd: float = 0.0
+    #: None: unknown (a job may have run and been billed); see `cost_basis`.
+    cost_usd: float | None = 0.0
+    cost_known_usd: float = 0.0
     cost_basis: str = ""
     cost_estimated: bool = True
     num_images: int = 0
@@ -53,6 +55,12 @@ class ResultRow(BaseModel):
     steps_emulated: bool = False
     started_at: str | None = None
     images: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_part(self) -> ResultRow:
+        if self.cost_usd is not None:
+            self.cost_known_usd = self.cost_usd
+        return self
 
     @property
     def succeeded(self) -> bool:
@@ -79,6 +87,7 @@ def _row(attempt: Attempt, index: int, job: dict[str, Any]) -> ResultRow:
         download_s=timings.download_s,
         total_s=timings.total_s,
         cost_usd=attempt.cost.usd,
+        cost_known_usd=attempt.cost.known_usd,
         cost_basis=attempt.cost.basis,
         cost_estimated=attempt.cost.estimated,
         num_images=attempt.num_images,
@@ -122,6 +131,7 @@ def rows_for_result(
             model=result.model,
             **result.timings.model_dump(exclude={"load_s"}),
             cost_usd=result.cost.usd,
+            cost_known_usd=result.cost.known_usd,
             cost_basis=result.cost.basis,
             cost_estimated=result.cost.estimated,
             num_images=len(result.images),

@@ -26,7 +26,8 @@ class GroupStats(BaseModel):
     succeeded: int
     failed: int
     images: int
-    total_cost_usd: float
+    #: None when any attempt's cost is unknown (`known_cost_usd` has the known dollars).
+    total_cost_usd: float | None
     cost_estimated: bool
     p50_s: float | None
     p95_s: float | None
@@ -36,6 +37,8 @@ class GroupStats(BaseModel):
     errors: dict[str, int]
     #: The provider emulates this step count (a checkpoint made for another one ran it).
     steps_emulated: bool = False
+    known_cost_usd: float = 0.0
+    unknown_costs: int = 0
 
     @property
     def label(self) -> str:
@@ -50,7 +53,7 @@ class GroupStats(BaseModel):
 
     @property
     def cost_per_image(self) -> float | None:
-        return self.total_cost_usd / self.images if self.images else None
+        return self.total_cost_usd / self.images if self.images and self.total_cost_usd is not None else None
 
 
 def _pct(values: Iterable[float | None], q: float) -> float | None:
@@ -85,8 +88,12 @@ def group_stats(rows: Sequence[ResultRow]) -> list[GroupStats]:
                 succeeded=len(ok),
                 failed=sum(r.outcome == "failed" for r in members),
                 images=sum(r.num_images for r in ok),
-                total_cost_usd=sum(r.cost_usd for r in members),
-                cost_estimated=any(r.cost_estimated for r in members if r.cost_usd),
+                total_cost_usd=None
+                if any(r.cost_usd is None for r in members)
+                else sum(r.cost_known_usd for r in members),
+                cost_estimated=any(r.cost_estimated for r in members if r.cost_usd != 0.0),
+                known_cost_usd=sum(r.cost_known_usd for r in members),
+                unknown_costs=sum(r.cost_usd is None for r in members),
                 p50_s=_pct((r.total_s for r in ok), 50),
                 p95_s=_pct((r.total_s for r in ok), 95),
                 inference_p50_s=_pct((r.inference_s for r in ok), 50),

@@ -57,10 +57,10 @@ class Budget:
     def seed(self, attempts: Iterable[Attempt]) -> None:
         """Count attempts already recorded (e.g. a reopened ledger file)."""
         for attempt in attempts:
-            self.spend(attempt.cost.usd, attempt.started_at)
+            self.spend(attempt.cost.known_usd, attempt.started_at)
 
     def spend(self, usd: float, when: datetime | None = None) -> None:
-        """Count money actually spent."""
+        """Count money actually spent (for an unknown cost, its known part)."""
         if not usd:
             return
         with self._lock:

@@ -101,7 +101,8 @@ class OpenTelemetryHook:
             "lightning_client.error_type": attempt.error_type,
             "http.response.status_code": attempt.status_code,
             "lightning_client.num_images": attempt.num_images,
-            "lightning_client.cost_usd": attempt.cost.usd if attempt.outcome else None,
+            "lightning_client.cost_usd": attempt.cost.usd if attempt.outcome else None,  # absent: unknown
+            "lightning_client.cost_unknown": attempt.cost.is_unknown if attempt.outcome else None,
             "lightning_client.cost_estimated": attempt.cost.estimated if attempt.outcome else None,
         }
         for phase, seconds in attempt.timings.model_dump().items():

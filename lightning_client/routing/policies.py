@@ -79,7 +79,7 @@ class ProviderStats:
                 else:
                     self.latency_ewma_s = total
                 self._latencies.append(total)
-            if attempt.num_images and attempt.cost.basis:
+            if attempt.num_images and attempt.cost.basis and attempt.cost.usd is not None:
                 per_image = attempt.cost.usd / attempt.num_images
                 if self.cost_observed and self.cost_per_image_usd is not None:
                     self.cost_per_image_usd += EWMA_ALPHA * (per_image - self.cost_per_image_usd)

@@ -281,7 +281,7 @@ class Router(ClosingContext):
         for attempt in result.attempts:
             if attempt.outcome is None:  # a loser still cancelling remotely; the ledger gets its end
                 attempt.outcome = "canceled"
-        result.cost = _sum_costs(a.cost for a in route.attempts if a.cost.basis or a.cost.usd)
+        result.cost = _sum_costs(a.cost for a in route.attempts if a.cost.recorded)
         result.timings.total_s = time.monotonic() - started
         return result
 
@@ -404,7 +404,7 @@ class Router(ClosingContext):
         dispatch(self.hooks, event, attempt)
         if event == "end" and attempt.outcome != "skipped":
             self.stats.observe(candidate.generator, attempt)
-            self.budget.spend(attempt.cost.usd, attempt.started_at)
+            self.budget.spend(attempt.cost.known_usd, attempt.started_at)
 
     # -- retry rounds -------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ from typing import Any, Literal
 __all__ = [
     "COMMON_FAULTS",
     "FAL_FAULTS",
+    "FLAKY_READS",
+    "GATEWAY_HTML",
     "REPLICATE_FAULTS",
     "WEBHOOK_FAULTS",
     "Behaviour",
@@ -23,7 +25,27 @@ __all__ = [
 Provider = Literal["replicate", "fal"]
 
 #: Fault kinds every provider knows, then the provider-specific ones.
-COMMON_FAULTS = ("reset", "hang", "malformed_json", "truncated_image", "job_error", "nsfw")
+#: flaky_status: the job runs normally, but its first `FLAKY_READS` status reads (GET, and fal's status stream)
+#: answer 503; flaky_download: the first GET of each output file answers 503; gateway_error: the job is created
+#: and runs to completion, but the create (fal: submit) is answered 502 with an HTML body, as a proxy would.
+COMMON_FAULTS = (
+    "reset",
+    "hang",
+    "malformed_json",
+    "truncated_image",
+    "job_error",
+    "nsfw",
+    "flaky_status",
+    "flaky_download",
+    "gateway_error",
+)
+#: How many status reads of a `flaky_status` job fail before they succeed.
+FLAKY_READS = 2
+#: What a proxy in front of the API answers for `gateway_error`.
+GATEWAY_HTML = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
+)
 REPLICATE_FAULTS = (*COMMON_FAULTS, "aborted")
 FAL_FAULTS = (*COMMON_FAULTS, "completed_with_error")
 #: Faults that leave the job alone and act on its webhook deliveries (`webhook_lost`: none is sent).
@@ -118,6 +140,8 @@ class Behaviour:
     webhook_timeout_s: float = 5.0
     #: Replicate deployments by `owner/name`, each with its settings (hardware, min/max instances).
     deployments: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    #: Seconds a create (fal: submit) takes to answer once its job exists (a slow network or gateway).
+    create_latency_s: float = 0.0
 
     def deployment(self, name: str) -> dict[str, Any] | None:
         """The settings of deployment `name`, or None when it is not configured."""
@@ -156,7 +180,13 @@ class Behaviour:
                 if value is not None and (isinstance(value, str) or not all(isinstance(t, str) and t for t in value)):
                     raise ValueError("valid_tokens must be None (any non-empty token) or a list of non-empty strings")
                 values[key] = None if value is None else tuple(value)
-            elif key in ("retention_s", "cancel_after_min_s", "webhook_backoff_s", "webhook_timeout_s"):
+            elif key in (
+                "retention_s",
+                "cancel_after_min_s",
+                "webhook_backoff_s",
+                "webhook_timeout_s",
+                "create_latency_s",
+            ):
                 if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                     raise ValueError(f"{key} must be a number of seconds >= 0, got {value!r}")
                 values[key] = float(value)

@@ -28,7 +28,17 @@ from starlette.routing import Route
 from lightning_client.pricing import DEFAULT_PRICES
 from lightning_client.testing._fal_schema import APP_ID, image_size, validate_input
 from lightning_client.testing._jobs import Job, JobState, wait_event
-from lightning_client.testing._provider import HANG_LIMIT_S, ProviderCore, dumps, hang, json_response, reset_connection
+from lightning_client.testing._provider import (
+    HANG_LIMIT_S,
+    ProviderCore,
+    dumps,
+    flaky_download,
+    flaky_status,
+    gateway_error,
+    hang,
+    json_response,
+    reset_connection,
+)
 from lightning_client.testing._render import ImageSpec, content_type, render
 from lightning_client.testing._webhooks import FalSigner
 
@@ -325,10 +335,14 @@ class FalApp:
         if errors:
             return self.core.engine.reject(job, "Unprocessable Entity")
         self.core.engine.submit(job)
+        if behaviour.create_latency_s:
+            await asyncio.sleep(behaviour.create_latency_s)
         if job.fault == "reset":
             return await reset_connection(request)
         if job.fault == "hang":
             return await hang(request, self.core.closing)
+        if job.fault == "gateway_error":
+            return gateway_error()
         return job
 
     async def submit(self, request: Request) -> Response:
@@ -382,6 +396,8 @@ class FalApp:
         job = self._job(request)
         if job is None:
             return _flat_error(404, "Request not found", request_id=request_id)
+        if flaky_status(job):
+            return _flat_error(503, request_id=request_id)
         body = self.status_body(job, self._with_logs(request))
         return json_response(body, 200 if job.terminal else 202, {"x-fal-request-id": job.id})
 
@@ -394,6 +410,8 @@ class FalApp:
         job = self._job(request)
         if job is None:
             return _flat_error(404, "Request not found", request_id=request_id)
+        if flaky_status(job):
+            return _flat_error(503, request_id=request_id)
         with_logs = self._with_logs(request)
         closing = self.core.closing or asyncio.Event()
 
@@ -446,6 +464,8 @@ class FalApp:
         spec = files.get(request.path_params["name"])
         if job is None or spec is None:
             return _flat_error(404)
+        if flaky_download(job, request.path_params["name"]):
+            return _flat_error(503)
         data = await asyncio.to_thread(render, spec)
         if job.fault == "truncated_image":
             data = data[: len(data) // 2]

@@ -12,11 +12,21 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lightning_client.testing._behaviour import Behaviour, Provider, SeededDraws
-from lightning_client.testing._jobs import Finisher, JobEngine, Progress, wait_event
+from lightning_client.testing._behaviour import FLAKY_READS, GATEWAY_HTML, Behaviour, Provider, SeededDraws
+from lightning_client.testing._jobs import Finisher, Job, JobEngine, Progress, wait_event
 from lightning_client.testing._webhooks import WebhookSender
 
-__all__ = ["HANG_LIMIT_S", "ProviderCore", "dumps", "hang", "json_response", "reset_connection"]
+__all__ = [
+    "HANG_LIMIT_S",
+    "ProviderCore",
+    "dumps",
+    "flaky_download",
+    "flaky_status",
+    "gateway_error",
+    "hang",
+    "json_response",
+    "reset_connection",
+]
 
 #: A hung response is held at most this long (the client normally gives up first).
 HANG_LIMIT_S = 300.0
@@ -89,6 +99,31 @@ class ProviderCore:
             return False
         valid = self.behaviour.valid_tokens
         return valid is None or token in valid
+
+
+def flaky_status(job: Job) -> bool:
+    """True when this status read of a `flaky_status` job must fail (its first `FLAKY_READS` reads)."""
+    if job.fault != "flaky_status":
+        return False
+    reads = int(job.meta.get("status_reads", 0))
+    job.meta["status_reads"] = reads + 1
+    return reads < FLAKY_READS
+
+
+def flaky_download(job: Job, name: str) -> bool:
+    """True when this GET of output file `name` of a `flaky_download` job must fail (its first GET)."""
+    if job.fault != "flaky_download":
+        return False
+    seen: set[str] = job.meta.setdefault("downloaded", set())
+    if name in seen:
+        return False
+    seen.add(name)
+    return True
+
+
+def gateway_error() -> Response:
+    """A proxy's 502 with an HTML body (the job behind it was created and keeps running)."""
+    return Response(GATEWAY_HTML, status_code=502, media_type="text/html")
 
 
 class _NoResponse(Response):

@@ -24,7 +24,16 @@ from starlette.routing import Route
 
 from lightning_client.testing._behaviour import Behaviour
 from lightning_client.testing._jobs import Job, JobState, wait_event
-from lightning_client.testing._provider import ProviderCore, dumps, hang, json_response, reset_connection
+from lightning_client.testing._provider import (
+    ProviderCore,
+    dumps,
+    flaky_download,
+    flaky_status,
+    gateway_error,
+    hang,
+    json_response,
+    reset_connection,
+)
 from lightning_client.testing._render import ImageSpec, content_type, render
 from lightning_client.testing._replicate_schema import MODEL, OPENAPI_SCHEMA, VERSION, validate_input, validation_detail
 from lightning_client.testing._webhooks import ReplicateSigner, is_loopback_url, webhook_id
@@ -339,6 +348,8 @@ class ReplicateApp:
         job = self._new_job(body["input"], filled, behaviour, deadline, hooks)
         if deployment is not None:
             job.meta["deployment"] = deployment
+        if behaviour.create_latency_s:
+            await asyncio.sleep(behaviour.create_latency_s)
         fault_response = await self._create_fault(request, job)
         if fault_response is not None:
             return fault_response
@@ -451,6 +462,8 @@ class ReplicateApp:
         if job.fault == "malformed_json":
             text = dumps(self.prediction(job))
             return Response(text[: len(text) // 2], status_code=201, media_type="application/json")
+        if job.fault == "gateway_error":
+            return gateway_error()
         return None
 
     async def get(self, request: Request) -> Response:
@@ -461,6 +474,8 @@ class ReplicateApp:
         job = self.core.engine.get(request.path_params["id"])
         if job is None:
             return _error(404, "get")
+        if flaky_status(job):
+            return _error(503, "get")
         return self._ok(self.prediction(job), "get")
 
     async def cancel(self, request: Request) -> Response:
@@ -571,6 +586,8 @@ class ReplicateApp:
         spec = files.get(request.path_params["name"])
         if job is None or spec is None or self._removed(job):
             return _error(404, "file")
+        if flaky_download(job, request.path_params["name"]):
+            return _error(503, "file")
         data = await asyncio.to_thread(render, spec)
         if job.fault == "truncated_image":
             data = data[: len(data) // 2]

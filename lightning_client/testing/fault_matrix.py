@@ -1,7 +1,7 @@
 """The fault matrix: what each sandbox fault does to each provider's generator and to the router.
 
-One row per (fault kind, provider): the error class the generator raises, whether it is
-retryable, whether the create's outcome is unknown (the job may exist, so it is never
+One row per (fault kind, provider): the error class the generator raises (none: it recovers
+in place and serves the request), whether it is retryable, whether the create's outcome is unknown (the job may exist, so it is never
 re-sent), what happens to the remote job, and what the router does with the failure.
 `tests/reliability/test_fault_matrix.py` asserts every row against the sandbox, and
 `docs/reliability.md` holds the table `render_markdown()` produces, so neither can drift.
@@ -40,12 +40,14 @@ Provider = Literal["replicate", "fal"]
 #: What the router does after the failed attempt:
 #: "retry": tried again on the same provider after a backoff (the next provider is tried meanwhile);
 #: "failover": not sent to that provider again for this request; the next provider is tried at once;
-#: "deadline": the attempt holds on until the request's deadline; only hedging reaches another provider.
-RouterAction = Literal["retry", "failover", "deadline"]
+#: "deadline": the attempt holds on until the request's deadline; only hedging reaches another provider;
+#: "served": the generator recovered in place (read retries, an adopted job) and served the request.
+RouterAction = Literal["retry", "failover", "deadline", "served"]
 #: What becomes of the remote job: "none" (the provider failed it itself or nothing is left to do),
 #: "cancelled" (our generator cancelled it), "completed" (it ran to the end and was billed; we could not use
-#: its output), "unknown" (a create without an answer; its id is unknown, so it cannot be cancelled).
-RemoteJob = Literal["none", "cancelled", "completed", "unknown"]
+#: its output), "unknown" (a create without an answer; its id is unknown, so it cannot be cancelled),
+#: "served" (it ran and its output served the request).
+RemoteJob = Literal["none", "cancelled", "completed", "unknown", "served"]
 
 BEGIN_MARKER = "<!-- BEGIN GENERATED: fault_matrix -->"
 END_MARKER = "<!-- END GENERATED: fault_matrix -->"
@@ -57,7 +59,7 @@ class FaultExpectation:
 
     fault: str
     provider: Provider
-    error: type[LightningError]
+    error: type[LightningError] | None
     retryable: bool
     outcome_unknown: bool
     remote_job: RemoteJob
@@ -73,7 +75,7 @@ class FaultExpectation:
 def _row(
     fault: str,
     provider: Provider,
-    error: type[LightningError],
+    error: type[LightningError] | None,
     *,
     retryable: bool,
     remote_job: RemoteJob,
@@ -88,11 +90,12 @@ FAULT_MATRIX: tuple[FaultExpectation, ...] = (
     _row(
         "reset",
         "replicate",
-        ProviderUnavailableError,
-        retryable=True,
-        remote_job="cancelled",
-        router="retry",
-        note="connection dropped after the create; the prediction is found in the list (same input) and cancelled",
+        None,
+        retryable=False,
+        remote_job="served",
+        router="served",
+        note="connection dropped after the create; the prediction is found in the list (same input, claimed by "
+        "no other attempt) and adopted",
     ),
     _row(
         "hang",
@@ -147,6 +150,33 @@ FAULT_MATRIX: tuple[FaultExpectation, ...] = (
         remote_job="none",
         router="retry",
         note="prediction `aborted` (deadline passed before it started; not charged)",
+    ),
+    _row(
+        "flaky_status",
+        "replicate",
+        None,
+        retryable=False,
+        remote_job="served",
+        router="served",
+        note="the first 2 status GETs answer 503; they are read again in place (the attempt counts the retries)",
+    ),
+    _row(
+        "flaky_download",
+        "replicate",
+        None,
+        retryable=False,
+        remote_job="served",
+        router="served",
+        note="the first GET of each output file answers 503; the file is read again in place, not re-generated",
+    ),
+    _row(
+        "gateway_error",
+        "replicate",
+        None,
+        retryable=False,
+        remote_job="served",
+        router="served",
+        note="the create is answered 502 (HTML) although the prediction exists; it is found in the list and adopted",
     ),
     _row(
         "reset",
@@ -213,6 +243,35 @@ FAULT_MATRIX: tuple[FaultExpectation, ...] = (
         router="retry",
         note="status COMPLETED carrying `error` / `error_type` (runner_disconnected)",
     ),
+    _row(
+        "flaky_status",
+        "fal",
+        None,
+        retryable=False,
+        remote_job="served",
+        router="served",
+        note="the first 2 status reads (stream and GET) answer 503; they are read again in place",
+    ),
+    _row(
+        "flaky_download",
+        "fal",
+        None,
+        retryable=False,
+        remote_job="served",
+        router="served",
+        note="the first GET of each output file answers 503; the file is read again in place, not re-generated",
+    ),
+    _row(
+        "gateway_error",
+        "fal",
+        ProviderUnavailableError,
+        retryable=True,
+        outcome_unknown=True,
+        remote_job="unknown",
+        router="failover",
+        note="the submit is answered 502 (HTML) although the request runs; fal cannot list requests, so the "
+        "attempt is recorded with outcome `unknown` and an unknown cost, and never re-sent",
+    ),
 )
 
 
@@ -228,6 +287,7 @@ _ROUTER_TEXT: dict[RouterAction, str] = {
     "retry": "retried after backoff; next provider tried meanwhile",
     "failover": "fails over; not re-sent to this provider",
     "deadline": "waits out the deadline; hedging reaches the next provider",
+    "served": "served by this provider; nothing to retry",
 }
 
 
@@ -239,7 +299,8 @@ def render_markdown() -> str:
     ]
     for row in FAULT_MATRIX:
         lines.append(
-            f"| `{row.fault}` | {row.provider} | `{row.error.__name__}` | {'yes' if row.retryable else 'no'} "
+            f"| `{row.fault}` | {row.provider} | {'none' if row.error is None else f'`{row.error.__name__}`'} "
+            f"| {'yes' if row.retryable else 'no'} "
             f"| {'yes' if row.outcome_unknown else 'no'} | {row.remote_job} | {_ROUTER_TEXT[row.router]} "
             f"| {row.note} |"
         )

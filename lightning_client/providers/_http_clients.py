@@ -1,0 +1,130 @@
+"""HTTP client pooling for the hosted backends: one set of httpx clients per generator and event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import math
+import os
+import ssl
+
+import certifi
+import httpx
+from pydantic import SecretStr
+
+from lightning_client import __version__
+from lightning_client._sync import PerLoop
+from lightning_client.credentials import get_logger
+from lightning_client.providers._http_tasks import drain_cleanups, keep
+
+log = get_logger("lightning_client.providers.http")
+
+USER_AGENT = f"lightning-client/{__version__}"
+
+
+def make_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
+    """An explicit httpx timeout: `timeout` seconds for reads, at most 10 s to connect."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    return httpx.Timeout(timeout, connect=min(10.0, timeout), pool=min(10.0, timeout))
+
+
+class _ClientShards:
+    """Several `httpx.AsyncClient`s used in turn, for one event loop.
+
+    httpcore's pool rescans every connection and queued request on each request event, so
+    one pool's CPU cost per request grows with the requests in flight; pools of at most
+    `SHARD_CONNECTIONS` connections keep it flat (measured in benchmarks/concurrency.py).
+    """
+
+    def __init__(self, clients: list[httpx.AsyncClient]) -> None:
+        self.clients = clients
+        self._turn = itertools.cycle(clients)
+
+    def next(self) -> httpx.AsyncClient:
+        return next(self._turn)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(client.aclose() for client in self.clients))
+
+
+#: The most connections one httpx client (one pool) is given.
+SHARD_CONNECTIONS = 16
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The verifying TLS context: certifi's roots, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set (as httpx does)."""
+    cafile = os.environ.get("SSL_CERT_FILE") or None
+    return _tls_context_for(cafile, None if cafile else os.environ.get("SSL_CERT_DIR") or None)
+
+
+@functools.cache
+def _tls_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """One context per CA setting, shared by every client: loading a CA bundle costs ~30 ms each time."""
+    if cafile is None and capath is None:
+        cafile = certifi.where()
+    return ssl.create_default_context(cafile=cafile, capath=capath)
+
+
+class HttpClients:
+    """The HTTP clients of one generator, per event loop (pooled connections, explicit limits)."""
+
+    def __init__(self, *, timeout: httpx.Timeout, max_connections: int) -> None:
+        self.timeout = timeout
+        shards = math.ceil(max_connections / SHARD_CONNECTIONS)
+        per_shard = math.ceil(max_connections / shards)
+        self._limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        self._shards = shards
+        self._clients: PerLoop[_ClientShards] = PerLoop(self._new)
+
+    def _new(self) -> _ClientShards:
+        return _ClientShards(
+            [
+                httpx.AsyncClient(
+                    timeout=self.timeout,
+                    limits=self._limits,
+                    headers={"User-Agent": USER_AGENT},
+                    follow_redirects=False,
+                    verify=_tls_context(),
+                )
+                for _ in range(self._shards)
+            ]
+        )
+
+    def get(self) -> httpx.AsyncClient:
+        """A client for the running loop (several are used in turn when the pool is large)."""
+        return self._clients.get().next()
+
+    async def aclose(self, drain_s: float = 5.0) -> None:
+        """Close the running loop's clients, after giving remote cancels in progress up to `drain_s` to finish.
+
+        Creates still waiting for an answer are not waited for: closing the client aborts them.
+        """
+        await drain_cleanups(drain_s)
+        shards = self._clients.pop_current()
+        if shards is not None:
+            await shards.aclose()
+
+    def close_all(self) -> None:
+        """Close every client from synchronous code (each on its own loop when that loop still runs)."""
+        for loop, shards in self._clients.pop_all():
+            if loop.is_closed():
+                continue
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if loop is running:
+                keep(loop.create_task(shards.aclose()))
+            elif loop.is_running():
+                future = asyncio.run_coroutine_threadsafe(shards.aclose(), loop)
+                try:
+                    future.result(timeout=5)
+                except Exception:
+                    log.debug("closing an HTTP client timed out or failed", exc_info=True)
+
+
+def auth_header(scheme: str, secret: SecretStr) -> dict[str, str]:
+    """The Authorization header; built per call so the raw secret is never stored."""
+    return {"Authorization": f"{scheme} {secret.get_secret_value()}"}

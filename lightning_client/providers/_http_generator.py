@@ -1,0 +1,206 @@
+"""`HttpGenerator`: the shared base of the hosted backends (clients, create/cancel plumbing, downloads)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Coroutine, Mapping
+from typing import Any
+
+import httpx
+
+from lightning_client.credentials import get_logger
+from lightning_client.errors import (
+    LightningError,
+    ProviderResponseError,
+)
+from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
+from lightning_client.images import DecodedImage, download_image
+from lightning_client.pricing import DEFAULT_PRICES, PriceTable
+from lightning_client.providers._http_clients import HttpClients, make_timeout
+from lightning_client.providers._http_exchange import ReadRetries, parse_json, salvage_id, send
+from lightning_client.providers._http_tasks import detach, retrieve_errors, shielded
+
+log = get_logger("lightning_client.providers.http")
+
+
+class HttpGenerator(BaseGenerator):
+    """The shared part of the hosted backends: HTTP clients, polling and cancel settings, capabilities.
+
+    Subclasses set `_capabilities` (and `_log`, their provider's logger) and keep the provider's
+    protocol: request mapping, job lifecycle, response parsing.
+    """
+
+    _capabilities: Capabilities
+    _log = log
+    #: Reads (status, stream, result, download) retried in place per read, and the first backoff.
+    read_retry_limit = 4
+    read_retry_first_s = 0.1
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        name: str | None = None,
+        prices: PriceTable | None,
+        timeout: float | httpx.Timeout,
+        max_connections: int,
+        poll_initial_s: float,
+        poll_max_s: float,
+        cancel_timeout_s: float,
+    ) -> None:
+        self.name = self._check_name(name)
+        self.model = model
+        self.prices = prices or DEFAULT_PRICES
+        self.poll_initial_s = poll_initial_s
+        self.poll_max_s = poll_max_s
+        self.cancel_timeout_s = cancel_timeout_s
+        self._http = HttpClients(timeout=make_timeout(timeout), max_connections=max_connections)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    async def _close(self) -> None:
+        await self._http.aclose()
+
+    def _close_all(self) -> None:
+        self._http.close_all()
+
+    def _read_timeout(self, read: float) -> httpx.Timeout:
+        """The clients' timeout with another read timeout."""
+        base = self._http.timeout
+        return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
+
+    def _post_create(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        *,
+        what: str,
+        headers: Mapping[str, str],
+        json_body: Any,
+        timeout: httpx.Timeout | None = None,
+    ) -> asyncio.Future[httpx.Response]:
+        """Start the POST that creates a remote job, as a future that may be left running.
+
+        Await it through `asyncio.shield`: when the attempt is abandoned, its answer still names the job to cancel.
+        """
+        post = asyncio.ensure_future(
+            send(
+                client,
+                "POST",
+                url,
+                provider=self.name,
+                what=what,
+                headers=headers,
+                json_body=json_body,
+                timeout=timeout,
+                creates=True,
+            )
+        )
+        retrieve_errors(post)
+        return post
+
+    async def _created(
+        self,
+        ctx: AttemptContext,
+        response: httpx.Response,
+        *,
+        what: str,
+        id_key: str,
+        noun: str,
+        abandon: Callable[[str], Coroutine[Any, Any, None]],
+    ) -> dict[str, Any]:
+        """The JSON body of a create's answer, which holds the new job's id under `id_key`.
+
+        When the body is unreadable but the id can still be read from it, the job is cancelled
+        (`abandon(id)`) rather than left running unseen, and the error says so.
+        """
+        try:
+            body = parse_json(response, provider=self.name, what=what, outcome_unknown=True)
+        except ProviderResponseError as exc:
+            job_id = salvage_id(response.content, id_key)
+            if job_id is None:
+                raise
+            ctx.job_started(job_id)
+            await abandon(job_id)
+            raise ProviderResponseError(
+                f"{exc.message}; {noun} {job_id} was identified in the partial body and cancelled",
+                provider=self.name,
+                status_code=response.status_code,
+                request_id=job_id,
+                retryable=True,
+            ) from None
+        job_id = body.get(id_key)
+        if not isinstance(job_id, str) or not job_id:
+            raise ProviderResponseError(
+                f"{what} response has no {id_key}",
+                provider=self.name,
+                status_code=response.status_code,
+                retryable=True,
+                outcome_unknown=True,
+            )
+        return body
+
+    def _cancel_when_answered(
+        self,
+        post: asyncio.Future[httpx.Response],
+        id_key: str,
+        cancel: Callable[[str], Coroutine[Any, Any, Any]],
+        *,
+        warning: str,
+        what: str,
+        known: Collection[str] = (),
+        wait_s: float = 0.0,
+    ) -> None:
+        """The attempt was abandoned with a create in flight: once it answers, cancel the job it made.
+
+        `known` holds ids already dealt with; `wait_s` is how long the server may hold the answer back.
+        """
+
+        async def reap() -> None:
+            try:
+                response = await post
+            except LightningError:
+                return
+            job_id = salvage_id(response.content, id_key)
+            if job_id is not None and job_id not in known:
+                self._log.warning(warning, job_id)
+                # Shielded and registered as a cleanup, so `aclose` waits for it.
+                await shielded(cancel(job_id), timeout=self.cancel_timeout_s, what=what)
+
+        read = self._http.timeout.read or 30.0
+        detach(reap(), timeout=wait_s + read + self.cancel_timeout_s, what=what)
+
+    def _reads(self, ctx: AttemptContext | None) -> ReadRetries:
+        """Read retries for one attempt, counted on its record and bounded by its deadline (none without one)."""
+        if ctx is None:
+            return ReadRetries(lambda: None, lambda: None, limit=self.read_retry_limit, first_s=self.read_retry_first_s)
+        return ReadRetries(
+            ctx.remaining, ctx.read_retried, limit=self.read_retry_limit, first_s=self.read_retry_first_s
+        )
+
+    async def _download_output(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        job_id: str,
+        *,
+        headers: dict[str, str] | None = None,
+        ctx: AttemptContext | None = None,
+    ) -> tuple[DecodedImage, float]:
+        """One output file of a finished job, and the seconds it took.
+
+        A failed or damaged download is read again in place (the job is not re-run for it); what
+        still fails is retryable for the router.
+        """
+
+        async def once() -> tuple[DecodedImage, float]:
+            return await download_image(client, url, provider=self.name, headers=headers)
+
+        try:
+            return await self._reads(ctx).run(once, what=f"download of {job_id}'s output")
+        except LightningError as exc:
+            exc.request_id = job_id
+            exc.retryable = True  # the job succeeded; a new one will most likely deliver intact files
+            raise

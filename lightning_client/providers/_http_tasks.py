@@ -1,0 +1,81 @@
+"""Background work of the hosted backends: bounded, shielded remote cancels that outlive their caller."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from lightning_client import _background
+from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
+from lightning_client.credentials import get_logger
+
+T = TypeVar("T")
+
+log = get_logger("lightning_client.providers.http")
+
+#: Background tasks cancelling remote jobs right now (bounded work); every one is also in `_background`.
+_cleanups: set[asyncio.Task[Any]] = set()
+
+
+async def _bounded(coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T | None:
+    try:
+        async with async_timeout(timeout):
+            return await coro
+    except TIMEOUT_ERRORS:
+        log.warning("%s did not finish within %.1f s", what, timeout)
+    except Exception as exc:  # noqa: BLE001 - cleanup must never replace the original error
+        log.warning("%s failed: %s", what, exc)
+    return None
+
+
+def keep(task: asyncio.Task[Any]) -> None:
+    """Hold a reference to a background task until it is done (`lightning_client._background`)."""
+    _background.keep(task)
+
+
+def pending_cleanups(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    """Remote cancels still in progress on `loop`."""
+    return [t for t in list(_cleanups) if t.get_loop() is loop and not t.done()]
+
+
+async def drain_cleanups(timeout: float) -> None:
+    """Wait up to `timeout` for the running loop's remote cancels, also those that start meanwhile (a late
+    create answering while we wait)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        waiting = pending_cleanups(loop)
+        left = deadline - loop.time()
+        if not waiting or left <= 0:
+            return
+        await asyncio.wait(waiting, timeout=left)
+
+
+async def shielded(coro: Coroutine[Any, Any, T], *, timeout: float, what: str) -> T | None:
+    """Run `coro` to the end even if the caller is being cancelled; best effort, bounded by `timeout`.
+
+    Used to cancel abandoned remote jobs: failures are logged and give None. If the
+    caller is cancelled again while waiting, the work is still finished before the
+    cancellation propagates.
+    """
+    task = asyncio.ensure_future(_bounded(coro, timeout, what))
+    keep(task)
+    _cleanups.add(task)
+    task.add_done_callback(_cleanups.discard)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # Cancelled again (say, the deadline passed during the cleanup): finish the bounded work, then go.
+        await asyncio.wait({task})
+        raise
+
+
+def retrieve_errors(future: asyncio.Future[Any]) -> None:
+    """Mark `future`'s error as seen even if nobody awaits it (an abandoned create's answer)."""
+    future.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+
+
+def detach(coro: Coroutine[Any, Any, Any], *, timeout: float, what: str) -> None:
+    """Run `coro` in the background, bounded by `timeout`; failures are logged."""
+    keep(asyncio.ensure_future(_bounded(coro, timeout, what)))
