@@ -652,6 +652,9 @@ class FalGenerator(HttpGenerator):
         if job.status == "IN_QUEUE" and status is not None and status < 300:
             ctx.add_cost(Cost(usd=0.0, basis="cancelled while queued: not billed", estimated=False))
             return
+        if job.in_progress_at is None and job.completed.get("error_type") in _TIMEOUT_TYPES:
+            ctx.add_cost(Cost(usd=0.0, basis="expired before it started: not billed", estimated=False))
+            return
         if status is None:
             ctx.add_cost(Cost.unknown(f"cancel of fal request {job.request_id} failed: it may run and be billed"))
             return

@@ -453,7 +453,7 @@ class ReplicateGenerator(HttpGenerator):
             # Oldest first: the first prediction made after our create was sent is the likeliest to be ours.
             candidates.sort(key=lambda p: str(p.get("created_at")))
             for prediction in candidates:
-                if _claims.claim(str(prediction["id"]), ctx.attempt.attempt_id):
+                if _claims.claim(self.base_url, str(prediction["id"]), ctx.attempt.attempt_id):
                     log.warning("create outcome was unknown; found prediction %s", prediction["id"])
                     return dict(prediction)
         return None
@@ -757,7 +757,7 @@ class _Claims:
             if self._in_flight[key] <= 0:
                 del self._in_flight[key]
             if pid is not None:
-                self._own(pid, attempt_id)
+                self._own(key.split(" ", 1)[0] + " " + pid, attempt_id)
 
     async def settled(self, key: str, timeout: float, *, own_in_flight: bool) -> None:
         """Wait (up to `timeout`) until no other create with this input is unanswered."""
@@ -769,13 +769,14 @@ class _Claims:
                 return
             await asyncio.sleep(0.05)
 
-    def claim(self, pid: str, attempt_id: str) -> bool:
-        """Make `attempt_id` the owner of `pid` unless another attempt already is; True when it owns it."""
+    def claim(self, base_url: str, pid: str, attempt_id: str) -> bool:
+        """Make `attempt_id` the owner of prediction `pid` at `base_url` unless another attempt already is;
+        True when it owns it."""
         with self._lock:
-            return self._own(pid, attempt_id) == attempt_id
+            return self._own(base_url + " " + pid, attempt_id) == attempt_id
 
-    def _own(self, pid: str, attempt_id: str) -> str:
-        owner = self._owners.setdefault(pid, attempt_id)
+    def _own(self, where: str, attempt_id: str) -> str:
+        owner = self._owners.setdefault(where, attempt_id)
         while len(self._owners) > self._KEEP:
             self._owners.popitem(last=False)
         return owner
