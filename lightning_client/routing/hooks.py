@@ -83,7 +83,7 @@ class OpenTelemetryHook:
             )
         span.set_attributes(self._attributes(attempt))
         if event == "end":
-            if attempt.outcome == "failed":
+            if attempt.outcome in ("failed", "unknown"):
                 span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, attempt.error_type or "failed"))
             span.end()
 

@@ -23,7 +23,7 @@ SMALL: dict[str, Any] = {"width": 256, "height": 256}
 def test_hooks_see_start_job_and_end_of_every_attempt(
     sb: Sandbox, rep: lc.ReplicateGenerator, fal: lc.FalGenerator
 ) -> None:
-    sb.replicate.configure(error_status=503)
+    sb.replicate.configure(error_status=409)
     events: list[tuple[AttemptEvent, str, str | None]] = []
 
     def hook(event: AttemptEvent, attempt: Attempt) -> None:
