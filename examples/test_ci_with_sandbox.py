@@ -44,7 +44,8 @@ async def test_fails_over_when_replicate_is_down(
     async with router:
         result = await router.agenerate("a cat", width=512, height=512)
     assert result.provider == "fal"
-    assert [a.provider for a in result.attempts if a.outcome == "failed"] == ["replicate"]
+    # A 503 to a create may hide a job: that attempt's outcome is "unknown" and it is never re-sent.
+    assert [a.provider for a in result.attempts if not a.succeeded] == ["replicate"]
 
 
 async def test_reports_when_everything_is_down(
