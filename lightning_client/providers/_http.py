@@ -13,6 +13,7 @@ from lightning_client.providers._http_clients import (
     SHARD_CONNECTIONS,
     USER_AGENT,
     HttpClients,
+    _tls_context,
     auth_header,
     make_timeout,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "HttpClients",
     "HttpGenerator",
     "PollDelays",
+    "_tls_context",
     "auth_header",
     "detach",
     "error_from_response",
