@@ -2,11 +2,12 @@
 
 The sandbox runs in its own process with `inference_s=0`; the server runs in another, over a
 `ReplicateGenerator` on that sandbox; this process calls the same generator configuration two
-ways, alternating in blocks so drift hits both alike: in-process (`ReplicateGenerator.agenerate`)
+ways, alternating request by request (CPU: in blocks) so drift hits both alike: in-process (`ReplicateGenerator.agenerate`)
 and through the server (`RemoteGenerator.agenerate`, i.e. HTTP to `/v1/generations`, the server
 parsing, admitting and serializing, the result parsed back). Images are 256x256 PNG.
 
-Added latency = p50 via the server - p50 in-process (target <= 3 ms). Added CPU = (client +
+Added latency = p50 via the server - p50 in-process (target <= 3 ms; the median of the paired
+differences is reported beside it). Added CPU = (client +
 server process CPU per request via the server) - CPU per request in-process.
 
     python benchmarks/serving.py [--quick]
@@ -107,18 +108,25 @@ async def _run(requests: int, block: int) -> dict[str, Any]:
             warm: list[float] = []
             await _block(in_process, 100_000, 10, warm)
             await _block(via_server, 100_000, 10, warm)
+            # Latency: the two paths alternate request by request, so load changes hit both alike.
             direct_s: list[float] = []
             served_s: list[float] = []
+            for i in range(requests):
+                await _block(in_process, i, 1, direct_s)
+                await _block(via_server, i, 1, served_s)
+            # CPU: blocks, with the server process's CPU read around each of its blocks.
             direct_cpu: list[float] = []
             served_cpu: list[float] = []
+            unused: list[float] = []
             for start in range(0, requests, block):
-                direct_cpu.append(await _block(in_process, start, block, direct_s))
+                direct_cpu.append(await _block(in_process, start, block, unused))
                 server_before = server.cpu_seconds()
-                client = await _block(via_server, start, block, served_s)
+                client = await _block(via_server, start, block, unused)
                 served_cpu.append(client + (server.cpu_seconds() - server_before) / block)
             await local.aclose()
             await remote.aclose()
     direct, served = summarize_ms(direct_s), summarize_ms(served_s)
+    paired = statistics.median(b - a for a, b in zip(direct_s, served_s, strict=True)) * 1e3
     direct_cpu_ms = statistics.median(direct_cpu) * 1e3
     served_cpu_ms = statistics.median(served_cpu) * 1e3
     return {
@@ -128,6 +136,7 @@ async def _run(requests: int, block: int) -> dict[str, Any]:
         "in_process": direct,
         "via_server": served,
         "added_p50_ms": round(served["p50_ms"] - direct["p50_ms"], 2),
+        "added_median_paired_ms": round(paired, 2),
         "in_process_cpu_ms_per_request": round(direct_cpu_ms, 3),
         "via_server_cpu_ms_per_request": round(served_cpu_ms, 3),
         "added_cpu_ms_per_request": round(served_cpu_ms - direct_cpu_ms, 3),

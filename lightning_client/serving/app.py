@@ -149,7 +149,7 @@ def _authorized(settings: ServerSettings, header: str) -> bool:
     return scheme.lower() == "bearer" and matched
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """Dependency: a valid `Authorization: Bearer <key>` when the server has keys (else 401)."""
     settings = serving_state(request).settings
     if settings.api_keys and not _authorized(settings, request.headers.get("authorization", "")):
