@@ -39,12 +39,18 @@ if TYPE_CHECKING:
     from lightning_client.serving.settings import ServerSettings
 
 __all__ = [
+    "APP_NAME",
     "AutoscalingSettings",
+    "LightningIngress",
     "RayAppConfig",
     "RaySettings",
     "app",
     "build_app",
+    "config_from_file",
+    "make_config",
     "serve_on_ray",
+    "served_generator",
+    "worker_pool",
 ]
 
 #: Name of the Serve application (its deployments are `LightningIngress` and `LocalWorker`).
@@ -129,15 +135,22 @@ class LightningIngress:
 
     def __serve_build_asgi_app__(self) -> Any:
         from lightning_client.serving.app import create_app
+        from lightning_client.serving.settings import ServerSettings
 
-        return create_app(self._generator, settings=self._config.server)
+        # The server hands the pool at least as many requests at once as its replicas can hold.
+        server: ServerSettings = self._config.server or ServerSettings()
+        capacity = self._config.ray.most_replicas * self._config.ray.ongoing
+        if server.max_concurrency < capacity:
+            server = server.model_copy(update={"max_concurrency": capacity})
+        return create_app(self._generator, settings=server)
 
 
 def build_app(config: RayAppConfig) -> Application:
     """The Serve application: the ingress bound to the worker deployment."""
     worker = serve.deployment(name="LocalWorker", **config.ray.worker_options(config.device))(LocalWorker)
     server = config.server
-    concurrency = 64 if server is None else server.max_concurrency + server.max_queue + 8
+    most = max(config.ray.most_replicas * config.ray.ongoing, 8 if server is None else server.max_concurrency)
+    concurrency = most + (64 if server is None else server.max_queue) + 8
     ingress = serve.deployment(
         name="LightningIngress",
         num_replicas=1,  # one ledger file, one admission queue
@@ -269,8 +282,7 @@ def serve_on_ray(
 
     address = config.ray.address
     if address is None:
-        replicas = config.ray.autoscaling.max_replicas if config.ray.autoscaling else config.ray.replicas
-        needed = replicas * config.ray.num_cpus + config.ray.ingress_num_cpus
+        needed = config.ray.most_replicas * config.ray.num_cpus + config.ray.ingress_num_cpus
         ray.init(
             num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)),
             include_dashboard=False,

@@ -72,6 +72,11 @@ class RaySettings(BaseModel):
         return self
 
     @property
+    def most_replicas(self) -> int:
+        """The most worker replicas there can be (`replicas`, or the autoscaling maximum)."""
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.replicas
+
+    @property
     def ongoing(self) -> int:
         return self.max_ongoing_requests or 2 * self.max_batch_size
 

@@ -73,3 +73,22 @@ def test_a_file_without_exactly_one_local_entry_is_refused(tmp_path: Path) -> No
 def test_the_app_builder_refuses_unknown_arguments_naming_the_allowed_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown argument.*replica.*allowed: api_key, config"):
         app({"replica": "2"})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--replicas", "2", "--sandbox"], "apply with --ray"),
+        (["--ray", "--port", "0", "--local-model", "."], "explicit --port"),
+        (["--ray", "--port", "8123"], "give --local-model DIR"),
+        (["--ray", "--port", "8123", "--local-model", ".", "--replicas", "0"], "--replicas"),
+    ],
+)
+def test_serve_ray_usage_errors_exit_2_naming_the_option(args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from lightning_client.cli import app as cli
+
+    done = CliRunner().invoke(cli, ["serve", *args])
+    assert done.exit_code == 2, done.output
+    assert message in done.output

@@ -48,9 +48,11 @@ def workers(app_config: RayAppConfig) -> Iterator[serve.handle.DeploymentHandle]
         deployment = serve.deployment(
             LocalWorker, name="LocalWorker", **app_config.ray.worker_options(app_config.device)
         )
-        handle = serve.run(
+        # Not waiting for the replicas to start: the first test's requests meet a cold start.
+        target = serve.RunTarget(
             deployment.bind(app_config.worker_spec().model_dump()), name="lightning-test", route_prefix=None
         )
+        [handle] = serve.run_many([target], wait_for_applications_running=False)
         yield handle
     finally:
         serve.shutdown()
@@ -60,6 +62,19 @@ def workers(app_config: RayAppConfig) -> Iterator[serve.handle.DeploymentHandle]
 def request(seed: int, **fields: object) -> lc.GenerationRequest:
     values: dict[str, object] = {"prompt": "a red fox", "steps": 2, "width": 64, "height": 64, "seed": seed}
     return lc.GenerationRequest.model_validate({**values, **fields})
+
+
+async def test_a_cold_start_is_a_queue_wait_within_the_deadline(
+    workers: serve.handle.DeploymentHandle, app_config: RayAppConfig
+) -> None:
+    assert replica_counts().get("RUNNING", 0) < REPLICAS  # still starting
+    pool = worker_pool(workers, app_config)
+    result = await pool.agenerate(request(0, timeout_s=150))
+    assert result.attempts[0].outcome == "succeeded" and result.served_by is not None
+    assert result.timings.total_s is not None and result.timings.total_s > result.timings.inference_s
+    await pool.aload()  # /readyz: every replica is reachable
+    assert len(pool.replicas) == REPLICAS
+    await pool.aclose()
 
 
 async def test_results_name_the_replica_that_served_them(
