@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -424,6 +425,10 @@ class BaseGenerator(ClosingContext, ABC):
     sandboxed: ClassVar[bool] = False
     #: Constructor options offered to command-line tools.
     options: ClassVar[tuple[ProviderOption, ...]] = ()
+    #: The command-line flag for a folder of weights this provider loads from disk (None: it takes none).
+    folder_flag: ClassVar[str | None] = None
+    #: What that folder holds, for the flag's help.
+    folder_help: ClassVar[str] = ""
 
     @classmethod
     def _check_name(cls, name: str | None) -> str:
@@ -447,6 +452,11 @@ class BaseGenerator(ClosingContext, ABC):
     def credential_hint(cls) -> str:
         """The variables to set for credentials, for error messages ("" when none are needed)."""
         return " or ".join(cls.credential_env)
+
+    @classmethod
+    def folder_options(cls, folder: Path) -> dict[str, Any]:
+        """Constructor options for the weights in `folder` (providers with a `folder_flag`)."""
+        raise ConfigurationError(f"provider {cls.kind!r} loads no weights from a folder", path="folder")
 
     @classmethod
     def for_sandbox(cls, sandbox: SandboxEndpoints, **options: Any) -> BaseGenerator:

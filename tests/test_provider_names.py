@@ -40,12 +40,7 @@ def sources(target: str) -> list[Path]:
         "routing",
         "ledger.py",
         "report",
-        pytest.param(
-            "cli",
-            marks=pytest.mark.xfail(
-                strict=True, reason="the CLI still names providers; it moves onto the registry (issue 12 item 5)"
-            ),
-        ),
+        "cli",
     ],
 )
 def test_no_provider_is_named_outside_its_module(target: str) -> None:

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
-import typer
-from rich.markup import escape
 from typer.core import TyperGroup
 
-from lightning_client.cli._common import err_console
-
-# Typer raises click's UsageError (BadParameter's base), from click itself or from the copy of
-# click that newer typer releases vendor; taking it from BadParameter works with both.
-ClickUsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-
-
-def usage_error_exit(exc: Any) -> NoReturn:
-    """Print a click usage error as one line naming the command's help, and exit 2."""
-    if type(exc).__name__ == "NoArgsIsHelpError":
-        raise exc  # a bare group or command prints its help
-    message = " ".join(exc.format_message().split())
-    ctx = getattr(exc, "ctx", None)
-    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-    err_console.print(f"[bold red]error[/]: {escape(message + where)}", soft_wrap=True)
-    raise typer.Exit(2)
+from lightning_client.cli._common import ClickUsageError, usage_error_exit
 
 
 def _flags_without_type(params: list[Any]) -> list[Any]:

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, Union
-from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -25,6 +23,7 @@ from lightning_client.result import format_usd
 if TYPE_CHECKING:
     from lightning_client.generator import Generator
     from lightning_client.routing.router import Router
+    from lightning_client.testing.endpoints import SandboxAt
     from lightning_client.testing.sandbox import Sandbox
 
 T = TypeVar("T")
@@ -34,16 +33,6 @@ logger = get_logger("lightning_client.cli")
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-HOSTED = ("replicate", "fal")
-PROVIDERS = ("replicate", "fal", "local")
-#: The environment variables each hosted provider reads its key from.
-KEY_VARIABLES = {
-    "replicate": "REPLICATE_API_TOKEN",
-    "fal": "FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)",
-}
-#: Keys the sandbox accepts; not secrets.
-SANDBOX_KEYS = {"replicate": "r8_sandbox", "fal": "sandbox:key"}
-
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 UseSandbox = Annotated[
     bool, typer.Option("--sandbox", help="Start an in-process provider sandbox (offline, no keys, no cost).")
@@ -52,8 +41,8 @@ SandboxUrl = Annotated[
     str | None,
     typer.Option(
         "--sandbox-url",
-        help="Use a sandbox already running (`lightning-client sandbox --port N`): its Replicate URL, "
-        "e.g. http://127.0.0.1:N; fal is on the next three ports.",
+        help="Use a sandbox already running (`lightning-client sandbox --port N`): its first URL, "
+        "http://127.0.0.1:N (the other providers are on the next ports).",
     ),
 ]
 ConfigFile = Annotated[
@@ -74,10 +63,45 @@ AspectRatio = Annotated[
     str | None, typer.Option("--aspect-ratio", help="W:H, mapped to the nearest SDXL size, e.g. 16:9.")
 ]
 Format = Annotated[str, typer.Option("--format", help="Output format: png, jpeg or webp.")]
-LocalModel = Annotated[
-    Path | None,
-    typer.Option("--local-model", help="Folder with base/ and lightning/ for the local provider.", file_okay=False),
-]
+
+
+def _registered() -> list[tuple[str, Any]]:
+    """(kind, class) for every registered provider, built-in first (in registry order), then plugins."""
+    from lightning_client.registry import REGISTRY, generator_class, provider_kinds
+
+    provider_kinds()  # loads the entry points into REGISTRY
+    return [(kind, generator_class(kind)) for kind in list(REGISTRY)]
+
+
+def folder_flags() -> list[str]:
+    return [cls.folder_flag for _, cls in _registered() if getattr(cls, "folder_flag", None)] or ["--model-folder"]
+
+
+def _folder_help() -> str:
+    helps = [f"{kind}: {cls.folder_help}" for kind, cls in _registered() if getattr(cls, "folder_flag", None)]
+    return "Folder of model weights for a provider that loads them from disk (" + "; ".join(helps) + ")."
+
+
+def _options_help() -> str:
+    listed = [
+        f"{kind}: {', '.join(o.name for o in cls.options)}"
+        for kind, cls in _registered()
+        if getattr(cls, "options", ())
+    ]
+    return (
+        "PROVIDER.OPTION=VALUE passed to that provider's constructor (repeatable). Options: " + "; ".join(listed) + "."
+    )
+
+
+ModelFolder = Annotated[Path | None, typer.Option(*folder_flags(), help=_folder_help(), file_okay=False)]
+ProviderOptions = Annotated[list[str] | None, typer.Option("--option", help=_options_help())]
+
+
+def provider_class(kind: str) -> Any:
+    """The registered generator class for a provider kind."""
+    from lightning_client.registry import generator_class
+
+    return generator_class(kind)
 
 
 def has_key(provider: str) -> bool:
@@ -88,16 +112,22 @@ def has_key(provider: str) -> bool:
 
 
 def hosted_providers(sandbox: bool, sandbox_url: str | None) -> list[str]:
-    """Every hosted provider with a sandbox, else those with a key in the environment (none: `MissingKeysError`)."""
-    chosen = list(HOSTED) if sandbox or sandbox_url else [p for p in HOSTED if has_key(p)]
+    """With a sandbox, every provider it emulates; else every provider that needs a key and has one.
+
+    None at all raises `MissingKeysError` naming what to set.
+    """
+    if sandbox or sandbox_url:
+        return [kind for kind, cls in _registered() if cls.sandboxed]
+    needing = [kind for kind, cls in _registered() if cls.credential_env]
+    chosen = [kind for kind in needing if has_key(kind)]
     if not chosen:
-        raise MissingKeysError(HOSTED)
+        raise MissingKeysError(needing)
     return chosen
 
 
 def missing_keys_message(providers: Sequence[str], command: str) -> str:
     """Which variables to set for `providers`, and how to try the sandbox instead."""
-    needed = [f"{KEY_VARIABLES[p]} for {p}" for p in providers if p in KEY_VARIABLES and not has_key(p)]
+    needed = [f"{provider_class(p).credential_hint()} for {p}" for p in providers if not has_key(p)]
     return (
         f"no API key found: set {' or '.join(needed)}. "
         f"To try it offline with emulated providers, add --sandbox (e.g. `lightning-client {command} --sandbox ...`) "
@@ -120,22 +150,65 @@ def parse_policy(text: str) -> str:
 
 
 def provider_name(text: str) -> str:
-    """The registered provider name for `text`, case-insensitive (ValueError lists the allowed names)."""
-    from lightning_client.providers import REGISTRY
+    """The registered provider kind for `text`, case-insensitive (ValueError lists every kind)."""
+    from lightning_client.errors import UnknownProviderError
+    from lightning_client.registry import provider_kinds
 
-    name = text.strip().lower()
-    if name not in REGISTRY:
-        raise ValueError(f"provider {text!r} is unknown; allowed: {', '.join(REGISTRY)}")
-    return name
+    kind = text.strip().lower()
+    if kind not in provider_kinds():
+        raise UnknownProviderError(f"provider {text!r} is unknown; allowed: {', '.join(provider_kinds())}")
+    return kind
 
 
-def parse_providers(text: str, allowed: Sequence[str] = PROVIDERS) -> list[str]:
-    """'replicate,fal' -> ['replicate', 'fal'], each checked against `allowed`."""
-    names = [p.strip().lower() for p in text.split(",") if p.strip()]
-    bad = [p for p in names if p not in allowed]
-    if not names or bad:
-        raise typer.BadParameter(f"{text!r} is invalid; allowed: a comma-separated list of {', '.join(allowed)}")
-    return list(dict.fromkeys(names))
+def parse_providers(text: str, *, option: str = "--providers") -> list[str]:
+    """'Acme,other,acme' -> ['acme', 'other']: registered kinds, case-insensitive, duplicates dropped."""
+    from lightning_client.registry import provider_kinds
+
+    names = [p for p in text.split(",") if p.strip()]
+    try:
+        if not names:
+            raise ValueError("no provider given")
+        kinds = [provider_name(p) for p in names]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is invalid; allowed: a comma-separated list of {', '.join(provider_kinds())}",
+            param_hint=option,
+        ) from None
+    return list(dict.fromkeys(kinds))
+
+
+def parse_options(values: Sequence[str] | None, providers: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """['acme.mode=run'] -> {'acme': {'mode': 'run'}}, checked against each provider class's `options`."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for value in values or ():
+        target, sep, raw = value.partition("=")
+        kind_text, dot, name = target.strip().partition(".")
+        try:
+            kind = provider_name(kind_text) if dot and sep else ""
+        except ValueError as exc:
+            raise typer.BadParameter(f"{value!r}: {exc}", param_hint="--option") from None
+        if not kind:
+            raise typer.BadParameter(f"{value!r} is invalid; allowed: PROVIDER.OPTION=VALUE", param_hint="--option")
+        offered = {o.name: o for o in provider_class(kind).options}
+        option = offered.get(name.strip())
+        if option is None:
+            allowed = ", ".join(offered) or "none"
+            raise typer.BadParameter(
+                f"{value!r}: {kind} has no option {name.strip()!r}; allowed: {allowed}", param_hint="--option"
+            )
+        if option.choices and raw not in option.choices:
+            raise typer.BadParameter(f"{value!r}: allowed: {', '.join(option.choices)}", param_hint="--option")
+        try:
+            converted = option.type(raw)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{value!r}: {option.name} must be a {option.type.__name__}", param_hint="--option"
+            ) from None
+        chosen.setdefault(kind, {})[option.name] = converted
+    unused = [kind for kind in chosen if kind not in providers]
+    if unused:
+        raise typer.BadParameter(f"options for {', '.join(unused)}, which this run does not use", param_hint="--option")
+    return chosen
 
 
 def parse_steps(text: str) -> list[int]:
@@ -150,18 +223,23 @@ def parse_steps(text: str) -> list[int]:
 
 
 def parse_limits(values: Sequence[str] | None, option: str, parse: Callable[[str], T]) -> dict[str, T]:
-    """['fal=2', 'replicate=4'] -> {'fal': parse('2'), ...}."""
+    """['acme=2', 'other=4'] -> {'acme': parse('2'), ...}."""
+    from lightning_client.registry import provider_kinds
+
     limits: dict[str, T] = {}
     for value in values or ():
         provider, sep, limit = value.partition("=")
-        provider = provider.strip().lower()
-        if not sep or provider not in PROVIDERS:
+        try:
+            kind = provider_name(provider) if sep else None
+        except ValueError:
+            kind = None
+        if kind is None:
             raise typer.BadParameter(
-                f"{value!r} is invalid; allowed: PROVIDER=VALUE with PROVIDER one of {', '.join(PROVIDERS)}",
+                f"{value!r} is invalid; allowed: PROVIDER=VALUE with PROVIDER one of {', '.join(provider_kinds())}",
                 param_hint=option,
             )
         try:
-            limits[provider] = parse(limit.strip())
+            limits[kind] = parse(limit.strip())
         except ValueError as exc:
             raise typer.BadParameter(f"{value!r}: {exc}", param_hint=option) from None
     return limits
@@ -188,60 +266,42 @@ def check_request_fields(fields: dict[str, Any]) -> None:
     GenerationRequest(prompt="check", **fields)
 
 
-@dataclass(frozen=True)
-class SandboxEndpoints:
-    """The base URLs of a sandbox running elsewhere (the attributes a `Sandbox` has too)."""
-
-    replicate_url: str
-    fal_url: str
-    fal_run_url: str
-    fal_rest_url: str
-
-    @classmethod
-    def from_url(cls, url: str) -> SandboxEndpoints:
-        """Replicate at `url` (port N); fal queue, run and REST on N+1, N+2, N+3, as `Sandbox(port=N)` serves them."""
-        parts = urlsplit(url)
-        if parts.scheme != "http" or parts.hostname is None or parts.port is None:
-            raise typer.BadParameter(f"{url!r} is invalid; allowed: http://HOST:PORT", param_hint="--sandbox-url")
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        urls = [f"http://{host}:{parts.port + offset}" for offset in range(4)]
-        return cls(*urls)
+Endpoints = Union["Sandbox", "SandboxAt"]
 
 
-Endpoints = Union["Sandbox", SandboxEndpoints]
-
-
-def hosted_generator(name: str, sandbox: Endpoints | None) -> Generator:
-    """A hosted generator by registry kind: pointed at `sandbox` when given, else configured from the environment."""
-    from lightning_client.registry import generator_class
-
-    cls = generator_class(name)
-    if sandbox is None:
-        return cls()  # type: ignore[no-any-return]
-    return cls.for_sandbox(sandbox)  # type: ignore[no-any-return]
+def hosted_generator(kind: str, sandbox: Endpoints | None) -> Generator:
+    """A generator of a registered kind: pointed at `sandbox` when given, else configured from the environment."""
+    (generator,) = build_generators([kind], sandbox)
+    return generator
 
 
 def build_generators(
-    providers: Sequence[str], sandbox: Endpoints | None, *, local_model: Path | None = None
+    providers: Sequence[str],
+    sandbox: Endpoints | None,
+    *,
+    folder: Path | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Generator]:
-    """One generator per provider name; without a sandbox, missing keys are a clear error."""
+    """One generator per provider kind, built by its registered class.
+
+    With `sandbox`, providers it emulates are pointed at it; without, missing keys are a
+    clear error. `folder` goes to the providers that load weights from disk (their
+    `folder_flag`), `options` maps kind -> constructor options.
+    """
     if sandbox is None:
         missing = [p for p in providers if not has_key(p)]
         if missing:
             raise MissingKeysError(missing)
     generators: list[Generator] = []
-    for name in providers:
-        if name == "local":
-            from lightning_client.providers.local import LocalGenerator
-
-            if local_model is None:
-                generators.append(LocalGenerator())
-            else:
-                generators.append(
-                    LocalGenerator(base_model=str(local_model / "base"), lightning_repo=str(local_model / "lightning"))
-                )
+    for kind in providers:
+        cls = provider_class(kind)
+        kwargs: dict[str, Any] = dict((options or {}).get(kind, {}))
+        if folder is not None and getattr(cls, "folder_flag", None):
+            kwargs.update(cls.folder_options(folder))
+        if sandbox is not None and cls.sandboxed:
+            generators.append(cls.for_sandbox(sandbox, **kwargs))
         else:
-            generators.append(hosted_generator(name, sandbox))
+            generators.append(cls(**kwargs))
     return generators
 
 
@@ -251,7 +311,8 @@ async def open_router(
     sandbox: Endpoints | None,
     *,
     ledger_path: Path | None,
-    local_model: Path | None = None,
+    folder: Path | None = None,
+    provider_options: Mapping[str, Mapping[str, Any]] | None = None,
     wrap: Callable[[Generator], Generator] | None = None,
     **options: Any,
 ) -> AsyncIterator[Router]:
@@ -262,7 +323,7 @@ async def open_router(
     from lightning_client.ledger import Ledger
     from lightning_client.routing.router import Router
 
-    generators = build_generators(providers, sandbox, local_model=local_model)
+    generators = build_generators(providers, sandbox, folder=folder, options=provider_options)
     if wrap is not None:
         generators = [wrap(g) for g in generators]
     ledger = Ledger(ledger_path) if ledger_path is not None else Ledger()
@@ -297,7 +358,13 @@ async def maybe_sandbox(
     if url is not None:
         if enabled:
             raise UsageError("use either --sandbox (start one here) or --sandbox-url (use a running one), not both")
-        yield SandboxEndpoints.from_url(url)
+        from lightning_client.testing.endpoints import SandboxAt
+
+        try:
+            elsewhere = SandboxAt.from_url(url)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--sandbox-url") from None
+        yield elsewhere
         return
     if not enabled:
         yield None
@@ -338,6 +405,22 @@ def error_line(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return mask_secrets(" ".join(text.split()))
+
+
+# Typer raises click's UsageError (BadParameter's base), from click itself or from the copy of
+# click that newer typer releases vendor; taking it from BadParameter works with both.
+ClickUsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def usage_error_exit(exc: Any) -> NoReturn:
+    """Print a click usage error as one line naming the command's help, and exit 2."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc  # a bare group or command prints its help
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    err_console.print(f"[bold red]error[/]: {_escape(message + where)}", soft_wrap=True)
+    raise typer.Exit(2)
 
 
 def fail(exc: BaseException, *, debug: bool, code: int = 1) -> NoReturn:
@@ -388,6 +471,8 @@ def run(main: Callable[[], Coroutine[Any, Any, T]], *, debug: bool, command: str
         raise typer.Exit(2) from None
     except (UsageError, InvalidRequestError, ConfigurationError) as exc:
         fail(exc, debug=debug, code=2)
+    except ClickUsageError as exc:  # a bad option value found once the command runs
+        usage_error_exit(exc)
     except LightningError as exc:
         fail(exc, debug=debug)
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from lightning_client.cli._commands import Group
 app = typer.Typer(
     name="lightning-client",
     cls=Group,
-    help="SDXL-Lightning over Replicate, fal.ai and local diffusers: generate, compare, batch, sandbox.",
+    help="SDXL-Lightning over hosted providers and your own GPU: generate, compare, batch, serve, sandbox, demo.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
@@ -23,16 +23,16 @@ def version() -> None:
     typer.echo(__version__)
 
 
-from lightning_client.cli.sandbox import sandbox as _sandbox  # noqa: E402
+from lightning_client.testing.command import sandbox as _sandbox  # noqa: E402
 
 app.command(name="sandbox")(_sandbox)
 
 from lightning_client.cli.batch import batch  # noqa: E402
 from lightning_client.cli.compare import compare  # noqa: E402
-from lightning_client.cli.demo import demo  # noqa: E402
 from lightning_client.cli.generate import generate  # noqa: E402
 from lightning_client.cli.ledger import ledger_app  # noqa: E402
 from lightning_client.cli.serve import serve  # noqa: E402
+from lightning_client.testing.demo import demo  # noqa: E402
 
 app.command()(generate)
 app.command()(compare)

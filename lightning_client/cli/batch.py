@@ -26,7 +26,8 @@ from lightning_client.cli._common import (
     Debug,
     Format,
     LedgerPath,
-    LocalModel,
+    ModelFolder,
+    ProviderOptions,
     SandboxUrl,
     Size,
     UseSandbox,
@@ -36,6 +37,7 @@ from lightning_client.cli._common import (
     maybe_sandbox,
     open_router,
     parse_limits,
+    parse_options,
     parse_policy,
     parse_providers,
     progress_bar,
@@ -142,7 +144,8 @@ def batch(
     aspect_ratio: AspectRatio = None,
     output_format: Format = "png",
     timeout: Annotated[float | None, typer.Option("--timeout", help="Deadline in seconds per item.")] = None,
-    local_model: LocalModel = None,
+    folder: ModelFolder = None,
+    option: ProviderOptions = None,
     sandbox: UseSandbox = False,
     sandbox_url: SandboxUrl = None,
     ledger: LedgerPath = None,
@@ -171,9 +174,12 @@ def batch(
         # Providers that only some lines name join the router; the other lines keep to `chosen`.
         named = [p for item in items for p in item.providers or () if p not in chosen]
         every = list(dict.fromkeys([*chosen, *named]))
+        settings = parse_options(option, every)
         async with (
             maybe_sandbox(sandbox, sandbox_url) as sb,
-            open_router(every, sb, ledger_path=ledger, local_model=local_model, wrap=limit, policy=policy) as router,
+            open_router(
+                every, sb, ledger_path=ledger, folder=folder, provider_options=settings, wrap=limit, policy=policy
+            ) as router,
         ):
             try:
                 summary = await run_batch_with_progress(router, items, out, concurrency=concurrency, providers=chosen)

@@ -19,15 +19,18 @@ from lightning_client.cli._common import (
     Debug,
     Format,
     LedgerPath,
-    LocalModel,
+    ModelFolder,
+    ProviderOptions,
     SandboxUrl,
     Size,
     UseSandbox,
     advance_progress,
     check_request_fields,
     console,
+    hosted_providers,
     maybe_sandbox,
     open_router,
+    parse_options,
     parse_providers,
     parse_steps,
     progress_bar,
@@ -145,8 +148,13 @@ def compare(
         Path, typer.Option("--out", "-o", help="Folder for results, report, plots and images.", file_okay=False)
     ],
     providers: Annotated[
-        str, typer.Option("--providers", help="Comma-separated: replicate,fal[,local].")
-    ] = "replicate,fal",
+        str | None,
+        typer.Option(
+            "--providers",
+            help="Comma-separated registered providers (default: every one the sandbox emulates, "
+            "or every one with a key).",
+        ),
+    ] = None,
     prompt: Annotated[list[str] | None, typer.Option("--prompt", help="A prompt; repeat for several.")] = None,
     prompts_file: Annotated[
         Path | None, typer.Option("--prompts", help="File with one prompt per line (or JSON lines).", dir_okay=False)
@@ -159,14 +167,15 @@ def compare(
     aspect_ratio: AspectRatio = None,
     output_format: Format = "png",
     timeout: Annotated[float | None, typer.Option("--timeout", help="Deadline in seconds per job.")] = None,
-    local_model: LocalModel = None,
+    folder: ModelFolder = None,
+    option: ProviderOptions = None,
     sandbox: UseSandbox = False,
     sandbox_url: SandboxUrl = None,
     ledger: LedgerPath = None,
     debug: Debug = False,
 ) -> None:
     """Compare providers and step counts: results.csv/json, report.md, plots and contact sheets."""
-    names = parse_providers(providers)
+    names = parse_providers(providers) if providers else None
     step_list = parse_steps(steps)
     if bool(prompt) == (prompts_file is not None):
         raise typer.BadParameter("give --prompt TEXT (one or more) or --prompts FILE", param_hint="--prompt")
@@ -175,14 +184,16 @@ def compare(
 
     async def main() -> None:
         check_request_fields(fields)
-        cells = plan_matrix(prompts, names, step_list, repeats, seed=seed)
+        chosen = names or hosted_providers(sandbox, sandbox_url)
+        settings = parse_options(option, chosen)
+        cells = plan_matrix(prompts, chosen, step_list, repeats, seed=seed)
         async with (
             maybe_sandbox(sandbox, sandbox_url) as sb,
-            open_router(names, sb, ledger_path=ledger, local_model=local_model) as router,
+            open_router(chosen, sb, ledger_path=ledger, folder=folder, provider_options=settings) as router,
         ):
             rows = await run_comparison(router, cells, out, request_fields=fields, concurrency=concurrency)
         notes = [
-            f"providers: {', '.join(names)}; steps: {', '.join(map(str, step_list))}; "
+            f"providers: {', '.join(chosen)}; steps: {', '.join(map(str, step_list))}; "
             f"prompts: {len(prompts)}; repeats: {repeats}",
             "backend: sandbox (emulated providers, no cost)" if sandbox or sandbox_url else "backend: live providers",
         ]

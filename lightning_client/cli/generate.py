@@ -18,6 +18,8 @@ from lightning_client.cli._common import (
     Debug,
     Format,
     LedgerPath,
+    ModelFolder,
+    ProviderOptions,
     SandboxUrl,
     Size,
     UseSandbox,
@@ -28,13 +30,14 @@ from lightning_client.cli._common import (
     maybe_sandbox,
     open_configured_router,
     open_router,
+    parse_options,
+    parse_providers,
+    provider_class,
     run,
     seconds,
     size_fields,
 )
 from lightning_client.result import GenerationResult, format_usd
-
-_CHOICES = ("auto", "replicate", "fal", "local")
 
 
 def free_stem(folder: Path, result: GenerationResult) -> str:
@@ -87,7 +90,13 @@ def show_steps(generators: Sequence[Any]) -> None:
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
     provider: Annotated[
-        str, typer.Option("--provider", "-p", help="replicate, fal, local, or auto (every hosted provider with a key).")
+        str,
+        typer.Option(
+            "--provider",
+            "-p",
+            help="A registered provider (any case), or auto: every provider that needs a key and has one "
+            "(with --sandbox: every one it emulates).",
+        ),
     ] = "auto",
     steps: Annotated[int, typer.Option("--steps", help="Inference steps: 1, 2, 4 or 8.")] = 4,
     size: Size = None,
@@ -110,10 +119,8 @@ def generate(
         ),
     ] = Path("outputs"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace images of the same name in --out.")] = False,
-    local_model: Annotated[
-        Path | None,
-        typer.Option("--local-model", help="Folder with base/ and lightning/ for --provider local.", file_okay=False),
-    ] = None,
+    folder: ModelFolder = None,
+    option: ProviderOptions = None,
     sandbox: UseSandbox = False,
     sandbox_url: SandboxUrl = None,
     ledger: LedgerPath = None,
@@ -123,12 +130,16 @@ def generate(
     """Generate images with one provider (or auto failover) and save them with their metadata."""
     if config is not None and (sandbox or sandbox_url):
         raise typer.BadParameter("the configuration file names the generators; drop --sandbox", param_hint="--config")
-    if config is None and provider not in _CHOICES:
-        raise typer.BadParameter(f"{provider!r} is invalid; allowed: {', '.join(_CHOICES)}", param_hint="--provider")
-    if (sandbox or sandbox_url) and provider == "local":
-        raise typer.BadParameter(
-            "the sandbox emulates replicate and fal; drop --sandbox for local", param_hint="--sandbox"
-        )
+    # With --config, --provider picks one configured generator by its name; else it is a registered kind.
+    chosen = (
+        None
+        if provider.strip().lower() == "auto" or config is not None
+        else parse_providers(provider, option="--provider")
+    )
+    if chosen is not None and len(chosen) != 1:
+        raise typer.BadParameter("give one provider, or auto", param_hint="--provider")
+    if chosen is not None and (sandbox or sandbox_url) and not provider_class(chosen[0]).sandboxed:
+        raise typer.BadParameter(f"the sandbox does not emulate {chosen[0]}; drop --sandbox", param_hint="--sandbox")
     fields: dict[str, Any] = {
         "steps": steps,
         "seed": seed,
@@ -143,14 +154,15 @@ def generate(
         check_request_fields(fields)
         if config is not None:  # --provider then picks one configured generator by name
             async with open_configured_router(config, ledger_path=ledger) as router:
-                chosen = None if provider == "auto" else [provider]
+                named = None if provider.strip().lower() == "auto" else [provider]
                 show_steps(router.generators)
-                result = await router.agenerate(prompt, providers=chosen, **fields)
+                result = await router.agenerate(prompt, providers=named, **fields)
         else:
-            providers = hosted_providers(sandbox, sandbox_url) if provider == "auto" else [provider]
+            providers = chosen or hosted_providers(sandbox, sandbox_url)
+            settings = parse_options(option, providers)
             async with (
                 maybe_sandbox(sandbox, sandbox_url) as sb,
-                open_router(providers, sb, ledger_path=ledger, local_model=local_model) as router,
+                open_router(providers, sb, ledger_path=ledger, folder=folder, provider_options=settings) as router,
             ):
                 show_steps(router.generators)
                 result = await router.agenerate(prompt, **fields)

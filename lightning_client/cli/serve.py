@@ -10,16 +10,16 @@ import typer
 from pydantic import SecretStr
 
 from lightning_client.cli._common import (
-    HOSTED,
     Debug,
     Endpoints,
     LedgerPath,
-    LocalModel,
-    SandboxEndpoints,
+    MissingKeysError,
+    ModelFolder,
     SandboxUrl,
     UsageError,
     fail,
-    has_key,
+    folder_flags,
+    hosted_providers,
 )
 
 __all__ = ["serve"]
@@ -42,7 +42,7 @@ def serve(
         bool, typer.Option("--sandbox", help="Start the provider sandbox in-process and serve a router over it.")
     ] = False,
     sandbox_url: SandboxUrl = None,
-    local_model: LocalModel = None,
+    folder: ModelFolder = None,
     host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")] = None,
     port: Annotated[
         int | None, typer.Option(help="Port to listen on; 0 picks a free one, printed at startup [default: 8000].")
@@ -75,10 +75,12 @@ def serve(
     ] = None,
     ledger: LedgerPath = None,
     ray: Annotated[
-        bool, typer.Option("--ray", help="Serve on Ray Serve: worker replicas each hold the local model.")
+        bool,
+        typer.Option("--ray", help="Serve on Ray Serve: worker replicas each hold a model loaded from the folder."),
     ] = False,
     address: Annotated[
-        str | None, typer.Option("--address", help="With --ray: join this Ray cluster ('auto': the local one).")
+        str | None,
+        typer.Option("--address", help="With --ray: join this Ray cluster ('auto': the one on this machine)."),
     ] = None,
     replicas: Annotated[
         int | None, typer.Option("--replicas", min=1, help="With --ray: worker replicas (default: [ray] or 1).")
@@ -129,9 +131,9 @@ def serve(
         )
     if not ray and (address is not None or replicas is not None or device != "auto" or max_wait_s is not None):
         fail(UsageError("--address, --replicas, --device and --max-wait-s apply with --ray"), debug=debug, code=2)
-    if config is not None and not ray and (sandbox or sandbox_url or local_model is not None):
+    if config is not None and not ray and (sandbox or sandbox_url or folder is not None):
         fail(
-            UsageError("--config describes what to serve; do not combine it with --sandbox or --local-model"),
+            UsageError(f"--config describes what to serve; do not combine it with --sandbox or {folder_flags()[0]}"),
             debug=debug,
             code=2,
         )
@@ -143,14 +145,14 @@ def serve(
         file_retention_s=_pick(file_retention_s, section.file_retention_s),
     )
     if ray:
-        from lightning_client.cli.serve_ray import serve_ray
+        from lightning_client.serving.ray_command import serve_ray
 
         try:
             serve_ray(
                 config=config,
                 sandbox=sandbox,
                 sandbox_url=sandbox_url,
-                local_model=local_model,
+                folder=folder,
                 host=host,
                 port=port,
                 settings=settings,
@@ -166,19 +168,22 @@ def serve(
     with contextlib.ExitStack() as stack:
         endpoints: Endpoints | None = None
         if sandbox_url is not None:
+            from lightning_client.testing.endpoints import SandboxAt
+
             try:
-                endpoints = SandboxEndpoints.from_url(sandbox_url)
-            except typer.BadParameter as exc:
+                endpoints = SandboxAt.from_url(sandbox_url)
+            except ValueError as exc:
                 fail(UsageError(str(exc)), debug=debug, code=2)
         elif sandbox:
             from lightning_client.testing.sandbox import Sandbox
 
             endpoints = stack.enter_context(Sandbox())
-        hosted = list(HOSTED) if endpoints is not None else [p for p in HOSTED if has_key(p)] if config is None else []
+        hosted: list[str] = []
+        if config is None:
+            with contextlib.suppress(MissingKeysError):  # then only the folder's provider, if any
+                hosted = hosted_providers(endpoints is not None, None)
         try:
-            generator = build_served(
-                config=config, sandbox=endpoints, local_model=local_model, hosted=hosted, ledger_path=ledger
-            )
+            generator = build_served(config=config, sandbox=endpoints, folder=folder, hosted=hosted, ledger_path=ledger)
         except (ValueError, UsageError) as exc:
             fail(exc, debug=debug, code=2)
         from lightning_client.serving.playground import playground_router

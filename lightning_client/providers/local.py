@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_client.errors import InvalidRequestError, ProviderUnavailableError
@@ -138,6 +139,13 @@ class LocalGenerator(BaseGenerator):
         ProviderOption("variant", "unet (1/2/4/8 steps) or lora (2/4/8 steps).", choices=("unet", "lora")),
         ProviderOption("device", "auto, cuda, mps, cpu or a torch device."),
     )
+
+    folder_flag = "--local-model"
+    folder_help = "a folder with base/ (a diffusers SDXL pipeline) and lightning/ (the Lightning checkpoints)"
+
+    @classmethod
+    def folder_options(cls, folder: Path) -> dict[str, Any]:
+        return {"base_model": str(folder / "base"), "lightning_repo": str(folder / "lightning")}
 
     def prior_cost_per_image(self, prices: PriceTable) -> float | None:
         rate = self.prices.local_cpu_hour if self._options.device == "cpu" else self.prices.local_gpu_hour

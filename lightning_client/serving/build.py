@@ -48,6 +48,7 @@ def build_served(
     config: Path | None = None,
     sandbox: Endpoints | None = None,
     local_model: Path | None = None,
+    folder: Path | None = None,
     hosted: Sequence[str] = (),
     ledger_path: Path | None = None,
 ) -> Generator:
@@ -59,6 +60,7 @@ def build_served(
     """
     if config is not None:
         return _from_config(config)
+    local_model = local_model or folder  # `folder`: the command line's folder of local weights
     from lightning_client.cli._common import build_generators
 
     names = (["local"] if local_model is not None else []) + list(hosted)
@@ -69,5 +71,5 @@ def build_served(
     from lightning_client.ledger import Ledger
     from lightning_client.routing.router import Router
 
-    generators = build_generators(names, sandbox, local_model=local_model)
+    generators = build_generators(names, sandbox, folder=local_model)
     return Router(generators, ledger=Ledger(ledger_path) if ledger_path is not None else None)

@@ -35,8 +35,8 @@ from lightning_client.serving.ray_settings import AutoscalingSettings, RaySettin
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
 
-    from lightning_client.cli._common import SandboxEndpoints
     from lightning_client.serving.settings import ServerSettings
+    from lightning_client.testing.endpoints import SandboxAt as SandboxEndpoints
 
 __all__ = [
     "APP_NAME",

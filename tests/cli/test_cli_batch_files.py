@@ -32,7 +32,7 @@ def test_every_bad_line_is_reported_before_anything_is_sent(
     errors = [line for line in result.output.splitlines() if line.strip()]
     assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)
     assert f"{bad}:2: num_images=20" in errors[0] and "1 to 8" in errors[0]
-    assert f"{bad}:4: provider 'openai' is unknown" in errors[1] and "replicate, fal, local" in errors[1]
+    assert f"{bad}:4: provider 'openai' is unknown" in errors[1] and "fal, local, remote, replicate" in errors[1]
     assert "again" not in result.output
     assert _sent(port_sandbox) == 0 and not (out / "manifest.jsonl").exists()
 

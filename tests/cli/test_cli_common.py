@@ -5,7 +5,6 @@ import typer
 
 from lightning_client.batching import parse_rate
 from lightning_client.cli._common import (
-    SandboxEndpoints,
     error_line,
     missing_keys_message,
     parse_limits,
@@ -15,6 +14,7 @@ from lightning_client.cli._common import (
 )
 from lightning_client.credentials import fal_key
 from lightning_client.errors import AllProvidersFailedError, AuthenticationError
+from lightning_client.testing.endpoints import SandboxAt
 
 
 def test_error_line_masks_registered_secrets() -> None:
@@ -33,7 +33,8 @@ def test_option_parsers_name_what_is_allowed() -> None:
     assert size_fields("512x768", None) == {"width": 512, "height": 768}
     assert size_fields(None, "16:9") == {"aspect_ratio": "16:9"}
     assert parse_limits(["fal=30/min"], "--rate-limit", parse_rate) == {"fal": 0.5}
-    with pytest.raises(typer.BadParameter, match="replicate, fal, local"):
+    assert parse_providers("FAL,Replicate") == ["fal", "replicate"]
+    with pytest.raises(typer.BadParameter, match="fal, local, remote, replicate"):
         parse_providers("openai")
     with pytest.raises(typer.BadParameter, match="1, 2, 4 or 8"):
         parse_steps("3")
@@ -53,12 +54,12 @@ def test_missing_keys_message_lists_only_missing_variables(monkeypatch: pytest.M
 
 
 def test_sandbox_url_maps_to_consecutive_ports() -> None:
-    endpoints = SandboxEndpoints.from_url("http://127.0.0.1:8800")
+    endpoints = SandboxAt.from_url("http://127.0.0.1:8800")
     assert (endpoints.replicate_url, endpoints.fal_url, endpoints.fal_run_url, endpoints.fal_rest_url) == (
         "http://127.0.0.1:8800",
         "http://127.0.0.1:8801",
         "http://127.0.0.1:8802",
         "http://127.0.0.1:8803",
     )
-    with pytest.raises(typer.BadParameter, match="http://HOST:PORT"):
-        SandboxEndpoints.from_url("https://example.com")
+    with pytest.raises(ValueError, match="http://HOST:PORT"):
+        SandboxAt.from_url("https://example.com")

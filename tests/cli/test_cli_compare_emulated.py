@@ -35,9 +35,8 @@ def test_compare_marks_emulated_steps_in_csv_report_and_output(runner: CliRunner
 
 async def test_marks_come_from_capabilities_not_names(lightning_sandbox: Sandbox, tmp_path: Path) -> None:
     sandbox = lightning_sandbox
-    fal = lc.FalGenerator(key="sandbox:key", queue_url=sandbox.fal_url, rest_url=sandbox.fal_rest_url)
-    rep = lc.ReplicateGenerator(api_token="r8_sandbox", base_url=sandbox.replicate_url)
-    rep.name = "hosted-a"  # nothing about the name matters, only what the capabilities say
+    fal = lc.FalGenerator(api_key="sandbox:key", base_url=sandbox.fal_url, rest_url=sandbox.fal_rest_url)
+    rep = lc.ReplicateGenerator(api_key="r8_sandbox", base_url=sandbox.replicate_url, name="hosted-a")
     async with lc.Router([rep, fal]) as router:
         cells = plan_matrix(["a fox"], ["hosted-a", "fal"], [1, 4], 1, seed=3)
         rows = await run_matrix(router, cells, tmp_path, request_fields={"width": 256, "height": 256})

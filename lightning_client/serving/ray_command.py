@@ -1,4 +1,7 @@
-"""`lightning-client serve --ray`: the same server on Ray Serve, worker replicas holding the local model."""
+"""`lightning-client serve --ray`: the same server on Ray Serve, worker replicas holding the local model.
+
+The command line (`lightning_client.cli.serve`) hands its options here.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,8 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import typer
-
-from lightning_client.cli._common import HOSTED, SandboxEndpoints, UsageError, has_key
+from lightning_client.cli._common import MissingKeysError, UsageError, hosted_providers
+from lightning_client.testing.endpoints import SandboxAt
 
 if TYPE_CHECKING:
     from lightning_client.serving.settings import ServerSettings
@@ -21,7 +23,7 @@ def serve_ray(
     config: Path | None,
     sandbox: bool,
     sandbox_url: str | None,
-    local_model: Path | None,
+    folder: Path | None,
     host: str,
     port: int,
     settings: ServerSettings,
@@ -38,6 +40,7 @@ def serve_ray(
     `local_model`, in front of the sandbox's providers or those with keys. Raises `UsageError`
     (or `ConfigurationError`) for options that cannot work together.
     """
+    local_model = folder  # the command line's folder of local weights
     try:
         from pydantic import ValidationError
 
@@ -71,17 +74,17 @@ def serve_ray(
         endpoints = None
         if sandbox_url is not None:
             try:
-                endpoints = SandboxEndpoints.from_url(sandbox_url)
-            except typer.BadParameter as exc:
+                endpoints = SandboxAt.from_url(sandbox_url)
+            except ValueError as exc:
                 raise UsageError(str(exc)) from None
         elif sandbox:
             from lightning_client.testing.sandbox import Sandbox
 
             started = stack.enter_context(Sandbox())
-            endpoints = SandboxEndpoints(
-                started.replicate_url, started.fal_url, started.fal_run_url, started.fal_rest_url
-            )
-        hosted = list(HOSTED) if endpoints is not None else [p for p in HOSTED if has_key(p)]
+            endpoints = SandboxAt(started.replicate_url, started.fal_url, started.fal_run_url, started.fal_rest_url)
+        hosted: list[str] = []
+        with contextlib.suppress(MissingKeysError):
+            hosted = hosted_providers(endpoints is not None, None)
         app_config = make_config(
             ray_settings,
             local_model=local_model,
