@@ -45,14 +45,12 @@ async def _ours(urls: dict[str, str], client: str) -> tuple[Call, Callable[[], A
     generators: list[lc.Generator] = []
     if client in ("ours_router", "ours_replicate"):
         generators.append(
-            lc.ReplicateGenerator(
-                api_token=REPLICATE_TOKEN, base_url=urls["replicate_url"], max_connections=CONNECTIONS
-            )
+            lc.ReplicateGenerator(api_key=REPLICATE_TOKEN, base_url=urls["replicate_url"], max_connections=CONNECTIONS)
         )
     if client in ("ours_router", "ours_fal"):
         generators.append(
             lc.FalGenerator(
-                key=FAL_KEY, queue_url=urls["fal_url"], rest_url=urls["fal_url"], max_connections=CONNECTIONS
+                api_key=FAL_KEY, base_url=urls["fal_url"], rest_url=urls["fal_url"], max_connections=CONNECTIONS
             )
         )
     router = lc.Router(generators, hooks=[])

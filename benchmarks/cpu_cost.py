@@ -63,8 +63,8 @@ async def _run(requests: int, block: int) -> dict[str, Any]:
     with RemoteSandbox() as sb:
         for provider in ("replicate", "fal"):
             sb.configure(provider, inference_s=0.0, queue_s=0.0)
-        ours_replicate = lc.ReplicateGenerator(api_token=REPLICATE_TOKEN, base_url=sb.replicate_url)
-        ours_fal = lc.FalGenerator(key=FAL_KEY, queue_url=sb.fal_url, rest_url=sb.fal_url)
+        ours_replicate = lc.ReplicateGenerator(api_key=REPLICATE_TOKEN, base_url=sb.replicate_url)
+        ours_fal = lc.FalGenerator(api_key=FAL_KEY, base_url=sb.fal_url, rest_url=sb.fal_url)
         async with httpx.AsyncClient(timeout=30) as http:
 
             async def ours(generator: lc.ReplicateGenerator | lc.FalGenerator, i: int) -> None:

@@ -61,9 +61,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with Sandbox() as sb:
         sb.fal.configure(inference_s=Latency(0.05))
-        fal = lc.FalGenerator(key="fal-test", queue_url=sb.fal_url)
-        live = lc.ReplicateGenerator(api_token="r8_test", base_url=sb.replicate_url)
-        dead = lc.ReplicateGenerator(api_token="r8_test", base_url=_closed_port_url())
+        fal = lc.FalGenerator(api_key="fal-test", base_url=sb.fal_url)
+        live = lc.ReplicateGenerator(api_key="r8_test", base_url=sb.replicate_url)
+        dead = lc.ReplicateGenerator(api_key="r8_test", base_url=_closed_port_url())
         # connection pools, clients and price lookups warm before measuring
         fal.generate("warm up", **SIZE)
         live.generate("warm up", **SIZE)

@@ -79,8 +79,8 @@ async def _run(n: int) -> dict[str, Any]:
     with Sandbox() as sb:
         sb.replicate.configure(inference_s=Latency.stragglers(BASE_S, rate=0.05, factor=10, seed=1))
         sb.fal.configure(inference_s=Latency.stragglers(BASE_S, rate=0.05, factor=10, seed=2))
-        rep = lc.ReplicateGenerator(api_token="r8_test", base_url=sb.replicate_url, prices=prices)
-        fal = lc.FalGenerator(key="fal-test", queue_url=sb.fal_url, prices=prices)
+        rep = lc.ReplicateGenerator(api_key="r8_test", base_url=sb.replicate_url, prices=prices)
+        fal = lc.FalGenerator(api_key="fal-test", base_url=sb.fal_url, prices=prices)
         await lc.Router([rep, fal], hooks=[]).agenerate("warm up", providers=["fal"], **SIZE)
         off = lc.Router([rep, fal], hooks=[])
         report["off"] = await _numbers(off, await _drive(off, n, "off"))

@@ -54,8 +54,8 @@ class _Clients:
 
     def __init__(self, sb: RemoteSandbox, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.ours_replicate = lc.ReplicateGenerator(api_token=REPLICATE_TOKEN, base_url=sb.replicate_url)
-        self.ours_fal = lc.FalGenerator(key=FAL_KEY, queue_url=sb.fal_url, rest_url=sb.fal_url)
+        self.ours_replicate = lc.ReplicateGenerator(api_key=REPLICATE_TOKEN, base_url=sb.replicate_url)
+        self.ours_fal = lc.FalGenerator(api_key=FAL_KEY, base_url=sb.fal_url, rest_url=sb.fal_url)
         self.replicate = ReplicateClient(api_token=REPLICATE_TOKEN, base_url=sb.replicate_url)
         # fal-client builds its URLs from module constants at call time (as the conformance tests do).
         fal_module.QUEUE_URL_FORMAT = sb.fal_url + "/"

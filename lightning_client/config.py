@@ -222,6 +222,7 @@ class Config(_Strict):
         except (ValueError, TypeError) as exc:
             for generator in generators:
                 generator.close()
+            ledger.close()
             raise _error(self.source, [("router", str(exc))]) from None
         router.config = self
         return router

@@ -84,7 +84,8 @@ def fal_key(value: str | SecretStr | None = None) -> SecretStr | None:
 
 def mask_secrets(text: str) -> str:
     """`text` with every registered secret replaced by asterisks."""
-    for secret in _secrets:
+    # Longest first: a short secret inside a longer one must not break the longer one's mask.
+    for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "**********")
     return text

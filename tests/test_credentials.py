@@ -41,3 +41,12 @@ def test_secrets_never_show_in_repr_or_logs(caplog: pytest.LogCaptureFixture) ->
         logger.debug("header Authorization: Bearer %s", "r8_supersecret_token_value")
     assert "supersecret" not in caplog.text
     assert "**********" in caplog.text
+
+
+def test_a_secret_inside_a_longer_one_does_not_break_its_mask() -> None:
+    from lightning_client.credentials import mask_secrets, register_secret
+
+    register_secret("inner-secret-7")
+    register_secret("r8_outer_inner-secret-7_tail")
+    assert mask_secrets("token r8_outer_inner-secret-7_tail rejected") == "token ********** rejected"
+    assert mask_secrets("just inner-secret-7") == "just **********"

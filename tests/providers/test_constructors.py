@@ -78,7 +78,7 @@ def test_fal_hosts_and_key_come_from_the_environment(sb: Sandbox, monkeypatch: p
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("FAL_KEY")
     monkeypatch.setenv("FAL_KEY_ID", "id")
-    monkeypatch.setenv("FAL_KEY_SECRET", "secret")
+    monkeypatch.setenv("FAL_KEY_SECRET", "sandbox-key-secret")
     with lc.FalGenerator() as gen:
         assert (gen.base_url, gen.run_url, gen.rest_url) == (sb.fal_url, sb.fal_run_url, sb.fal_rest_url)
         result = gen.generate("a cat", **SMALL)
