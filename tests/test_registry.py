@@ -107,3 +107,24 @@ def test_a_package_registers_a_provider_through_the_entry_point(tmp_path: Path) 
     done = run_python(code, plugins)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["AcmeGenerator", "acme", "(0,", "0,", "255)"]
+
+
+def test_a_plugin_provider_is_usable_by_name_from_the_cli(tmp_path: Path) -> None:
+    plugins = write_plugin(tmp_path / "site")
+    done = run_python(
+        "",
+        plugins,
+        "-m",
+        "lightning_client",
+        "generate",
+        "a cat",
+        "--provider",
+        "ACME",
+        "--size",
+        "64x64",
+        "--out",
+        "out",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "acme" in done.stdout and list((tmp_path / "out").glob("acme-*.png"))
