@@ -48,17 +48,20 @@ class ApiError(Exception):
     param: str | None = None
     retryable: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    #: Every attempt behind a routed failure (the ledger's records), for the native API's callers.
+    attempts: list[dict[str, Any]] | None = None
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-                "retryable": self.retryable,
-            }
+        error: dict[str, Any] = {
+            "message": self.message,
+            "type": self.type,
+            "param": self.param,
+            "code": self.code,
+            "retryable": self.retryable,
         }
+        if self.attempts is not None:
+            error["attempts"] = self.attempts
+        return {"error": error}
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
@@ -86,8 +89,11 @@ def error_for(exc: LightningError, *, openai_names: bool = False) -> ApiError:
     if isinstance(exc, RateLimitError):
         return ApiError(429, type="rate_limit_error", headers=retry_after_header(exc.retry_after), **kwargs)
     if isinstance(exc, GenerationTimeoutError):  # also the router's DeadlineExceededError
+        if isinstance(exc, AllProvidersFailedError):
+            kwargs["attempts"] = [a.model_dump(mode="json") for a in exc.attempts]
         return ApiError(504, type="timeout_error", **kwargs)
     if isinstance(exc, AllProvidersFailedError):
+        kwargs["attempts"] = [a.model_dump(mode="json") for a in exc.attempts]
         sent = [a for a in exc.attempts if a.outcome != "skipped"]
         if sent and all(a.error_type == "RateLimitError" for a in sent):  # throttled everywhere: say when to retry
             cause = exc.__cause__

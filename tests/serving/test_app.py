@@ -149,6 +149,8 @@ def test_a_deadline_through_the_router_is_a_504(served: tuple[str, Sandbox]) -> 
         with pytest.raises(openai.InternalServerError) as caught:
             client.images.generate(prompt="a fox", extra_body={"providers": ["replicate"], "timeout_s": 0.5})
         assert caught.value.status_code == 504
+        attempts = caught.value.body["attempts"]  # type: ignore[index]
+        assert [(a["provider"], a["outcome"]) for a in attempts] == [("replicate", "failed")]
     finally:
         sb.replicate.reset()
 
