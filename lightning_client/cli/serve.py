@@ -35,7 +35,7 @@ def serve(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", exists=True, dir_okay=False, help="Configuration file: its router, and its [server] table."
+            "--config", exists=True, dir_okay=False, help="Configuration file: its router, and its \\[server] table."
         ),
     ] = None,
     sandbox: Annotated[
@@ -43,9 +43,9 @@ def serve(
     ] = False,
     sandbox_url: SandboxUrl = None,
     folder: ModelFolder = None,
-    host: Annotated[str | None, typer.Option(help="Interface to listen on [default: 127.0.0.1].")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on (default 127.0.0.1).")] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port to listen on; 0 picks a free one, printed at startup [default: 8000].")
+        int | None, typer.Option(help="Port to listen on; 0 picks a free one, printed at startup (default 8000).")
     ] = None,
     api_key: Annotated[
         list[str] | None,
@@ -59,19 +59,19 @@ def serve(
         typer.Option("--allow-unauthenticated", help="Listen beyond loopback without any API key (not recommended)."),
     ] = False,
     max_queue: Annotated[
-        int | None, typer.Option("--max-queue", min=0, help="Requests that may wait; past it 429 [default: 64].")
+        int | None, typer.Option("--max-queue", min=0, help="Requests that may wait; past it 429 (default 64).")
     ] = None,
     max_concurrency: Annotated[
         int | None,
-        typer.Option("--max-concurrency", min=1, help="Requests handed to the generator at once [default: 8]."),
+        typer.Option("--max-concurrency", min=1, help="Requests handed to the generator at once (default 8)."),
     ] = None,
     grace_s: Annotated[
         float | None,
-        typer.Option("--grace-s", min=0.0, help="On SIGTERM, seconds in-flight requests may finish [default: 30]."),
+        typer.Option("--grace-s", min=0.0, help="On SIGTERM, seconds in-flight requests may finish (default 30)."),
     ] = None,
     file_retention_s: Annotated[
         float | None,
-        typer.Option("--file-retention-s", min=1.0, help="Seconds `url` images stay downloadable [default: 3600]."),
+        typer.Option("--file-retention-s", min=1.0, help="Seconds `url` images stay downloadable (default 3600)."),
     ] = None,
     ledger: LedgerPath = None,
     ray: Annotated[
@@ -83,7 +83,7 @@ def serve(
         typer.Option("--address", help="With --ray: join this Ray cluster ('auto': the one on this machine)."),
     ] = None,
     replicas: Annotated[
-        int | None, typer.Option("--replicas", min=1, help="With --ray: worker replicas (default: [ray] or 1).")
+        int | None, typer.Option("--replicas", min=1, help="With --ray: worker replicas (default: \\[ray] or 1).")
     ] = None,
     device: Annotated[
         str, typer.Option("--device", help="With --ray: the replicas' torch device (auto, cpu, cuda, ...).")
