@@ -64,6 +64,17 @@ def reference_images(folder: Path, seeds: range) -> list[bytes]:
         torch.set_num_threads(threads)
 
 
+def ledger_records(path: Path, count: int) -> list[lc.Attempt]:
+    """The attempts sent (not skipped) in the ledger file, once it holds `count` (written in the background)."""
+    for _ in range(100):
+        with lc.Ledger(path) as ledger:
+            done = [a for a in ledger.records() if a.outcome not in (None, "skipped")]
+        if len(done) >= count:
+            return done
+        time.sleep(0.1)
+    return done
+
+
 def request(seed: int) -> lc.GenerationRequest:
     return lc.GenerationRequest(prompt="a red fox", steps=2, width=64, height=64, seed=seed)
 
@@ -72,7 +83,9 @@ def test_serve_ray_spreads_openai_calls_over_two_replicas_and_stops_its_cluster(
     tiny = build_tiny_lightning(tmp_path / "tiny")
     port = free_port()
     log = tmp_path / "serve.log"
+    ledger = tmp_path / "ledger.sqlite"
     command = ["serve", "--ray", "--local-model", str(tiny.root), "--replicas", "2", "--device", "cpu"]
+    command += ["--sandbox", "--ledger", str(ledger)]  # a router: the pool, then the sandbox's providers
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "lightning_client", *command, "--port", str(port), "--api-key", "k"],
@@ -106,6 +119,9 @@ def test_serve_ray_spreads_openai_calls_over_two_replicas_and_stops_its_cluster(
         assert all(s.startswith("SERVE_REPLICA::") for s in served_by)
         images = [base64.b64decode(r.data[0].b64_json or "") for r in responses if r.data]
         assert images == reference_images(tiny.root, range(8))
+        recorded = ledger_records(ledger, 8)  # the ingress's ledger file, on this node
+        assert {(a.provider, a.outcome) for a in recorded} == {("local", "succeeded")}  # 64x64: hosted skipped
+        assert {a.served_by for a in recorded} == served_by
     finally:
         process.send_signal(signal.SIGINT)
         try:
