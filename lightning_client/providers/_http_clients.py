@@ -13,10 +13,10 @@ import certifi
 import httpx
 from pydantic import SecretStr
 
-from lightning_client import __version__
+from lightning_client import __version__, _background
 from lightning_client._sync import PerLoop
 from lightning_client.credentials import get_logger
-from lightning_client.providers._http_tasks import drain_cleanups, keep
+from lightning_client.providers._http_tasks import keep
 
 log = get_logger("lightning_client.providers.http")
 
@@ -97,11 +97,12 @@ class HttpClients:
         return self._clients.get().next()
 
     async def aclose(self, drain_s: float = 5.0) -> None:
-        """Close the running loop's clients, after giving remote cancels in progress up to `drain_s` to finish.
+        """Close the running loop's clients, after giving background work up to `drain_s` to finish: remote
+        cancels in progress, and abandoned creates still waiting for their answer (to cancel the job it names).
 
-        Creates still waiting for an answer are not waited for: closing the client aborts them.
+        Closing the client aborts what is still unanswered after that.
         """
-        await drain_cleanups(drain_s)
+        await _background.drain(drain_s)
         shards = self._clients.pop_current()
         if shards is not None:
             await shards.aclose()
@@ -118,9 +119,9 @@ class HttpClients:
             if loop is running:
                 keep(loop.create_task(shards.aclose()))
             elif loop.is_running():
-                future = asyncio.run_coroutine_threadsafe(shards.aclose(), loop)
+                future = asyncio.run_coroutine_threadsafe(_drained_close(shards), loop)
                 try:
-                    future.result(timeout=5)
+                    future.result(timeout=11)
                 except Exception:
                     log.debug("closing an HTTP client timed out or failed", exc_info=True)
 
@@ -128,3 +129,9 @@ class HttpClients:
 def auth_header(scheme: str, secret: SecretStr) -> dict[str, str]:
     """The Authorization header; built per call so the raw secret is never stored."""
     return {"Authorization": f"{scheme} {secret.get_secret_value()}"}
+
+
+async def _drained_close(shards: _ClientShards, drain_s: float = 5.0) -> None:
+    """Close `shards` once background work on their loop is done (or `drain_s` passed)."""
+    await _background.drain(drain_s)
+    await shards.aclose()

@@ -14,9 +14,6 @@ T = TypeVar("T")
 
 log = get_logger("lightning_client.providers.http")
 
-#: Background tasks cancelling remote jobs right now (bounded work); every one is also in `_background`.
-_cleanups: set[asyncio.Task[Any]] = set()
-
 
 async def _bounded(coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T | None:
     try:
@@ -34,24 +31,6 @@ def keep(task: asyncio.Task[Any]) -> None:
     _background.keep(task)
 
 
-def pending_cleanups(loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
-    """Remote cancels still in progress on `loop`."""
-    return [t for t in list(_cleanups) if t.get_loop() is loop and not t.done()]
-
-
-async def drain_cleanups(timeout: float) -> None:
-    """Wait up to `timeout` for the running loop's remote cancels, also those that start meanwhile (a late
-    create answering while we wait)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        waiting = pending_cleanups(loop)
-        left = deadline - loop.time()
-        if not waiting or left <= 0:
-            return
-        await asyncio.wait(waiting, timeout=left)
-
-
 async def shielded(coro: Coroutine[Any, Any, T], *, timeout: float, what: str) -> T | None:
     """Run `coro` to the end even if the caller is being cancelled; best effort, bounded by `timeout`.
 
@@ -61,8 +40,6 @@ async def shielded(coro: Coroutine[Any, Any, T], *, timeout: float, what: str) -
     """
     task = asyncio.ensure_future(_bounded(coro, timeout, what))
     keep(task)
-    _cleanups.add(task)
-    task.add_done_callback(_cleanups.discard)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
