@@ -35,6 +35,8 @@ CONNECTIONS = 1024
 WARM_REQUESTS = 20
 CLIENTS = ("ours_router", "ours_replicate", "ours_fal", "replicate_async", "fal_async")
 OFFICIAL = ("replicate_async", "fal_async")
+#: Each client's prompts and seeds start this far from the previous client's.
+CLIENT_STRIDE = 1_000_000
 
 Call = Callable[[int], Awaitable[None]]
 
@@ -126,10 +128,13 @@ async def _burst(urls: dict[str, str], client: str, requests: int) -> dict[str, 
         call, close = await _fal(urls)
     else:
         call, close = await _ours(urls, client)
-    await asyncio.gather(*(call(100_000 + i) for i in range(WARM_REQUESTS)))
+    # Every client asks for its own prompts: the sandbox caches rendered images, so a client repeating
+    # another's prompts would be answered from that cache.
+    first = CLIENT_STRIDE * (CLIENTS.index(client) + 1)
+    await asyncio.gather(*(call(first + 100_000 + i) for i in range(WARM_REQUESTS)))
     rss_before = peak_rss_mb()
     cpu_before, started = cpu_seconds(), time.perf_counter()
-    outcomes = await asyncio.gather(*(call(i) for i in range(requests)), return_exceptions=True)
+    outcomes = await asyncio.gather(*(call(first + i) for i in range(requests)), return_exceptions=True)
     wall = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_before
     await close()

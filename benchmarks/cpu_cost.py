@@ -5,7 +5,7 @@ client's alone. Requests run one at a time on one event loop; ours and the raw l
 in blocks so drift hits both alike. The raw loop does the least a client can: Replicate, one
 create with `Prefer: wait` and the image GET; fal, submit, status polls until COMPLETED, result,
 image GET. Ours also validates the request, follows fal's SSE stream, decodes and checks the
-image, times every phase and prices the attempt. Target: ours <= 1.3x raw.
+image, times every phase and prices the attempt. Target: ours <= 1.2x raw.
 
     python benchmarks/cpu_cost.py [--quick]
 """
@@ -25,7 +25,15 @@ import lightning_client as lc
 from lightning_client.providers.fal import DEFAULT_APP as FAL_APP
 from lightning_client.providers.replicate import DEFAULT_MODEL as REPLICATE_MODEL
 
-TARGET_RATIO = 1.3
+TARGET_RATIO = 1.2
+#: What our generators do per request that the raw loop does not (for the table's note).
+OURS_ALSO = (
+    "validates the request, checks the image's integrity (magic number, declared type, PNG chunk CRCs, "
+    "pixel cap), streams the download with a size cap, follows fal's status stream, records the job id "
+    "before waiting, times every phase, prices the attempt and keeps read retries and remote cancel ready"
+)
+#: The raw loop's prompts and seeds start here, apart from ours.
+RAW_FIRST = 1_000_000
 
 
 async def _raw_replicate(http: httpx.AsyncClient, url: str, i: int) -> None:
@@ -59,7 +67,13 @@ async def _per_request_cpu(call: Callable[[int], Awaitable[None]], start: int, n
 
 
 async def _run(requests: int, block: int) -> dict[str, Any]:
-    report: dict[str, Any] = {"requests_per_client": requests, "block": block, "sandbox": "separate process"}
+    report: dict[str, Any] = {
+        "requests_per_client": requests,
+        "block": block,
+        "sandbox": "separate process",
+        "target_ratio": TARGET_RATIO,
+        "ours_also": OURS_ALSO,
+    }
     with RemoteSandbox() as sb:
         for provider in ("replicate", "fal"):
             sb.configure(provider, inference_s=0.0, queue_s=0.0)
@@ -77,12 +91,14 @@ async def _run(requests: int, block: int) -> dict[str, Any]:
             }
             for provider, (mine, raw) in pairs.items():
                 await _per_request_cpu(mine, 100_000, 10)  # warm-up
-                await _per_request_cpu(raw, 100_000, 10)
+                await _per_request_cpu(raw, RAW_FIRST + 100_000, 10)
                 ours_ms: list[float] = []
                 raw_ms: list[float] = []
                 for start in range(0, requests, block):
+                    # Distinct prompts: the sandbox caches rendered images, and answering from its cache
+                    # changes how the client's reads arrive (and so what they cost).
                     ours_ms.append(await _per_request_cpu(mine, start, block) * 1e3)
-                    raw_ms.append(await _per_request_cpu(raw, start, block) * 1e3)
+                    raw_ms.append(await _per_request_cpu(raw, RAW_FIRST + start, block) * 1e3)
                 ours_median, raw_median = statistics.median(ours_ms), statistics.median(raw_ms)
                 report[provider] = {
                     "ours_cpu_ms_per_request": round(ours_median, 3),

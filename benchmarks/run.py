@@ -116,15 +116,19 @@ def _lag_targets(report: dict[str, Any]) -> list[Target]:
 
 
 def _cpu_targets(report: dict[str, Any]) -> list[Target]:
-    return [
+    target = report.get("target_ratio", 1.2)
+    rows = [
         Target(
             "cpu per request",
-            f"{provider}: ours <= 1.3x raw httpx",
+            f"{provider}: ours <= {target:g}x raw httpx",
             f"{row['ours_cpu_ms_per_request']:.2f} vs {row['raw_httpx_cpu_ms_per_request']:.2f} ms ({row['ratio']:.2f}x)",
-            row["ratio"] <= 1.3,
+            row["ratio"] <= target,
         )
         for provider, row in ((p, report[p]) for p in ("replicate", "fal"))
     ]
+    if "ours_also" in report:
+        rows.append(Target("cpu per request", "what ours does that the raw loop does not", report["ours_also"], None))
+    return rows
 
 
 def _concurrency_targets(report: dict[str, Any]) -> list[Target]:
@@ -329,9 +333,14 @@ def _section(rows: list[Target], info: dict[str, Any], reports: dict[str, Any], 
         "- fal-client polls every 0.1 s. With 1.0 s and 0.2 s of compute its polls line up with the end of "
         "the sandbox's job, which real jobs do not do; the 0.23 s row shows the usual case.",
         "- CPU per request: the sandbox is in another process, so only the client's CPU is counted.",
-        "- Concurrency: the sandbox process and the client process each get one of the two cores; both "
-        "CPU totals are shown. The target of 1.5 s cannot be reached on this machine while the sandbox "
-        "alone needs more CPU seconds than that for the burst.",
+        "- Concurrency: one sandbox process serves every client; each client runs alone in a fresh process "
+        "of its own, so its wall time, CPU seconds and peak RSS are its own. Ours is compared with the better "
+        "of the two official async clients (`replicate` `async_run`, `fal_client.AsyncClient.subscribe`), "
+        "each downloading its images as ours does.",
+        "- Every client asks for its own prompts: the sandbox caches rendered images, and a client repeating "
+        "another client's prompts would be answered from that cache.",
+        "- CPU per request: the raw loop does not validate images; what ours does per request that the raw "
+        "loop does not is listed in the table.",
         "- Server: the same `ReplicateGenerator` called in-process and through `lightning-client serve` "
         "(`RemoteGenerator` over HTTP), alternating request by request; client, server and sandbox are three "
         "processes on the two cores, so the added p50 grows with the machine's load while the added CPU "
