@@ -373,7 +373,7 @@ async def maybe_sandbox(
         from lightning_client.testing.sandbox import Sandbox
     except ImportError as exc:
         raise UsageError(
-            f"the sandbox needs its extra ({exc.name} is missing): pip install 'lightning-client[sandbox]'"
+            f"the sandbox needs its extra ({exc.name} is missing): pip install -e '.[sandbox]' in the checkout"
         ) from None
     async with Sandbox() as sandbox:
         for provider, settings in (configure or {}).items():

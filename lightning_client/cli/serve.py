@@ -102,7 +102,7 @@ def serve(
         from lightning_client.serving.settings import ServerSettings, keys_from_env, server_section
     except ImportError as exc:
         fail(
-            UsageError(f"serving needs its extra ({exc.name} is missing): pip install 'lightning-client[serve]'"),
+            UsageError(f"serving needs its extra ({exc.name} is missing): pip install -e '.[serve]' in the checkout"),
             debug=debug,
             code=2,
         )

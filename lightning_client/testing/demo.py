@@ -54,7 +54,7 @@ async def tiny_local_model(enabled: bool) -> AsyncIterator[Path | None]:
         return
     missing = [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
     if missing:
-        raise UsageError(f"--with-local needs {', '.join(missing)}: pip install 'lightning-client[local]'")
+        raise UsageError(f"--with-local needs {', '.join(missing)}: pip install -e '.[local]' in the checkout")
     _quiet_model_libraries()
     from lightning_client.testing.tiny import build_tiny_lightning
 
