@@ -56,3 +56,10 @@ def test_remote_failover_moves_to_hosted_when_the_server_stops(tmp_path: Path) -
     assert "'a fox in the snow': served by remote" in out
     assert "'a red bicycle': served by replicate (attempts: remote:failed, replicate:succeeded)" in out
     assert "('remote', 'ProviderUnavailableError')" in out
+
+
+def test_realtime_typing_serves_the_whole_prompt_last(tmp_path: Path) -> None:
+    out = _run([str(EXAMPLES / "realtime_typing.py"), "a red fox"], tmp_path)
+    assert "9 keystrokes:" in out and "superseded" in out
+    assert "last frame is 'a red fox': realtime-last.jpg" in out
+    assert (tmp_path / "realtime-last.jpg").read_bytes().startswith(b"\xff\xd8")
