@@ -417,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick and not args.no_docs and not args.only:
         update_doc(_section(rows, info, reports, seconds))
         print(f"updated {DOC}")
+        import doc_numbers  # the figures other docs quote, from the same results
+
+        for path in doc_numbers.update():
+            print(f"updated {path}")
     return 0
 
 
