@@ -5,7 +5,8 @@
 
 Each benchmark is a module here with `run(quick) -> dict`: lag, cpu_cost, concurrency,
 import_time (ours), failover and hedging (the router's), serving (the server's added cost), realtime
-(sessions), ray_scaling (Ray Serve worker replicas on the tiny CPU pipeline), plus the sandbox's own throughput
+(sessions), ray_scaling (Ray Serve worker replicas on the tiny CPU pipeline), local_batching
+(LocalGenerator's dynamic batching against none, tiny CPU pipeline), plus the sandbox's own throughput
 script, run as a subprocess. A benchmark that fails is reported as such; the others still run.
 Only the section of docs/benchmarks.md between the run.py markers is rewritten.
 """
@@ -47,6 +48,7 @@ BENCHMARKS = (
     "serving",
     "realtime",
     "ray_scaling",
+    "local_batching",
 )
 
 
@@ -292,6 +294,31 @@ def _ray_targets(report: dict[str, Any]) -> list[Target]:
     ]
 
 
+def _local_batching_targets(report: dict[str, Any]) -> list[Target]:
+    label = f"local batching (tiny, CPU, {report['concurrent']} concurrent)"
+    return [
+        Target(
+            label,
+            f"images/s with max_batch_size={report['max_batch_size']} vs 1 (reported; the GPU target is >= 2x)",
+            f"{report['batched_images_per_s']:.2f} vs {report['unbatched_images_per_s']:.2f} img/s "
+            f"({report['ratio']:.2f}x)",
+            None,
+        ),
+        Target(
+            label,
+            "every batched image has its unbatched bytes",
+            "yes" if report["same_bytes"] else "no",
+            bool(report["same_bytes"]),
+        ),
+        Target(
+            label,
+            "at most 3 pipeline calls",
+            f"{report['batched_pipeline_calls_per_round']} calls",
+            report["batched_pipeline_calls_per_round"] <= 3,
+        ),
+    ]
+
+
 TARGETS: dict[str, Callable[[dict[str, Any]], list[Target]]] = {
     "lag": _lag_targets,
     "cpu_cost": _cpu_targets,
@@ -302,6 +329,7 @@ TARGETS: dict[str, Callable[[dict[str, Any]], list[Target]]] = {
     "serving": _serving_targets,
     "realtime": _realtime_targets,
     "ray_scaling": _ray_targets,
+    "local_batching": _local_batching_targets,
 }
 
 

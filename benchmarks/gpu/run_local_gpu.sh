@@ -6,6 +6,8 @@
 #                      interleaved as baseline, and a per-part breakdown (prompt, UNet call, VAE, encode)
 #   compiled-full:     bf16, compile="full" (UNet + VAE decoder, CUDA graphs), steps 4/1/2/8
 #   compiled-regional: bf16, compile="regional" (UNet transformer blocks), steps 4/1/2/8
+#   batching:          bf16, 8 concurrent 4-step 1024x1024 requests through LocalGenerator with
+#                      max_batch_size=4 against max_batch_size=1: images/s of each (target >= 2x)
 # Each stage is one process bounded by `timeout`; each writes its JSON after every configuration.
 #
 # Usage on the device (repo root):  BUDGET=500 bash benchmarks/gpu/run_local_gpu.sh
@@ -15,6 +17,7 @@ set -u -o pipefail
 OUT=${OUT:-$PWD/out-gpu}
 BUDGET=${BUDGET:-500}         # seconds for the whole script
 STAGE1_MAX=${STAGE1_MAX:-150}          # eager stage
+BATCHING_MAX=${BATCHING_MAX:-120}      # dynamic-batching stage (runs first)
 REGIONAL_RESERVE=${REGIONAL_RESERVE:-90} # kept for the regional-compile stage after the full-compile one
 DRY_RUN=${DRY_RUN:-0}
 START=$(date +%s)
@@ -49,6 +52,16 @@ stage() {  # stage NAME SECONDS ARGS...: one benchmark process, killed after SEC
         --time-budget "$((seconds - 30))" --json "$OUT/$name.json" "$@" 2>&1 | tee -a "$LOG"
     echo "$name exit ${PIPESTATUS[0]}" | tee -a "$LOG"
 }
+batching() {  # batching SECONDS: batch 4 against batch 1, 8 concurrent requests
+    local seconds=$1
+    if [ "$seconds" -lt 40 ]; then echo "== batching skipped: ${seconds} s" | tee -a "$LOG"; return; fi
+    echo "== batching: up to ${seconds} s ($(left) s left)" | tee -a "$LOG"
+    local args=(--full-size --device cuda --dtype bf16 --rounds 4)
+    [ "$DRY_RUN" = 1 ] && args=(--full-size --dry-run --rounds 1)
+    timeout -k 10 "$seconds" $PY benchmarks/local_batching.py "${args[@]}" --json "$OUT/batching.json" 2>&1 | tee -a "$LOG"
+    echo "batching exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+}
+batching "$(( $(left) < BATCHING_MAX ? $(left) : BATCHING_MAX ))"
 stage eager "$(( $(left) < STAGE1_MAX ? $(left) : STAGE1_MAX ))" \
     --dtypes bf16,fp16 --steps 4,1,2,8 --batches 1,4 --batch-steps 4 --raw --breakdown
 stage compiled-full "$(( $(left) - REGIONAL_RESERVE ))" --compile full --dtypes bf16 --steps 4,1,2,8

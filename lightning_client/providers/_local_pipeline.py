@@ -192,7 +192,7 @@ class WarmPipeline:
     the fused LoRA (restoring the pristine base weights first), and rebuilds the trailing
     Euler scheduler.
 
-    On a CPU device every call is batch-invariant: prompts are encoded one by one, the
+    On a CPU device in fp32 every call is batch-invariant: prompts are encoded one by one, the
     VAE decodes image by image, linear layers over (batch, features) inputs run row by
     row and convolutions avoid oneDNN (whose kernel choice depends on the batch size),
     so an image's bytes do not depend on what else shared its pipeline call.
@@ -218,7 +218,10 @@ class WarmPipeline:
         self._lora_loaded = False
         #: Base weights the LoRA changes, as they were before any fuse (CPU copies).
         self._pristine: dict[str, torch.Tensor] = {}
-        self.batch_invariant = self.device.type == "cpu"
+        import torch
+
+        # Half precision on a CPU is not batch-invariant anyway, and slow without oneDNN.
+        self.batch_invariant = self.device.type == "cpu" and self.dtype == torch.float32
         if self.batch_invariant:
             pipe.vae.enable_slicing()
             _rowwise_linears(pipe.unet)

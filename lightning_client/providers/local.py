@@ -396,10 +396,8 @@ class LocalGenerator(BaseGenerator):
                 if job in self._queue:
                     self._queue.remove(job)
             raise
-        except Cancelled:
-            raise ProviderUnavailableError(
-                "the local generator was closed while this job ran", provider=self.name
-            ) from None
+        except Cancelled:  # its cancel flag was set without its caller being cancelled
+            raise ProviderUnavailableError("the local job was cancelled", provider=self.name) from None
 
     def _enqueue(self, job: Job) -> None:
         with self._cond:
