@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -97,6 +98,7 @@ async def measure(pipe: Any, *, device: str, steps: int, size: int, rounds: int,
         "ratio": round(unbatched_s / batched_s, 3),
         "batched_pipeline_calls_per_round": max(calls),
         "same_bytes": outputs["batched"] == outputs["unbatched"],
+        "load_average_1m": round(os.getloadavg()[0], 1),
     }
 
 

@@ -6,11 +6,10 @@ worker thread.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -193,9 +192,9 @@ class WarmPipeline:
     Euler scheduler.
 
     On a CPU device in fp32 every call is batch-invariant: prompts are encoded one by one, the
-    VAE decodes image by image, linear layers over (batch, features) inputs run row by
-    row and convolutions avoid oneDNN (whose kernel choice depends on the batch size),
-    so an image's bytes do not depend on what else shared its pipeline call.
+    VAE decodes image by image, and the UNet's convolutions and linear layers over (batch,
+    features) inputs run sample by sample (see `_batch_invariant_layers`), so an image's
+    bytes do not depend on what else shared its pipeline call.
     """
 
     def __init__(
@@ -220,11 +219,11 @@ class WarmPipeline:
         self._pristine: dict[str, torch.Tensor] = {}
         import torch
 
-        # Half precision on a CPU is not batch-invariant anyway, and slow without oneDNN.
+        # Half precision on a CPU is not batch-invariant anyway.
         self.batch_invariant = self.device.type == "cpu" and self.dtype == torch.float32
         if self.batch_invariant:
             pipe.vae.enable_slicing()
-            _rowwise_linears(pipe.unet)
+            _batch_invariant_layers(pipe.unet)
 
     @property
     def device(self) -> torch.device:
@@ -389,7 +388,7 @@ class WarmPipeline:
         self.pipe.fuse_lora()
         self._lora_loaded = True
         if self.batch_invariant:
-            _rowwise_linears(self.pipe.unet)
+            _batch_invariant_layers(self.pipe.unet)
 
     def _save_pristine(self) -> None:
         """Keep a CPU copy of every base weight a LoRA layer wraps (once per weight)."""
@@ -453,7 +452,7 @@ class WarmPipeline:
             return tensors
 
         try:
-            with torch.inference_mode(), self._batch_invariance():
+            with torch.inference_mode():
                 embeds, pooled = self._encode_prompts([items[i] for i in alive])
                 self.calls += 1
                 output = self.pipe(
@@ -498,45 +497,14 @@ class WarmPipeline:
         rows = [encoded[item.prompt] for item in items for _ in range(item.num_images)]
         return torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows])
 
-    @contextlib.contextmanager
-    def _batch_invariance(self) -> Iterator[None]:
-        if not self.batch_invariant:
-            yield
-            return
-        with _without_onednn():
-            yield
 
+def _batch_invariant_layers(module: Any) -> None:
+    """Make the layers of `module` whose kernels depend on the batch size compute sample by sample.
 
-_onednn_lock = threading.Lock()
-_onednn_users = 0
-_onednn_saved = True
-
-
-@contextlib.contextmanager
-def _without_onednn() -> Iterator[None]:
-    """Convolutions without oneDNN while any batch-invariant call runs (a process-wide torch flag)."""
-    import torch
-
-    global _onednn_users, _onednn_saved
-    with _onednn_lock:
-        if _onednn_users == 0:
-            _onednn_saved = bool(torch.backends.mkldnn.enabled)
-            torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
-        _onednn_users += 1
-    try:
-        yield
-    finally:
-        with _onednn_lock:
-            _onednn_users -= 1
-            if _onednn_users == 0:
-                torch.backends.mkldnn.enabled = _onednn_saved  # type: ignore[assignment]
-
-
-def _rowwise_linears(module: Any) -> None:
-    """Make every `nn.Linear` in `module` compute (batch, features) inputs one row at a time.
-
-    BLAS takes another path for one row (gemv) than for several (gemm), which changes the
-    last bits; the time and text embeddings of a UNet are such inputs. Idempotent.
+    BLAS takes another path for one row (gemv) than for several (gemm), and oneDNN picks
+    convolution kernels by batch size; either changes the last bits. So linear layers over
+    (batch, features) inputs (a UNet's time and text embeddings) run row by row and
+    convolutions image by image, each exactly as in a call of one. Idempotent.
     """
     import torch
 
@@ -546,9 +514,19 @@ def _rowwise_linears(module: Any) -> None:
             return torch.cat([torch.nn.functional.linear(row, self.weight, self.bias) for row in rows])
         return torch.nn.functional.linear(x, self.weight, self.bias)
 
+    def per_sample(self: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.shape[0] > 1:
+            return torch.cat([self._conv_forward(x[i : i + 1], self.weight, self.bias) for i in range(x.shape[0])])
+        out: torch.Tensor = self._conv_forward(x, self.weight, self.bias)
+        return out
+
     for layer in module.modules():
-        if type(layer) is torch.nn.Linear and "forward" not in vars(layer):
+        if "forward" in vars(layer):
+            continue
+        if type(layer) is torch.nn.Linear:
             layer.forward = rowwise.__get__(layer)  # type: ignore[method-assign]
+        elif type(layer) is torch.nn.Conv2d:
+            layer.forward = per_sample.__get__(layer)  # type: ignore[method-assign]
 
 
 def _empty_device_cache(device: torch.device) -> None:
