@@ -140,6 +140,8 @@ class GeneratorBackend(RealtimeBackend):
 class RouterBackend(RealtimeBackend):
     """The session on the first of the router's generators that can serve it; on a session failure, the next.
 
+    A generator whose circuit breaker is open is passed over.
+
     Every attempt is recorded in the router's ledger. A job that failed with a session failure is run
     again on the next generator (a failover, never a re-send to the same provider).
     """
@@ -208,6 +210,11 @@ class RouterBackend(RealtimeBackend):
                 self._index += 1
                 continue
             generator = self._generators[self._index]
+            breaker = self.router.breakers.get(generator.name)
+            if breaker is not None and breaker.state == "open":
+                errors.append(f"{generator.name}: circuit breaker open")
+                self._index += 1
+                continue
             if request is not None and generator.capabilities.problems(request):
                 errors.append(f"{generator.name}: " + "; ".join(generator.capabilities.problems(request)))
                 self._index += 1

@@ -126,3 +126,17 @@ async def test_send_before_start_and_after_close(replicate: lc.ReplicateGenerato
     with pytest.raises(RuntimeError, match="no longer takes sends"):
         await session.send("too late")
     assert [r async for r in session] == []
+
+
+async def test_router_session_passes_over_an_open_breaker(
+    lightning_sandbox: Sandbox, fal_sandbox: ProviderHandle, replicate_sandbox: ProviderHandle
+) -> None:
+    router = lc.Router(
+        [fal_for(lightning_sandbox), lc.ReplicateGenerator(api_key=TOKEN, base_url=lightning_sandbox.replicate_url)]
+    )
+    for _ in range(20):
+        router.breakers["fal"].record_failure()
+    assert router.breakers["fal"].state == "open"
+    async with router, router.realtime(throttle_s=0) as session:
+        assert session.provider == "replicate"
+    assert fal_sandbox.stats()["requests"] == {}
