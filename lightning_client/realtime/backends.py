@@ -140,7 +140,8 @@ class GeneratorBackend(RealtimeBackend):
 class RouterBackend(RealtimeBackend):
     """The session on the first of the router's generators that can serve it; on a session failure, the next.
 
-    A generator whose circuit breaker is open is passed over.
+    A generator whose circuit breaker is open is passed over; session results and failures count
+    towards the router's breakers as its own calls do.
 
     Every attempt is recorded in the router's ledger. A job that failed with a session failure is run
     again on the next generator (a failover, never a re-send to the same provider).
@@ -241,17 +242,24 @@ class RouterBackend(RealtimeBackend):
     async def run(self, request: GenerationRequest) -> GenerationResult:
         while True:
             backend = await self._next(request)
+            breaker = self.router.breakers.get(backend.provider)
             try:
                 with self._recording():
-                    return await backend.run(request)
+                    result = await backend.run(request)
             except LightningError as exc:
                 if not is_session_failure(exc):
                     raise
+                if breaker is not None:
+                    breaker.record_failure()
                 if exc.attempt is not None:
                     self._failed.append(exc.attempt)
                 await backend.aclose()
                 self._current = None
                 self._index += 1
+                continue
+            if breaker is not None:
+                breaker.record_success()
+            return result
 
     async def aclose(self) -> None:
         if self._current is not None:

@@ -8,6 +8,7 @@ import pytest
 
 import lightning_client as lc
 from lightning_client.realtime import RealtimeSession, RouterBackend
+from lightning_client.routing.breaker import BreakerConfig
 from lightning_client.testing import Sandbox
 from lightning_client.testing.sandbox import ProviderHandle
 from tests.realtime.conftest import Until
@@ -88,7 +89,8 @@ async def test_router_session_fails_over_mid_session(
     lightning_sandbox: Sandbox, fal_sandbox: ProviderHandle, replicate_sandbox: ProviderHandle
 ) -> None:
     router = lc.Router(
-        [fal_for(lightning_sandbox), lc.ReplicateGenerator(api_key=TOKEN, base_url=lightning_sandbox.replicate_url)]
+        [fal_for(lightning_sandbox), lc.ReplicateGenerator(api_key=TOKEN, base_url=lightning_sandbox.replicate_url)],
+        breaker=BreakerConfig(failure_threshold=1, cooldown_s=60),
     )
     async with router, router.realtime(throttle_s=0) as session:
         assert session.provider == "fal" and session.transport == "websocket"
@@ -100,6 +102,7 @@ async def test_router_session_fails_over_mid_session(
     assert (first.provider, second.provider) == ("fal", "replicate") and second.prompt == "moved on"
     outcomes = [(a.provider, a.outcome) for a in router.ledger.records()]
     assert outcomes == [("fal", "succeeded"), ("fal", "failed"), ("replicate", "succeeded")]
+    assert router.breakers["fal"].state == "open"  # failure_threshold=1: the session failure counted
 
 
 def test_sync_wrapper(lightning_sandbox: Sandbox, replicate_sandbox: ProviderHandle) -> None:
