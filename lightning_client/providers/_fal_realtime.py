@@ -334,16 +334,20 @@ class FalRealtimeBackend(RealtimeBackend):
         failure: LightningError | None = None
         try:
             async for message in socket.ws:
-                if isinstance(message, str):
-                    failure = self._text(socket, message)
+                body: Any
+                try:
+                    body = json.loads(message) if isinstance(message, str) else msgpack.unpackb(message, raw=False)
+                except (ValueError, msgpack.UnpackException) as exc:
+                    if isinstance(message, str):
+                        continue  # text that is not JSON carries nothing for us
+                    body = ProviderResponseError(f"undecodable msgpack frame: {exc}")
+                # Control messages come as JSON text; they are recognised in binary frames too.
+                if isinstance(body, dict) and body.get("type") in ("x-fal-message", "x-fal-error"):
+                    failure = self._control(socket, body)
                     if failure is not None:
                         break
-                    continue
-                try:
-                    body = msgpack.unpackb(message, raw=False)
-                except (ValueError, msgpack.UnpackException) as exc:
-                    body = ProviderResponseError(f"undecodable msgpack frame: {exc}")
-                self._deliver(socket, body)
+                elif not isinstance(message, str):
+                    self._deliver(socket, body)
         except ConnectionClosed:
             pass
         finally:
@@ -361,21 +365,12 @@ class FalRealtimeBackend(RealtimeBackend):
             with contextlib.suppress(Exception):
                 await socket.ws.close()
 
-    def _text(self, socket: _Socket, message: str) -> LightningError | None:
-        """A JSON text frame; returns the error that ends the socket, if it is one."""
-        try:
-            body = json.loads(message)
-        except ValueError:
-            return None
-        if not isinstance(body, dict):
-            return None
-        kind = body.get("type")
-        if kind == "x-fal-message":
+    def _control(self, socket: _Socket, body: dict[str, Any]) -> LightningError | None:
+        """An `x-fal-message` or `x-fal-error`; returns the error that ends the socket, if it is one."""
+        if body.get("type") == "x-fal-message":
             request_id = body.get("request_id")
             if isinstance(request_id, str) and socket.waiters:
                 socket.waiters[0].request_id = request_id
-            return None
-        if kind != "x-fal-error":
             return None
         error, reason = str(body.get("error") or "UNKNOWN_ERROR"), str(body.get("reason") or "")
         if error == "TIMEOUT":  # idle: fal closes the socket; inputs just sent were not run
@@ -386,20 +381,22 @@ class FalRealtimeBackend(RealtimeBackend):
 
     @staticmethod
     def _deliver(socket: _Socket, body: Any) -> None:
-        while socket.waiters:
-            waiter = socket.waiters.popleft()
-            if waiter.future.done():  # abandoned by its caller: this frame was its answer
-                continue
-            if isinstance(body, LightningError):
-                body.request_id = body.request_id or waiter.request_id
-                waiter.future.set_exception(body)
-            elif isinstance(body, dict):
-                if waiter.request_id and "request_id" not in body:
-                    body["request_id"] = waiter.request_id
-                waiter.future.set_result(body)
-            else:
-                waiter.future.set_exception(ProviderResponseError("result frame is not a map"))
+        """Answer the oldest input with this frame (one frame per input, in order)."""
+        if not socket.waiters:
+            log.debug("fal realtime frame with no input waiting for it; ignored")
             return
+        waiter = socket.waiters.popleft()
+        if waiter.future.done():  # abandoned by its caller: this frame was its answer
+            return
+        if isinstance(body, LightningError):
+            body.request_id = body.request_id or waiter.request_id
+            waiter.future.set_exception(body)
+        elif isinstance(body, dict):
+            if waiter.request_id and "request_id" not in body:
+                body["request_id"] = waiter.request_id
+            waiter.future.set_result(body)
+        else:
+            waiter.future.set_exception(ProviderResponseError("result frame is not a map"))
 
     async def _drop(self, socket: _Socket | None) -> None:
         if socket is None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import lightning_client as lc
-from lightning_client.realtime import RealtimeResult, RealtimeSession
+from lightning_client.realtime import RealtimeResult, RealtimeSession, backend_for
 from lightning_client.testing import Sandbox
 from lightning_client.testing.sandbox import ProviderHandle
 from tests.realtime.conftest import Until
@@ -208,3 +208,22 @@ async def test_session_over_the_https_sandbox_uses_wss(
         await session.send("over tls", **SMALL)
         result = await session.__anext__()
     assert result.prompt == "over tls" and result.transport == "websocket"
+
+
+async def test_a_frame_of_an_abandoned_input_never_answers_the_next_one(
+    gen: lc.FalGenerator, fal_sandbox: ProviderHandle, until: Until
+) -> None:
+    fal_sandbox.configure(inference_s=0.5)
+    backend = backend_for(gen)
+    await backend.start()
+    try:
+        abandoned = asyncio.ensure_future(backend.run(lc.GenerationRequest(prompt="abandoned", **SMALL)))
+        await until(lambda: fal_sandbox.stats()["running"] == 1)
+        abandoned.cancel()
+        fal_sandbox.configure(inference_s=0.05)
+        result = await backend.run(lc.GenerationRequest(prompt="next", **SMALL))
+    finally:
+        await backend.aclose()
+    # Both inputs went over the same socket; the first one's frame came first and was dropped.
+    assert result.prompt == "next" and fal_sandbox.stats()["created"] == 2
+    assert result.request_id == fal_sandbox.jobs()[1]["id"]
