@@ -101,6 +101,7 @@ def worker_pool(handle: DeploymentHandle[Any], config: RayAppConfig) -> RayWorke
         handle,
         capabilities=capabilities,
         name=config.pool_name,
+        model=str(config.local.get("lightning_repo", "ByteDance/SDXL-Lightning")),
         replicas=config.ray.autoscaling.min_replicas if config.ray.autoscaling else config.ray.replicas,
         max_batch_size=config.ray.max_batch_size,
     )
