@@ -357,6 +357,9 @@ def _pydantic_problems(exc: ValidationError, prefix: Sequence[str | int]) -> lis
         if error["type"] == "extra_forbidden":
             problems.append((_path(loc), "unknown key"))
             continue
+        if error["type"] == "missing":
+            problems.append((_path(loc), "required"))
+            continue
         message = str(error["msg"]).removeprefix("Value error, ")
         problems.append((_path(loc), f"{message} (got {_shown(error.get('input'))})"))
     return _dedupe(problems)

@@ -112,6 +112,7 @@ def test_unknown_kinds_duplicate_names_and_missing_generators() -> None:
     error = problem({"generators": [{"kind": "fal"}, {"kind": "fal"}]})
     assert error.path == "generators[1].name" and "used twice" in error.message
     assert problem({}).path == "generators"
+    assert problem({"generators": [{"kind": "remote"}]}).message.endswith("generators[0].base_url: required")
     assert problem({"generators": [{"kind": "fal", "name": "a"}], "router": {"weights": {"b": 1}}}).path == (
         "router.weights.b"
     )
