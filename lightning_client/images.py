@@ -155,14 +155,14 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-def _check_url(url: str, provider: str | None) -> None:
+def _check_url(url: str, provider: str | None, allow_loopback_http: bool) -> None:
     scheme = urlsplit(url).scheme
-    if scheme == "https" or (scheme == "http" and is_loopback_url(url)):
+    if scheme == "https" or (allow_loopback_http and scheme == "http" and is_loopback_url(url)):
         return
-    raise ProviderResponseError(
-        f"refusing to download image from {url!r}: only https URLs (or http on loopback) are allowed",
-        provider=provider,
+    allowed = (
+        "only https URLs (or http on loopback, when allowed) are" if allow_loopback_http else "only https URLs are"
     )
+    raise ProviderResponseError(f"refusing to download image from {url!r}: {allowed} allowed", provider=provider)
 
 
 async def download_image(
@@ -172,11 +172,15 @@ async def download_image(
     provider: str | None = None,
     headers: dict[str, str] | None = None,
     max_bytes: int = MAX_IMAGE_BYTES,
+    allow_loopback_http: bool = False,
 ) -> tuple[DecodedImage, float]:
     """Fetch and validate one image (or decode a `data:` URI); returns it and the seconds spent.
 
-    Redirects are followed only to the same host (credentials never leave it), up to
-    three; bodies over `max_bytes` are refused while streaming.
+    Only https URLs are fetched; plain http only to a loopback host and only with
+    `allow_loopback_http` (a sandbox or a local server: otherwise a hostile response could
+    make us fetch local services). Redirects are followed only to the same host
+    (credentials never leave it), up to three; bodies over `max_bytes` are refused while
+    streaming.
     """
     start = time.monotonic()
     if url.startswith("data:"):
@@ -184,7 +188,7 @@ async def download_image(
         return decode_image(data, provider=provider, declared_type=media_type), time.monotonic() - start
     current = url
     for _ in range(MAX_REDIRECTS + 1):
-        _check_url(current, provider)
+        _check_url(current, provider, allow_loopback_http)
         try:
             async with client.stream("GET", current, headers=headers, follow_redirects=False) as response:
                 if response.is_redirect:

@@ -43,7 +43,9 @@ class FileGenerator(lc.BaseGenerator):
         self.calls += 1
         ctx.job_started(f"job-{self.calls}")
         await asyncio.sleep(self.delay)
-        image, download_s = await download_image(self._clients.get(), self.url, provider=self.name)
+        image, download_s = await download_image(
+            self._clients.get(), self.url, provider=self.name, allow_loopback_http=True
+        )
         images = [image.to_generated(url=self.url)] * ctx.request.num_images
         ctx.add_cost(lc.Cost(usd=0.001, basis="flat", estimated=False))
         return ctx.result(images, model=self.model, timings=lc.Timings(download_s=download_s))

@@ -89,7 +89,9 @@ def test_loopback_detection() -> None:
 async def test_download_validates_and_times(file_server: FileServer) -> None:
     file_server.routes["/a.png"] = Route(body=_encode("PNG"), headers={"Content-Type": "image/png"})
     async with httpx.AsyncClient() as client:
-        image, seconds = await download_image(client, file_server.url + "/a.png", provider="fal")
+        image, seconds = await download_image(
+            client, allow_loopback_http=True, url=file_server.url + "/a.png", provider="fal"
+        )
     assert image.format == "png" and seconds > 0
 
 
@@ -98,10 +100,10 @@ async def test_download_follows_same_host_redirects_only(file_server: FileServer
     file_server.routes["/r"] = Route(status=302, headers={"Location": "/a.png"})
     file_server.routes["/away"] = Route(status=302, headers={"Location": "https://elsewhere.invalid/a.png"})
     async with httpx.AsyncClient() as client:
-        image, _ = await download_image(client, file_server.url + "/r")
+        image, _ = await download_image(client, allow_loopback_http=True, url=file_server.url + "/r")
         assert image.format == "png"
         with pytest.raises(lc.ProviderResponseError, match="redirected to another host"):
-            await download_image(client, file_server.url + "/away")
+            await download_image(client, allow_loopback_http=True, url=file_server.url + "/away")
     assert "/a.png" in file_server.hits
 
 
@@ -111,12 +113,12 @@ async def test_download_refuses_oversized_and_failed_responses(file_server: File
     file_server.routes["/403"] = Route(status=403, body=b"no")
     async with httpx.AsyncClient() as client:
         with pytest.raises(lc.ProviderResponseError, match="exceeds the 1000-byte limit"):
-            await download_image(client, file_server.url + "/big.png", max_bytes=1000)
+            await download_image(client, allow_loopback_http=True, url=file_server.url + "/big.png", max_bytes=1000)
         with pytest.raises(lc.ProviderUnavailableError) as unavailable:
-            await download_image(client, file_server.url + "/500", provider="replicate")
+            await download_image(client, allow_loopback_http=True, url=file_server.url + "/500", provider="replicate")
         assert unavailable.value.status_code == 503 and unavailable.value.retryable
         with pytest.raises(lc.ProviderResponseError) as forbidden:
-            await download_image(client, file_server.url + "/403")
+            await download_image(client, allow_loopback_http=True, url=file_server.url + "/403")
         assert forbidden.value.status_code == 403
 
 
@@ -127,4 +129,29 @@ async def test_download_refuses_plain_http_outside_loopback_and_reports_transpor
         with pytest.raises(lc.ProviderResponseError, match="only https"):
             await download_image(client, "ftp://example.com/a.png")
         with pytest.raises(lc.ProviderUnavailableError, match="download failed"):
-            await download_image(client, "http://127.0.0.1:9/a.png")
+            await download_image(client, "http://127.0.0.1:9/a.png", allow_loopback_http=True)
+
+
+async def test_plain_http_from_loopback_needs_an_opt_in(file_server: FileServer) -> None:
+    file_server.routes["/a.png"] = Route(body=_encode("PNG"), headers={"Content-Type": "image/png"})
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(lc.ProviderResponseError, match="only https URLs are allowed"):
+            await download_image(client, file_server.url + "/a.png")
+    assert file_server.hits == []  # nothing was fetched
+
+
+async def test_a_generator_on_a_real_api_refuses_loopback_output_urls(file_server: FileServer) -> None:
+    # A hostile answer from an https API naming a local service is not fetched; a loopback API root (a
+    # sandbox, a local server) or an explicit opt-in allows it.
+    file_server.routes["/a.png"] = Route(body=_encode("PNG"), headers={"Content-Type": "image/png"})
+    real = lc.ReplicateGenerator(api_key="r8_x", base_url="https://api.replicate.com")
+    local = lc.ReplicateGenerator(api_key="r8_x", base_url="http://127.0.0.1:9")
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(lc.ProviderResponseError, match="only https"):
+            await real._download_output(client, file_server.url + "/a.png", "p1")
+        assert file_server.hits == []
+        image, _ = await local._download_output(client, file_server.url + "/a.png", "p2")
+        assert image.format == "png"
+        real.allow_loopback_downloads = True
+        image, _ = await real._download_output(client, file_server.url + "/a.png", "p3")
+        assert image.format == "png"

@@ -14,7 +14,7 @@ from lightning_client.errors import (
     ProviderResponseError,
 )
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
-from lightning_client.images import DecodedImage, download_image
+from lightning_client.images import DecodedImage, download_image, is_loopback_url
 from lightning_client.pricing import DEFAULT_PRICES, PriceTable
 from lightning_client.providers._http_clients import HttpClients, make_timeout
 from lightning_client.providers._http_exchange import ReadRetries, parse_json, salvage_id, send
@@ -32,6 +32,10 @@ class HttpGenerator(BaseGenerator):
 
     _capabilities: Capabilities
     _log = log
+    #: Whether output files may come over plain http from a loopback host. None (default): only when the
+    #: generator's own API root is plain http on loopback (a sandbox or a local server), so a hostile answer
+    #: from a real API cannot make it fetch local services. Set True or False to decide yourself.
+    allow_loopback_downloads: bool | None = None
     #: Reads (status, stream, result, download) retried in place per read, and the first backoff.
     read_retry_limit = 4
     read_retry_first_s = 0.1
@@ -172,6 +176,12 @@ class HttpGenerator(BaseGenerator):
         read = self._http.timeout.read or 30.0
         detach(reap(), timeout=wait_s + read + self.cancel_timeout_s, what=what)
 
+    def _loopback_downloads(self) -> bool:
+        if self.allow_loopback_downloads is not None:
+            return self.allow_loopback_downloads
+        root = str(getattr(self, "base_url", ""))
+        return root.startswith("http://") and is_loopback_url(root)
+
     def _reads(self, ctx: AttemptContext | None) -> ReadRetries:
         """Read retries for one attempt, counted on its record and bounded by its deadline (none without one)."""
         if ctx is None:
@@ -195,8 +205,10 @@ class HttpGenerator(BaseGenerator):
         still fails is retryable for the router.
         """
 
+        loopback = self._loopback_downloads()
+
         async def once() -> tuple[DecodedImage, float]:
-            return await download_image(client, url, provider=self.name, headers=headers)
+            return await download_image(client, url, provider=self.name, headers=headers, allow_loopback_http=loopback)
 
         try:
             return await self._reads(ctx).run(once, what=f"download of {job_id}'s output")

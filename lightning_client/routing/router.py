@@ -325,7 +325,7 @@ class Router(ClosingContext):
     def _order(self, request: GenerationRequest, providers: Sequence[str] | None) -> list[_Candidate]:
         if providers is None:
             ordered = self.policy.order(self.generators, request, self.stats)
-            return [self._candidates[g.name] for g in ordered]
+            return self._native_first(request, [self._candidates[g.name] for g in ordered])
         if isinstance(providers, str):
             providers = [providers]
         unknown = [p for p in providers if p not in self._candidates]
@@ -336,6 +336,13 @@ class Router(ClosingContext):
                 provider=self.name,
             )
         return [self._candidates[p] for p in dict.fromkeys(providers)]
+
+    @staticmethod
+    def _native_first(request: GenerationRequest, ordered: list[_Candidate]) -> list[_Candidate]:
+        """Generators that serve the request's step count natively before those that would emulate it
+        (keeping the order within each group): an emulated step count runs a checkpoint made for another."""
+        native = [c for c in ordered if request.steps in c.generator.capabilities.native_steps]
+        return native + [c for c in ordered if c not in native]
 
     def _eligible(self, route: _Route, ordered: list[_Candidate]) -> list[_Candidate]:
         eligible, reasons = [], []
@@ -678,17 +685,19 @@ class Router(ClosingContext):
             for attempt in running[task].attempts:
                 attempt.note = note
             task.cancel()
-        if wait > 0 and not all(task.done() for task in tasks):
-            with contextlib.suppress(asyncio.CancelledError):
+        try:
+            if wait > 0 and not all(task.done() for task in tasks):
+                # The caller may be cancelled while waiting: that cancellation propagates (after the bookkeeping).
                 await asyncio.wait(tasks, timeout=wait)
-        for task in tasks:
-            info = running.pop(task)
-            if task.done():
-                self._release(task, info=info)
-                continue
-            with self._pending_lock:
-                self._pending.add(task)
-            task.add_done_callback(functools.partial(self._release, info=info))
+        finally:
+            for task in tasks:
+                info = running.pop(task)
+                if task.done():
+                    self._release(task, info=info)
+                    continue
+                with self._pending_lock:
+                    self._pending.add(task)
+                task.add_done_callback(functools.partial(self._release, info=info))
 
     async def drain(self, timeout: float = ABANDON_WAIT_S) -> None:
         """Wait (up to `timeout`) for cancelled attempts on this loop to finish cancelling remotely."""
