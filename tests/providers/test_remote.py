@@ -48,7 +48,7 @@ def server(sb: Sandbox) -> Iterator[str]:
 
 async def test_a_remote_result_carries_the_servers_timings_cost_and_job_id(server: str) -> None:
     async with lc.RemoteGenerator(server, api_key="k") as remote:
-        result = await remote.agenerate("a fox", steps=2, seed=11, width=256, height=256)
+        result = await remote.agenerate("a fox", steps=4, seed=11, width=256, height=256)
     assert result.provider == "remote" and result.seed == 11
     assert result.images[0].data.startswith(b"\x89PNG") and result.images[0].width == 256
     assert result.cost.basis and result.cost.usd > 0
