@@ -6,14 +6,14 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 from weakref import WeakKeyDictionary
 
 import httpx
-from httpx_sse import SSEError, aconnect_sse
+from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
 from pydantic import SecretStr
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
@@ -81,6 +81,9 @@ _FILTERED_TYPES = frozenset({"content_policy_violation", "nsfw_content_detected"
 _UNAVAILABLE_PREFIXES = ("runner_", "internal_", "client_")
 #: Longest wait for a request without a deadline.
 MAX_JOB_S = 30 * 60.0
+#: Longest wait for a status stream to end after its COMPLETED event.
+_STREAM_DRAIN_S = 0.2
+_DRAIN_ERRORS: tuple[type[BaseException], ...] = (*TIMEOUT_ERRORS, httpx.HTTPError, SSEError)
 #: How long a failed pricing lookup is remembered before it is tried again.
 _PRICING_RETRY_S = 300.0
 
@@ -492,30 +495,34 @@ class FalGenerator(HttpGenerator):
 
     async def _stream_once(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> LightningError | str | None:
         """One status stream: None when it delivered COMPLETED, an error to retry, or why to poll instead."""
-        url = httpx.URL(job.status_url)
-        url = url.copy_with(path=url.path.rstrip("/") + "/stream")
+        parts = urlsplit(job.status_url)
+        url = parts._replace(path=parts.path.rstrip("/") + "/stream").geturl()
         started = time.monotonic()
         # The server sends a comment every 15 s, so a silent 30 s means the stream is dead.
         timeout = self._read_timeout(max(30.0, self._http.timeout.read or 0.0))
         try:
-            async with aconnect_sse(
-                client, "GET", str(url), headers=auth_header("Key", key), timeout=timeout
-            ) as source:
+            async with aconnect_sse(client, "GET", url, headers=auth_header("Key", key), timeout=timeout) as source:
                 if source.response.status_code != 200:
                     log.debug("status stream for %s answered HTTP %d", job.request_id, source.response.status_code)
                     await source.response.aread()
                     return error_from_response(
                         self.name, source.response, request_id=job.request_id, what="status stream"
                     )
-                async for event in source.aiter_sse():
+                events = source.aiter_sse()
+                completed = False
+                async for event in events:
                     if not event.data:
                         continue
                     status = json.loads(event.data)
                     if isinstance(status, dict) and self._observe(job, status):
-                        log.debug(
-                            "request %s completed (stream, %.1f ms)", job.request_id, (time.monotonic() - started) * 1e3
-                        )
-                        return None
+                        completed = True
+                        break
+                if completed:
+                    log.debug(
+                        "request %s completed (stream, %.1f ms)", job.request_id, (time.monotonic() - started) * 1e3
+                    )
+                    await _drain(events)
+                    return None
         except httpx.HTTPError as exc:
             return transport_error(self.name, exc, what="status stream", request_id=job.request_id)
         except (SSEError, json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -772,6 +779,20 @@ class FalGenerator(HttpGenerator):
         if seed != ctx.request.seed:
             ctx.warn("ignored", "seed", f"requested seed {ctx.request.seed} but fal reports seed {seed}")
         return seed
+
+
+async def _drain(events: AsyncIterator[ServerSentEvent]) -> None:
+    """Read a status stream to its end after COMPLETED (fal closes it right after that event), so that its
+    connection goes back to the pool and its readers end now rather than when garbage-collected.
+
+    Given up (the connection is then closed) at a further event or after `_STREAM_DRAIN_S`.
+    """
+    try:
+        async with async_timeout(_STREAM_DRAIN_S):
+            async for _ in events:
+                return
+    except _DRAIN_ERRORS:
+        pass
 
 
 def _units(response: httpx.Response) -> float | None:

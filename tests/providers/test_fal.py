@@ -146,6 +146,27 @@ async def test_sse_delivers_the_result_milliseconds_after_completion(sb: Sandbox
     assert min(lags) < 0.05, f"{min(lags) * 1e3:.0f} ms from completion to result (downloads excluded)"
 
 
+def _client_ports(url: str) -> set[int]:
+    """Local ports of this process's TCP connections to the server at `url`."""
+    import psutil
+
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp") if c.raddr and c.raddr.port == port}
+
+
+async def test_status_stream_connection_is_reused(sb: Sandbox) -> None:
+    # The stream is read to its end after COMPLETED (the server closes it then), so its connection goes
+    # back to the pool instead of being dropped and every later request needing a new one.
+    sb.fal.configure(inference_s=0.0)
+    async with make(sb, max_connections=8) as gen:  # one pool: every request may use the same connection
+        await gen.agenerate(small(width=256, height=256, seed=0))
+        first = _client_ports(sb.fal_url)
+        for seed in range(1, 5):
+            await gen.agenerate(small(width=256, height=256, seed=seed))
+            assert _client_ports(sb.fal_url) <= first
+    assert sb.fal.stats()["requests"]["stream"] == 5
+
+
 async def test_run_mode_uses_the_sync_endpoint(sb: Sandbox) -> None:
     async with make(sb, mode="run", run_url=sb.fal_run_url) as gen:
         result = await gen.agenerate(small())
