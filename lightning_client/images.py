@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import io
 import ipaddress
 import time
@@ -146,7 +147,12 @@ def decode_data_uri(uri: str, *, provider: str | None = None) -> tuple[bytes, st
 
 def is_loopback_url(url: str) -> bool:
     """True for URLs whose host is localhost or a loopback address."""
-    host = urlsplit(url).hostname or ""
+    return _is_loopback_host(urlsplit(url).hostname or "")
+
+
+@functools.lru_cache(maxsize=256)
+def _is_loopback_host(host: str) -> bool:
+    """Whether `host` is localhost or a loopback address (remembered: every download asks)."""
     if host == "localhost":
         return True
     try:
@@ -156,8 +162,10 @@ def is_loopback_url(url: str) -> bool:
 
 
 def _check_url(url: str, provider: str | None, allow_loopback_http: bool) -> None:
-    scheme = urlsplit(url).scheme
-    if scheme == "https" or (allow_loopback_http and scheme == "http" and is_loopback_url(url)):
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (
+        allow_loopback_http and parts.scheme == "http" and _is_loopback_host(parts.hostname or "")
+    ):
         return
     allowed = (
         "only https URLs (or http on loopback, when allowed) are" if allow_loopback_http else "only https URLs are"

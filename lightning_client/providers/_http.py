@@ -27,7 +27,7 @@ from lightning_client.providers._http_exchange import (
     send,
 )
 from lightning_client.providers._http_generator import HttpGenerator
-from lightning_client.providers._http_tasks import detach, retrieve_errors, shielded
+from lightning_client.providers._http_tasks import detach, gather_all, retrieve_errors, shielded
 
 __all__ = [
     "SHARD_CONNECTIONS",
@@ -40,6 +40,7 @@ __all__ = [
     "detach",
     "error_from_response",
     "expired",
+    "gather_all",
     "make_timeout",
     "parse_json",
     "parse_retry_after",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import re
 import time
@@ -71,14 +72,15 @@ async def send(
     except httpx.HTTPError as exc:
         log.debug("%s %s failed after %.1f ms: %s", method, url, (time.monotonic() - started) * 1e3, type(exc).__name__)
         raise transport_error(provider, exc, what=what, request_id=request_id, creates=creates) from None
-    log.debug(
-        "%s %s -> %d in %.1f ms%s",
-        method,
-        url,
-        response.status_code,
-        (time.monotonic() - started) * 1e3,
-        f" (id {request_id})" if request_id else "",
-    )
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "%s %s -> %d in %.1f ms%s",
+            method,
+            url,
+            response.status_code,
+            (time.monotonic() - started) * 1e3,
+            f" (id {request_id})" if request_id else "",
+        )
     if not response.is_success:
         error = error_from_response(provider, response, request_id=request_id, what=what)
         if creates and answer_may_have_created(response.status_code):

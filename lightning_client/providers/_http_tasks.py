@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from lightning_client import _background
@@ -56,3 +56,10 @@ def retrieve_errors(future: asyncio.Future[Any]) -> None:
 def detach(coro: Coroutine[Any, Any, Any], *, timeout: float, what: str) -> None:
     """Run `coro` in the background, bounded by `timeout`; failures are logged."""
     keep(asyncio.ensure_future(_bounded(coro, timeout, what)))
+
+
+async def gather_all(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """`asyncio.gather(*coros)`, with a lone coroutine awaited in place (no task, no extra turn of the loop)."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    return list(await asyncio.gather(*coros))

@@ -44,6 +44,7 @@ from lightning_client.providers._http import (
     auth_header,
     error_from_response,
     expired,
+    gather_all,
     parse_json,
     send,
     shielded,
@@ -623,7 +624,7 @@ class FalGenerator(HttpGenerator):
                 request_id=request_id,
             )
         started = time.monotonic()
-        decoded = await asyncio.gather(*(self._download(ctx, client, e["url"], request_id) for e in entries))
+        decoded = await gather_all([self._download(ctx, client, e["url"], request_id) for e in entries])
         download_s = time.monotonic() - started
         images = []
         for index, image in enumerate(decoded):

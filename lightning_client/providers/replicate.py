@@ -45,6 +45,7 @@ from lightning_client.providers._http import (
     PollDelays,
     auth_header,
     expired,
+    gather_all,
     parse_json,
     parse_timestamp,
     salvage_id,
@@ -561,7 +562,7 @@ class ReplicateGenerator(HttpGenerator):
                 request_id=pid,
             )
         started = time.monotonic()
-        downloads = asyncio.gather(*(self._download(ctx, client, token, url, pid) for url in urls))
+        downloads = gather_all([self._download(ctx, client, token, url, pid) for url in urls])
         if prediction.get("status") == "succeeded":
             images = await downloads
         else:  # `processing` with outputs: terminal metrics usually follow within moments
