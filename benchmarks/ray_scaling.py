@@ -64,7 +64,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 pools[replicas] = worker_pool(handle, config)
 
             async def measure() -> dict[int, list[float]]:
-                for pool in pools.values():  # warm: every replica has run the step count once
+                for pool in pools.values():  # warm: every replica reachable and has run the step count once
+                    await pool.aload()
                     await _burst(pool, 4, size, steps)
                 figures: dict[int, list[float]] = {1: [], 2: []}
                 for _ in range(rounds):
