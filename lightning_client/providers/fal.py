@@ -660,6 +660,13 @@ class FalGenerator(HttpGenerator):
         if job.status == "IN_QUEUE" and status is not None and status < 300:
             ctx.add_cost(Cost(usd=0.0, basis="cancelled while queued: not billed", estimated=False))
             return
+        if status == 400 and job.in_progress_at is None and not job.completed:
+            # ALREADY_COMPLETED although we last saw it queued: ask how it ended (expired unstarted, or ran).
+            await shielded(
+                self._final_status(client, key, job),
+                timeout=self.cancel_timeout_s,
+                what=f"status of fal request {job.request_id}",
+            )
         if job.in_progress_at is None and job.completed.get("error_type") in _TIMEOUT_TYPES:
             ctx.add_cost(Cost(usd=0.0, basis="expired before it started: not billed", estimated=False))
             return
@@ -669,6 +676,18 @@ class FalGenerator(HttpGenerator):
         ctx.add_cost(
             await self._cost(client, key, None, ctx.request.num_images, None, note="abandoned", request=ctx.request)
         )
+
+    async def _final_status(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> None:
+        response = await send(
+            client,
+            "GET",
+            job.status_url,
+            provider=self.name,
+            what="status",
+            headers=auth_header("Key", key),
+            request_id=job.request_id,
+        )
+        self._observe(job, parse_json(response, provider=self.name, what="status", request_id=job.request_id))
 
     async def _cancel(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> int:
         response = await client.put(job.cancel_url, headers=auth_header("Key", key))

@@ -86,7 +86,7 @@ def group_stats(rows: Sequence[ResultRow]) -> list[GroupStats]:
                 steps=steps,
                 attempts=len(members),
                 succeeded=len(ok),
-                failed=sum(r.outcome == "failed" for r in members),
+                failed=sum(r.outcome in ("failed", "unknown") for r in members),
                 images=sum(r.num_images for r in ok),
                 total_cost_usd=None
                 if any(r.cost_usd is None for r in members)

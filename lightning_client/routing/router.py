@@ -612,7 +612,10 @@ class Router(ClosingContext):
         elif isinstance(exc, asyncio.CancelledError):
             attempt.outcome = "canceled"
         else:
-            attempt.outcome, attempt.error_type = "failed", type(exc).__name__
+            unknown = bool(getattr(exc, "outcome_unknown", False)) and attempt.request_id is None
+            attempt.outcome, attempt.error_type = ("unknown" if unknown else "failed"), type(exc).__name__
+            if unknown:
+                attempt.cost = Cost.unknown("create outcome unknown: a job may exist and be billed")
             attempt.error_message = getattr(exc, "message", str(exc))
             attempt.status_code = getattr(exc, "status_code", None)
         seen.append(attempt)

@@ -29,8 +29,8 @@ def _generator(sb: Sandbox, provider: str, fault: str = "") -> BaseGenerator:
     if provider == "replicate":
         # Sync mode answers the create once the prediction is done; flaky status reads need polling.
         wait_s = 0 if fault == "flaky_status" else 60
-        return lc.ReplicateGenerator(api_token="r8_matrix_token", base_url=sb.replicate_url, wait_s=wait_s)
-    return lc.FalGenerator(key="matrix:key", queue_url=sb.fal_url)
+        return lc.ReplicateGenerator(api_key="r8_matrix_token", base_url=sb.replicate_url, wait_s=wait_s)
+    return lc.FalGenerator(api_key="matrix:key", base_url=sb.fal_url)
 
 
 def _handle(sb: Sandbox, provider: str) -> ProviderHandle:

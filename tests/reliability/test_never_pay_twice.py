@@ -149,3 +149,17 @@ async def test_replicate_cancel_that_fails_leaves_an_unknown_cost(sb: Sandbox) -
     await gen.aclose()
     (record,) = ledger.records()
     assert record.outcome == "canceled" and record.cost.usd is None and "may run" in record.cost.basis
+
+
+async def test_fal_request_that_expired_unseen_before_our_cancel_is_not_billed(sb: Sandbox) -> None:
+    # fal's own start deadline (1.4 s) ends the queued request just before ours (1.5 s); we never saw
+    # it end, so the cancel answers ALREADY_COMPLETED: the status then tells it never started.
+    sb.fal.configure(queue_s=30)
+    gen = _fal(sb, use_sse=False, poll_initial_s=5.0, poll_max_s=5.0)
+    async with gen:
+        with pytest.raises(lc.GenerationTimeoutError) as info:
+            await gen.agenerate(_request(timeout_s=1.5))
+    (job,) = sb.fal.jobs()
+    assert job["status"] in ("failed", "canceled")
+    attempt = info.value.attempt
+    assert attempt is not None and (attempt.cost.usd, attempt.cost.estimated) == (0.0, False), attempt.cost

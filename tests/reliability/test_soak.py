@@ -72,8 +72,8 @@ async def test_soak_every_request_ends_classified_and_every_job_is_accounted_for
         handle.configure(inference_s=Latency.uniform(0.02, 0.08, seed=1), faults=faults)
     router = lc.Router(
         [
-            lc.ReplicateGenerator(api_token="r8_soak_token", base_url=sb.replicate_url),
-            lc.FalGenerator(key="soak:key", queue_url=sb.fal_url),
+            lc.ReplicateGenerator(api_key="r8_soak_token", base_url=sb.replicate_url),
+            lc.FalGenerator(api_key="soak:key", base_url=sb.fal_url),
         ],
         retries=1,
     )
