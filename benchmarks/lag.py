@@ -2,7 +2,7 @@
 
 The sandbox runs in its own process with a fixed compute time (1.0 s, 0.2 s, and 0.23 s, which
 is not a multiple of fal-client's poll interval; `--quick`: 0.2 s only) and no queue. Six clients fetch one 256x256 PNG per request, one request at a time,
-interleaved round-robin so that drift hits them alike: our ReplicateGenerator and FalGenerator
+interleaved round-robin (the order rotating every sample) so that drift hits them alike: our ReplicateGenerator and FalGenerator
 (async API on one event loop), the official `replicate` client's `run()` with default settings
 (sync wait, then reading the FileOutput), `fal_client.subscribe()` with its default 0.1 s polling
 (then downloading the image with httpx), and a minimal raw-httpx loop per provider (create with
@@ -132,8 +132,11 @@ def _measure(clients: _Clients, compute_s: float, samples: int) -> dict[str, Any
     first = {name: k * CLIENT_STRIDE for k, name in enumerate(calls)}
     for name, call in calls.items():  # warm-up: connections, price lookups, lazy imports
         call(first[name] + 10_000)
+    order = list(calls.items())
     for i in range(samples):
-        for name, call in calls.items():
+        # The order rotates every sample, so that going first (or right after a given client) is shared too.
+        shift = i % len(order)
+        for name, call in order[shift:] + order[:shift]:
             started = time.perf_counter()
             call(first[name] + i)
             lags[name].append(time.perf_counter() - started - compute_s)

@@ -366,7 +366,8 @@ def _section(rows: list[Target], info: dict[str, Any], reports: dict[str, Any], 
         "of the two official async clients (`replicate` `async_run`, `fal_client.AsyncClient.subscribe`), "
         "each downloading its images as ours does.",
         "- Every client asks for its own prompts: the sandbox caches rendered images, and a client repeating "
-        "another client's prompts would be answered from that cache.",
+        "another client's prompts would be answered from that cache. The lag benchmark rotates the order of "
+        "its clients every sample, and the CPU benchmark alternates which side goes first.",
         "- CPU per request: the raw loop does not validate images; what ours does per request that the raw "
         "loop does not is listed in the table.",
         "- Server: the same `ReplicateGenerator` called in-process and through `lightning-client serve` "
