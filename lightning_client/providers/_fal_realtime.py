@@ -227,6 +227,7 @@ class FalRealtimeBackend(RealtimeBackend):
             f"{self.token_url}/tokens/",
             provider=self.provider,
             what="realtime token",
+            hints=self.generator.error_hints,
             headers=auth_header("Key", self._key()),
             json_body={"allowed_apps": [self.alias], "token_expiration": TOKEN_EXPIRATION_S},
         )

@@ -17,7 +17,13 @@ from lightning_client.providers._http_clients import (
     auth_header,
     make_timeout,
 )
-from lightning_client.providers._http_errors import error_from_response, parse_retry_after, transport_error
+from lightning_client.providers._http_errors import (
+    PLAIN,
+    ErrorHints,
+    error_from_response,
+    parse_retry_after,
+    transport_error,
+)
 from lightning_client.providers._http_exchange import (
     PollDelays,
     expired,
@@ -30,8 +36,10 @@ from lightning_client.providers._http_generator import HttpGenerator
 from lightning_client.providers._http_tasks import detach, gather_all, retrieve_errors, shielded
 
 __all__ = [
+    "PLAIN",
     "SHARD_CONNECTIONS",
     "USER_AGENT",
+    "ErrorHints",
     "HttpClients",
     "HttpGenerator",
     "PollDelays",

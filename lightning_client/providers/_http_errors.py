@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,12 +26,29 @@ from lightning_client.errors import (
 #: Longest error detail quoted in an exception message.
 _DETAIL_CHARS = 300
 _RESETS_IN = re.compile(r"resets in ~?\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
-#: fal error types that mean "the job or prompt was blocked by a safety filter".
-_FILTERED_TYPES = frozenset({"content_policy_violation", "nsfw_content_detected"})
-#: fal error types that mean "a deadline passed".
-_TIMEOUT_TYPES = frozenset({"request_timeout", "startup_timeout"})
 #: httpx errors raised before any byte of the request can have reached the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+@dataclass(frozen=True)
+class ErrorHints:
+    """What a provider's error answers say beyond the status code; a provider module declares its own.
+
+    Error types are read from `type_headers` and from the body (`error_type`, FastAPI-style
+    `detail[].type`); `retryable_headers` carry a true/false flag that decides `retryable`.
+    """
+
+    type_headers: tuple[str, ...] = ()
+    #: Error types meaning "the job or prompt was blocked by a safety filter".
+    filtered_types: frozenset[str] = frozenset()
+    #: Error types, or headers present on a 504, meaning "a deadline passed".
+    timeout_types: frozenset[str] = frozenset()
+    timeout_headers: tuple[str, ...] = ()
+    retryable_headers: tuple[str, ...] = ()
+
+
+#: The hints of a provider that says nothing beyond the status code and body.
+PLAIN = ErrorHints()
 
 
 def parse_retry_after(response: httpx.Response, detail: str = "") -> float | None:
@@ -90,8 +108,8 @@ def _detail(body: Any, response: httpx.Response) -> str:
     return text[:_DETAIL_CHARS] + ("..." if len(text) > _DETAIL_CHARS else "")
 
 
-def _error_types(body: Any, response: httpx.Response) -> set[str]:
-    types = {response.headers.get("x-fal-error-type", "")}
+def _error_types(body: Any, response: httpx.Response, hints: ErrorHints) -> set[str]:
+    types = {response.headers.get(name, "") for name in hints.type_headers}
     if isinstance(body, dict):
         types.add(str(body.get("error_type") or ""))
         detail = body.get("detail")
@@ -115,19 +133,24 @@ def _invalid_field(body: Any) -> str | None:
 
 
 def error_from_response(
-    provider: str, response: httpx.Response, *, request_id: str | None = None, what: str = "request"
+    provider: str,
+    response: httpx.Response,
+    *,
+    request_id: str | None = None,
+    what: str = "request",
+    hints: ErrorHints = PLAIN,
 ) -> LightningError:
     """Map an unsuccessful HTTP response to the error taxonomy.
 
     401/402/403 -> AuthenticationError; 429 -> RateLimitError; 400/422 -> InvalidRequestError
     (content-policy types -> ContentFilteredError); 504 deadline types -> GenerationTimeoutError;
     408/409/499/5xx -> ProviderUnavailableError; anything else -> ProviderResponseError.
-    fal's `X-Fal-Retryable` header, when present, decides `retryable`.
+    A retryable flag among the provider's `hints`, when present, decides `retryable`.
     """
     status = response.status_code
     body = _body(response)
     detail = _detail(body, response)
-    types = _error_types(body, response)
+    types = _error_types(body, response, hints)
     message = f"{what} failed with HTTP {status}" + (f": {detail}" if detail else "")
     fields: dict[str, Any] = {
         "provider": provider,
@@ -136,13 +159,13 @@ def error_from_response(
         "retry_after": parse_retry_after(response, detail),
     }
     error: LightningError
-    if types & _FILTERED_TYPES:
+    if types & hints.filtered_types:
         error = ContentFilteredError(message, **fields)
     elif status in (401, 402, 403):
         error = AuthenticationError(message, **fields)
     elif status == 429:
         error = RateLimitError(message, **fields)
-    elif status == 504 and (types & _TIMEOUT_TYPES or response.headers.get("x-fal-request-timeout-type")):
+    elif status == 504 and (types & hints.timeout_types or any(h in response.headers for h in hints.timeout_headers)):
         error = GenerationTimeoutError(message, **fields)
     elif status in (408, 409, 499) or status >= 500:
         error = ProviderUnavailableError(message, **fields)
@@ -150,9 +173,11 @@ def error_from_response(
         error = InvalidRequestError(message, field=_invalid_field(body), **fields)
     else:
         error = ProviderResponseError(message, **fields)
-    flag = (response.headers.get("x-fal-retryable") or response.headers.get("x-fal-needs-retry") or "").lower()
-    if flag in ("true", "1", "yes", "false", "0", "no"):
-        error.retryable = flag in ("true", "1", "yes")
+    for header in hints.retryable_headers:
+        flag = response.headers.get(header, "").lower()
+        if flag in ("true", "1", "yes", "false", "0", "no"):
+            error.retryable = flag in ("true", "1", "yes")
+            break
     return error
 
 

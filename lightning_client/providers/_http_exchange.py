@@ -21,7 +21,7 @@ from lightning_client.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from lightning_client.providers._http_errors import error_from_response, transport_error
+from lightning_client.providers._http_errors import PLAIN, ErrorHints, error_from_response, transport_error
 
 log = get_logger("lightning_client.providers.http")
 
@@ -54,8 +54,9 @@ async def send(
     timeout: httpx.Timeout | None = None,
     request_id: str | None = None,
     creates: bool = False,
+    hints: ErrorHints = PLAIN,
 ) -> httpx.Response:
-    """One HTTP exchange with logging and error mapping; returns only 2xx responses.
+    """One HTTP exchange with logging and error mapping (`hints`: the provider's); returns only 2xx responses.
 
     `creates` marks a request that creates a remote job: a failure after sending then
     raises with `outcome_unknown=True` (and the request is never re-sent).
@@ -82,7 +83,7 @@ async def send(
             f" (id {request_id})" if request_id else "",
         )
     if not response.is_success:
-        error = error_from_response(provider, response, request_id=request_id, what=what)
+        error = error_from_response(provider, response, request_id=request_id, what=what, hints=hints)
         if creates and answer_may_have_created(response.status_code):
             # A gateway's 502/504 (typical with `Prefer: wait`), a 408 or 499 usually means the job exists.
             error.outcome_unknown = True

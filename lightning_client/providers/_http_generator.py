@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Coroutine, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -17,6 +17,7 @@ from lightning_client.generator import AttemptContext, BaseGenerator, Capabiliti
 from lightning_client.images import DecodedImage, download_image, is_loopback_url
 from lightning_client.pricing import DEFAULT_PRICES, PriceTable
 from lightning_client.providers._http_clients import HttpClients, make_timeout
+from lightning_client.providers._http_errors import PLAIN, ErrorHints
 from lightning_client.providers._http_exchange import ReadRetries, parse_json, salvage_id, send
 from lightning_client.providers._http_tasks import detach, retrieve_errors, shielded
 
@@ -36,6 +37,8 @@ class HttpGenerator(BaseGenerator):
     #: generator's own API root is plain http on loopback (a sandbox or a local server), so a hostile answer
     #: from a real API cannot make it fetch local services. Set True or False to decide yourself.
     allow_loopback_downloads: bool | None = None
+    #: What this provider's error answers say beyond the status code (headers, error types).
+    error_hints: ClassVar[ErrorHints] = PLAIN
     #: Reads (status, stream, result, download) retried in place per read, and the first backoff.
     read_retry_limit = 4
     read_retry_first_s = 0.1
@@ -100,6 +103,7 @@ class HttpGenerator(BaseGenerator):
                 json_body=json_body,
                 timeout=timeout,
                 creates=True,
+                hints=self.error_hints,
             )
         )
         retrieve_errors(post)

@@ -39,6 +39,7 @@ from lightning_client.generator import (
 from lightning_client.images import DecodedImage, convert_image
 from lightning_client.pricing import Price, PriceTable
 from lightning_client.providers._http import (
+    ErrorHints,
     HttpGenerator,
     PollDelays,
     auth_header,
@@ -137,6 +138,16 @@ class FalGenerator(HttpGenerator):
     `FAL_QUEUE_RUN_HOST`); the URL variables above take a scheme, so they can name a
     plain-http sandbox on loopback.
     """
+
+    #: fal names error types in `X-Fal-Error-Type` and the body, flags retryability in
+    #: `X-Fal-Retryable` (older answers: `X-Fal-Needs-Retry`), and marks deadline 504s.
+    error_hints = ErrorHints(
+        type_headers=("x-fal-error-type",),
+        filtered_types=frozenset({"content_policy_violation", "nsfw_content_detected"}),
+        timeout_types=frozenset({"request_timeout", "startup_timeout"}),
+        timeout_headers=("x-fal-request-timeout-type",),
+        retryable_headers=("x-fal-retryable", "x-fal-needs-retry"),
+    )
 
     kind = "fal"
     name = "fal"
@@ -507,7 +518,11 @@ class FalGenerator(HttpGenerator):
                     log.debug("status stream for %s answered HTTP %d", job.request_id, source.response.status_code)
                     await source.response.aread()
                     return error_from_response(
-                        self.name, source.response, request_id=job.request_id, what="status stream"
+                        self.name,
+                        source.response,
+                        request_id=job.request_id,
+                        what="status stream",
+                        hints=self.error_hints,
                     )
                 events = source.aiter_sse()
                 completed = False
@@ -542,6 +557,7 @@ class FalGenerator(HttpGenerator):
                 "GET",
                 job.status_url,
                 provider=self.name,
+                hints=self.error_hints,
                 what="status",
                 headers=headers,
                 request_id=job.request_id,
@@ -564,6 +580,7 @@ class FalGenerator(HttpGenerator):
                 "GET",
                 job.response_url,
                 provider=self.name,
+                hints=self.error_hints,
                 what="result",
                 headers=auth_header("Key", key),
                 request_id=job.request_id,
@@ -585,6 +602,7 @@ class FalGenerator(HttpGenerator):
                 "POST",
                 f"{self.run_url}/{self.app}",
                 provider=self.name,
+                hints=self.error_hints,
                 what="run",
                 headers=self._headers(key, remaining),
                 json_body=arguments,
@@ -683,6 +701,7 @@ class FalGenerator(HttpGenerator):
             "GET",
             job.status_url,
             provider=self.name,
+            hints=self.error_hints,
             what="status",
             headers=auth_header("Key", key),
             request_id=job.request_id,
@@ -716,6 +735,7 @@ class FalGenerator(HttpGenerator):
                 "GET",
                 f"{self.rest_url}/v1/models/pricing?endpoint_id={quote(self.app, safe='/')}",
                 provider=self.name,
+                hints=self.error_hints,
                 what="pricing lookup",
                 headers=auth_header("Key", key),
                 timeout=httpx.Timeout(3.0),

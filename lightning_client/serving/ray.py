@@ -136,6 +136,7 @@ class LightningIngress:
 
     def __serve_build_asgi_app__(self) -> Any:
         from lightning_client.serving.app import create_app
+        from lightning_client.serving.playground import playground_router
         from lightning_client.serving.settings import ServerSettings
 
         # The server hands the pool at least as many requests at once as its replicas can hold.
@@ -143,7 +144,7 @@ class LightningIngress:
         capacity = self._config.ray.most_replicas * self._config.ray.ongoing
         if server.max_concurrency < capacity:
             server = server.model_copy(update={"max_concurrency": capacity})
-        return create_app(self._generator, settings=server)
+        return create_app(self._generator, settings=server, routers=[playground_router()])
 
 
 def build_app(config: RayAppConfig) -> Application:

@@ -100,11 +100,25 @@ def response(status: int, body: Any = None, headers: dict[str, str] | None = Non
 def test_error_mapping(
     status: int, body: Any, headers: dict[str, str], cls: type[lc.LightningError], retryable: bool
 ) -> None:
-    err = error_from_response("p", response(status, body, headers), request_id="job-1", what="create")
+    # The headers and error types in these cases are fal's; the mapping reads them through fal's hints.
+    hints = lc.FalGenerator.error_hints
+    err = error_from_response("p", response(status, body, headers), request_id="job-1", what="create", hints=hints)
     assert type(err) is cls
     assert (err.provider, err.status_code, err.request_id, err.retryable) == ("p", status, "job-1", retryable)
     assert err.message.startswith(f"create failed with HTTP {status}")
     assert not err.outcome_unknown
+
+
+def test_a_provider_without_hints_is_judged_by_status_alone() -> None:
+    # Another provider's headers and error types mean nothing to a provider that did not declare them.
+    retry_flag = response(503, {"detail": "busy"}, {"x-fal-retryable": "false"})
+    assert error_from_response("p", retry_flag).retryable
+    deadline = response(
+        504, {"detail": "timed out", "error_type": "request_timeout"}, {"x-fal-request-timeout-type": "user"}
+    )
+    assert type(error_from_response("p", deadline)) is lc.ProviderUnavailableError
+    flagged = response(422, {"detail": [{"loc": ["body", "prompt"], "msg": "x", "type": "content_policy_violation"}]})
+    assert type(error_from_response("p", flagged)) is lc.InvalidRequestError
 
 
 def test_error_messages_quote_the_detail_and_name_the_field() -> None:

@@ -99,6 +99,8 @@ def test_serve_ray_spreads_openai_calls_over_two_replicas_and_stops_its_cluster(
         wait_ready(url, process, log)
         cluster = psutil.Process(process.pid).children(recursive=True)
         assert any("raylet" in " ".join(p.cmdline()) for p in cluster), "the command started its own Ray cluster"
+        page = httpx.get(f"{url}/", timeout=10.0)
+        assert page.status_code == 200 and "v1/realtime" in httpx.get(f"{url}/playground.js", timeout=10.0).text
 
         client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=120.0)
 
