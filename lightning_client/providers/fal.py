@@ -143,8 +143,8 @@ class FalGenerator(HttpGenerator):
     #: `X-Fal-Retryable` (older answers: `X-Fal-Needs-Retry`), and marks deadline 504s.
     error_hints = ErrorHints(
         type_headers=("x-fal-error-type",),
-        filtered_types=frozenset({"content_policy_violation", "nsfw_content_detected"}),
-        timeout_types=frozenset({"request_timeout", "startup_timeout"}),
+        filtered_types=_FILTERED_TYPES,
+        timeout_types=_TIMEOUT_TYPES,
         timeout_headers=("x-fal-request-timeout-type",),
         retryable_headers=("x-fal-retryable", "x-fal-needs-retry"),
     )

@@ -326,7 +326,8 @@ class LocalGenerator(BaseGenerator):
         if per_job is None or self._warm is None:
             return None
         with self._cond:
-            depth = len(self._queue) + len(self._running)
+            # A running job whose result is already handed over no longer holds anyone up.
+            depth = len(self._queue) + sum(not job.future.done() for job in self._running)
         return depth * per_job
 
     async def agenerate(self, request: GenerationRequest | str | None = None, **fields: Any) -> GenerationResult:
