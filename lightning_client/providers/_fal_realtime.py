@@ -44,6 +44,7 @@ from lightning_client.errors import (
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
 from lightning_client.images import convert_image, decode_data_uri, decode_image
 from lightning_client.providers._http import _tls_context, auth_header, send
+from lightning_client.providers.fal import nsfw_flags
 from lightning_client.realtime.backends import GeneratorBackend, RealtimeBackend, Transport
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, GenerationWarning, Timings
@@ -472,14 +473,7 @@ class FalRealtimeBackend(RealtimeBackend):
         entries = output.get("images")
         if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
             raise ProviderResponseError("realtime result has no images", provider=self.provider, request_id=request_id)
-        flags = output.get("has_nsfw_concepts")
-        nsfw = [bool(f) for f in flags] if isinstance(flags, list) else []
-        if ctx.request.safety_checker and nsfw and len(nsfw) == len(entries) and all(nsfw):
-            raise ContentFilteredError(
-                "every image was flagged by the safety checker (has_nsfw_concepts)",
-                provider=self.provider,
-                request_id=request_id,
-            )
+        nsfw = nsfw_flags(ctx.request, output, len(entries), provider=self.provider, request_id=request_id)
         started = time.monotonic()
         images: list[GeneratedImage] = []
         for index, entry in enumerate(entries):

@@ -548,21 +548,10 @@ class FalGenerator(HttpGenerator):
 
     async def _poll(self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> None:
         delays = PollDelays(self.poll_initial_s, self.poll_max_s)
-        headers = auth_header("Key", key)
         reads = self._reads(ctx)
 
         async def read() -> dict[str, Any]:
-            response = await send(
-                client,
-                "GET",
-                job.status_url,
-                provider=self.name,
-                hints=self.error_hints,
-                what="status",
-                headers=headers,
-                request_id=job.request_id,
-            )
-            return parse_json(response, provider=self.name, what="status", request_id=job.request_id)
+            return await self._read_status(client, key, job)
 
         while True:
             status = await reads.run(read, what=f"status of {job.request_id}")
@@ -633,14 +622,7 @@ class FalGenerator(HttpGenerator):
             raise ProviderResponseError(
                 "result has no list of images with urls", provider=self.name, request_id=request_id, retryable=True
             )
-        flags = output.get("has_nsfw_concepts")
-        nsfw = [bool(f) for f in flags] if isinstance(flags, list) else []
-        if ctx.request.safety_checker and nsfw and len(nsfw) == len(entries) and all(nsfw):
-            raise ContentFilteredError(
-                "every image was flagged by the safety checker (has_nsfw_concepts)",
-                provider=self.name,
-                request_id=request_id,
-            )
+        nsfw = nsfw_flags(ctx.request, output, len(entries), provider=self.name, request_id=request_id)
         started = time.monotonic()
         decoded = await gather_all([self._download(ctx, client, e["url"], request_id) for e in entries])
         download_s = time.monotonic() - started
@@ -695,7 +677,8 @@ class FalGenerator(HttpGenerator):
             await self._cost(client, key, None, ctx.request.num_images, None, note="abandoned", request=ctx.request)
         )
 
-    async def _final_status(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> None:
+    async def _read_status(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> dict[str, Any]:
+        """One GET of the request's status (no retries: callers decide)."""
         response = await send(
             client,
             "GET",
@@ -706,7 +689,10 @@ class FalGenerator(HttpGenerator):
             headers=auth_header("Key", key),
             request_id=job.request_id,
         )
-        self._observe(job, parse_json(response, provider=self.name, what="status", request_id=job.request_id))
+        return parse_json(response, provider=self.name, what="status", request_id=job.request_id)
+
+    async def _final_status(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> None:
+        self._observe(job, await self._read_status(client, key, job))
 
     async def _cancel(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> int:
         response = await client.put(job.cancel_url, headers=auth_header("Key", key))
@@ -833,6 +819,21 @@ async def _drain(events: AsyncIterator[ServerSentEvent]) -> None:
                 return
     except _DRAIN_ERRORS:
         pass
+
+
+def nsfw_flags(
+    request: GenerationRequest, output: dict[str, Any], images: int, *, provider: str, request_id: str | None
+) -> list[bool]:
+    """fal's `has_nsfw_concepts` per image; ContentFilteredError when the safety checker flagged every one."""
+    flags = output.get("has_nsfw_concepts")
+    nsfw = [bool(f) for f in flags] if isinstance(flags, list) else []
+    if request.safety_checker and nsfw and len(nsfw) == images and all(nsfw):
+        raise ContentFilteredError(
+            "every image was flagged by the safety checker (has_nsfw_concepts)",
+            provider=provider,
+            request_id=request_id,
+        )
+    return nsfw
 
 
 def _units(response: httpx.Response) -> float | None:
