@@ -286,6 +286,19 @@ class Generator(Protocol):
     def close(self) -> None: ...
 
 
+def expected_wait(generator: Generator) -> float | None:
+    """The generator's `expected_wait_s()`; None when it has none or the probe fails (logged)."""
+    probe = getattr(generator, "expected_wait_s", None)
+    if not callable(probe):
+        return None
+    try:
+        value = probe()
+    except Exception:  # a faulty probe must not fail a request or a status page; it counts as unknown
+        logger.exception("%s.expected_wait_s() failed", getattr(generator, "name", generator))
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def as_request(request: GenerationRequest | str | None, fields: dict[str, Any]) -> GenerationRequest:
     """Accept a request, a bare prompt, or keyword fields (which override the request's)."""
     if isinstance(request, GenerationRequest):

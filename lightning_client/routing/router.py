@@ -44,6 +44,7 @@ from lightning_client.generator import (
     ClosingContext,
     Generator,
     as_request,
+    expected_wait,
     observe_attempts,
 )
 from lightning_client.ledger import Ledger
@@ -376,7 +377,7 @@ class Router(ClosingContext):
         """Skip candidates whose expected wait is above `max_wait_s` (keeping the least busy if all are)."""
         if self.max_wait_s is None:
             return candidates
-        waits = {c.generator.name: _expected_wait(c.generator) for c in candidates}
+        waits = {c.generator.name: expected_wait(c.generator) for c in candidates}
         busy = [c for c in candidates if (waits[c.generator.name] or 0.0) > self.max_wait_s]
         if len(busy) == len(candidates):
             least = min(busy, key=lambda c: waits[c.generator.name] or 0.0)
@@ -717,18 +718,6 @@ class Router(ClosingContext):
             info.candidate.breaker.record_success()
         else:
             info.candidate.breaker.release()
-
-
-def _expected_wait(generator: Generator) -> float | None:
-    """The generator's `expected_wait_s()`, None when it has none or it fails."""
-    probe = getattr(generator, "expected_wait_s", None)
-    if not callable(probe):
-        return None
-    try:
-        value = probe()
-    except Exception:  # noqa: BLE001 - a faulty probe must not fail the request; it counts as unknown
-        return None
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _union(capabilities: Iterable[Capabilities]) -> Capabilities:

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 
 from lightning_client.credentials import get_logger
 from lightning_client.errors import InvalidRequestError, LightningError
-from lightning_client.generator import Generator
+from lightning_client.generator import Generator, expected_wait
 from lightning_client.request import GenerationRequest
 from lightning_client.result import GenerationResult
 from lightning_client.serving.admission import Admission, QueueFullError
@@ -73,7 +73,7 @@ class ServingState:
 
     def generator_wait_s(self) -> float | None:
         """What the served generator reports as its own expected wait (None: unknown)."""
-        return _expected_wait(self.generator)
+        return expected_wait(self.generator)
 
     def expected_wait_s(self) -> float | None:
         """Seconds a request arriving now is expected to wait for its result to start."""
@@ -92,7 +92,7 @@ class ServingState:
             "generators": [
                 {
                     "name": g.name,
-                    "expected_wait_s": _expected_wait(g),
+                    "expected_wait_s": expected_wait(g),
                     "breaker": breakers[g.name].state if g.name in breakers else None,
                 }
                 for g in self.generators
@@ -120,18 +120,6 @@ class ServingState:
             log.exception("warm-up failed; /readyz stays unready")
             return
         self.ready = True
-
-
-def _expected_wait(generator: Generator) -> float | None:
-    probe = getattr(generator, "expected_wait_s", None)
-    if not callable(probe):
-        return None
-    try:
-        value = probe()
-    except Exception:  # a faulty probe must not break status or admission
-        log.exception("%s.expected_wait_s() failed", generator.name)
-        return None
-    return float(value) if isinstance(value, (int, float)) else None
 
 
 def serving_state(request: Request) -> ServingState:

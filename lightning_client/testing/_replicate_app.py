@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from lightning_client.images import is_loopback_url
 from lightning_client.testing._behaviour import Behaviour
 from lightning_client.testing._jobs import Job, JobState, wait_event
 from lightning_client.testing._provider import (
@@ -36,7 +37,7 @@ from lightning_client.testing._provider import (
 )
 from lightning_client.testing._render import ImageSpec, content_type, render
 from lightning_client.testing._replicate_schema import MODEL, OPENAPI_SCHEMA, VERSION, validate_input, validation_detail
-from lightning_client.testing._webhooks import ReplicateSigner, is_loopback_url, webhook_id
+from lightning_client.testing._webhooks import ReplicateSigner, webhook_id
 
 __all__ = ["NSFW_ERROR", "build_replicate_app", "replicate_finisher", "replicate_progress"]
 

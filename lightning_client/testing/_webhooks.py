@@ -13,37 +13,24 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import ipaddress
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import httpx
 
 if TYPE_CHECKING:
     from lightning_client.testing._behaviour import Behaviour
 
-__all__ = ["FalSigner", "ReplicateSigner", "WebhookSender", "is_loopback_url"]
+__all__ = ["FalSigner", "ReplicateSigner", "WebhookSender"]
 
 _ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghijkmnpqrstuvwxyz"
 USER_AGENT = "lightning-client-sandbox-webhooks/1"
 #: The fal user id the sandbox signs with (`X-Fal-Webhook-User-Id`).
 FAL_USER_ID = "sandbox-user"
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether `url`'s host is a loopback address or `localhost`."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def webhook_id(bits: int) -> str:
