@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import zlib
 
 import httpx
 import pytest
@@ -51,6 +52,38 @@ def test_non_images_truncated_images_and_type_mismatches_are_rejected() -> None:
         decode_image(jpeg[: len(jpeg) // 2])
     with pytest.raises(lc.ProviderResponseError, match="declared as image/jpeg but its bytes are png"):
         decode_image(png, declared_type="image/jpeg")
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+def test_png_integrity_is_read_from_the_chunk_layout() -> None:
+    png = _encode("PNG", (40, 30))
+    signature, ihdr = png[:8], png[8:33]
+    with_text = png[:33] + _png_chunk(b"tEXt", b"k\x00v") + png[33:]  # ancillary chunks are checked and kept
+    assert (decode_image(with_text).width, decode_image(with_text).height) == (40, 30)
+    assert decode_image(png + b"trailing").height == 30  # bytes after IEND do not matter, as for Pillow
+    bad_crc = bytearray(with_text)
+    bad_crc[33 + 8] ^= 0x01  # a flipped bit in the tEXt chunk, not in the pixels
+    with pytest.raises(lc.ProviderResponseError, match="bad CRC in its 'tEXt' chunk") as bad:
+        decode_image(bytes(bad_crc))
+    assert bad.value.retryable
+    with pytest.raises(lc.ProviderResponseError, match="first chunk is not IHDR"):
+        decode_image(signature + png[33:])
+    with pytest.raises(lc.ProviderResponseError, match="truncated before its IEND"):
+        decode_image(png[:-12])  # IEND missing: the file was cut at a chunk boundary
+    zero = signature + _png_chunk(b"IHDR", (0).to_bytes(4, "big") + ihdr[12:21]) + png[33:]
+    with pytest.raises(lc.ProviderResponseError, match="size of 0x30"):
+        decode_image(zero)
+
+
+def test_png_pixel_cap_needs_no_pixels() -> None:
+    huge = (70000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])  # 70000x70000 RGB, declared only
+    png = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", huge) + _png_chunk(b"IEND", b"")
+    with pytest.raises(lc.ProviderResponseError, match="70000x70000 pixels exceeds") as refused:
+        decode_image(png)
+    assert not refused.value.retryable
 
 
 def test_decompression_bombs_are_refused() -> None:

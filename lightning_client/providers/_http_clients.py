@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from lightning_client import __version__, _background
 from lightning_client._sync import PerLoop
 from lightning_client.credentials import get_logger
+from lightning_client.providers._http_network import asyncio_transport
 from lightning_client.providers._http_tasks import keep
 
 log = get_logger("lightning_client.providers.http")
@@ -79,14 +80,18 @@ class HttpClients:
         self._clients: PerLoop[_ClientShards] = PerLoop(self._new)
 
     def _new(self) -> _ClientShards:
+        context = _tls_context()
         return _ClientShards(
             [
                 httpx.AsyncClient(
+                    # Direct connections go through the plain-asyncio backend; proxies from the environment
+                    # get httpx's own transports, with the same TLS context.
+                    transport=asyncio_transport(ssl_context=context, limits=self._limits),
                     timeout=self.timeout,
                     limits=self._limits,
                     headers={"User-Agent": USER_AGENT},
                     follow_redirects=False,
-                    verify=_tls_context(),
+                    verify=context,
                 )
                 for _ in range(self._shards)
             ]

@@ -30,6 +30,12 @@ def parse_timestamp(value: Any) -> datetime | None:
     """An RFC 3339 timestamp (any number of fractional digits, `Z` suffix) or None."""
     if not isinstance(value, str) or not value:
         return None
+    try:  # Python 3.11+ reads Replicate's timestamps as they are (a `Z`, up to 9 fractional digits)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        pass
+    else:
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
     text = value.strip().replace("z", "Z")
     text = text[:-1] + "+00:00" if text.endswith("Z") else text
     match = re.match(r"^(.*?\.\d{1,6})\d*(.*)$", text)  # fromisoformat takes at most 6 fractional digits

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
-import json
 import math
 import re
 import threading
@@ -434,7 +433,7 @@ class ReplicateGenerator(HttpGenerator):
         Replicate predictions carry no field of ours to match on, so a listed prediction is ours when it
         has our input (seed included: it is drawn per request unless the caller fixes it), was created
         since we sent, and is claimed by no other attempt of this process. `_claims` records the
-        prediction every answered create made, and waits for identical creates still in flight, so two
+        prediction every answered create made, and waits for like creates still in flight, so two
         identical concurrent requests never claim (or cancel) each other's prediction.
         """
         await _claims.settled(key, self.cancel_timeout_s / 2, own_in_flight=not post.done())
@@ -730,8 +729,8 @@ class _Claims:
     """Which attempt of this process owns which prediction, and which creates are still unanswered.
 
     Every answered create records the prediction it made for its attempt; a recovery claims a listed
-    prediction only when no other attempt owns it. Identical creates still in flight are waited for
-    first, since their predictions are listed before their answers name them.
+    prediction only when no other attempt owns it. Creates with the same prompt and seed still in flight
+    are waited for first, since their predictions are listed before their answers name them.
     """
 
     _KEEP = 4096
@@ -742,8 +741,13 @@ class _Claims:
         self._in_flight: Counter[str] = Counter()
 
     def sending(self, base_url: str, payload: dict[str, Any]) -> str:
-        """Note a create about to be sent; returns the key of its input."""
-        key = base_url + " " + json.dumps(payload, sort_keys=True, default=str)
+        """Note a create about to be sent; returns the key of its input.
+
+        The key holds the prompt and seed only: creates that share them are waited for together,
+        a superset of the identical ones, which costs a recovery a little waiting and no JSON
+        encoding per create.
+        """
+        key = f"{base_url} {payload.get('seed')} {payload.get('prompt')}"
         with self._lock:
             self._in_flight[key] += 1
         return key
