@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-import itertools
 import math
 import os
 import ssl
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 import certifi
 import httpx
@@ -32,19 +34,33 @@ def make_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
 
 
 class _ClientShards:
-    """Several `httpx.AsyncClient`s used in turn, for one event loop.
+    """Several `httpx.AsyncClient`s for one event loop, each request given the least busy one.
 
     httpcore's pool rescans every connection and queued request on each request event, so
     one pool's CPU cost per request grows with the requests in flight; pools of at most
     `SHARD_CONNECTIONS` connections keep it flat (measured in benchmarks/concurrency.py).
+    Requests one at a time all go to the first client, so they share one warm connection.
     """
 
     def __init__(self, clients: list[httpx.AsyncClient]) -> None:
         self.clients = clients
-        self._turn = itertools.cycle(clients)
+        self._busy = [0] * len(clients)
 
-    def next(self) -> httpx.AsyncClient:
-        return next(self._turn)
+    def idlest(self) -> httpx.AsyncClient:
+        """The client with the fewest leases (the first of those equally busy)."""
+        busy = self._busy
+        return self.clients[busy.index(min(busy))]
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[httpx.AsyncClient]:
+        """The idlest client, counted busy until the block ends."""
+        busy = self._busy
+        index = busy.index(min(busy))
+        busy[index] += 1
+        try:
+            yield self.clients[index]
+        finally:
+            busy[index] -= 1
 
     async def aclose(self) -> None:
         await asyncio.gather(*(client.aclose() for client in self.clients))
@@ -98,8 +114,13 @@ class HttpClients:
         )
 
     def get(self) -> httpx.AsyncClient:
-        """A client for the running loop (several are used in turn when the pool is large)."""
-        return self._clients.get().next()
+        """A client for the running loop: the idlest one when the pool is sharded (for a single request)."""
+        return self._clients.get().idlest()
+
+    def lease(self) -> AbstractContextManager[httpx.AsyncClient]:
+        """A client for the running loop, for the requests of one generation: the idlest one, counted
+        busy until the block ends, so that concurrent generations spread over the shards."""
+        return self._clients.get().lease()
 
     async def aclose(self, drain_s: float = 5.0) -> None:
         """Close the running loop's clients, after giving background work up to `drain_s` to finish: remote

@@ -324,52 +324,52 @@ class FalGenerator(HttpGenerator):
                 "no fal key: pass api_key= or set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)", provider=self.name
             )
         self._key = key
-        client = self._http.get()
-        self._prefetch_price(client, key)
-        arguments = self._arguments(ctx)
-        if self.mode == "run":
-            output, units, job = await self._run(ctx, client, key, arguments)
-        else:
-            job = await self._submit(ctx, client, key, arguments)
-            ctx.job_started(job.request_id)
-            try:
-                await self._wait(ctx, client, key, job)
-                output, units = await self._result(ctx, client, key, job)
-            except asyncio.CancelledError:
-                await self._abandon(ctx, client, key, job)
-                raise
-            except LightningError as exc:
-                exc.request_id = exc.request_id or job.request_id
-                if job.status != "COMPLETED":
+        with self._http.lease() as client:
+            self._prefetch_price(client, key)
+            arguments = self._arguments(ctx)
+            if self.mode == "run":
+                output, units, job = await self._run(ctx, client, key, arguments)
+            else:
+                job = await self._submit(ctx, client, key, arguments)
+                ctx.job_started(job.request_id)
+                try:
+                    await self._wait(ctx, client, key, job)
+                    output, units = await self._result(ctx, client, key, job)
+                except asyncio.CancelledError:
                     await self._abandon(ctx, client, key, job)
-                elif job.in_progress_at is None and job.completed.get("error_type") in _TIMEOUT_TYPES:
-                    ctx.add_cost(Cost(usd=0.0, basis="expired before it started: not billed", estimated=False))
-                else:  # it ran to COMPLETED, but its usage could not be read: it may well be billed
-                    ctx.add_cost(
-                        Cost.unknown(f"request completed but its result could not be read ({type(exc).__name__})")
+                    raise
+                except LightningError as exc:
+                    exc.request_id = exc.request_id or job.request_id
+                    if job.status != "COMPLETED":
+                        await self._abandon(ctx, client, key, job)
+                    elif job.in_progress_at is None and job.completed.get("error_type") in _TIMEOUT_TYPES:
+                        ctx.add_cost(Cost(usd=0.0, basis="expired before it started: not billed", estimated=False))
+                    else:  # it ran to COMPLETED, but its usage could not be read: it may well be billed
+                        ctx.add_cost(
+                            Cost.unknown(f"request completed but its result could not be read ({type(exc).__name__})")
+                        )
+                    raise
+            try:
+                images, download_s = await self._images(ctx, client, output, job.request_id)
+            except (asyncio.CancelledError, LightningError) as exc:
+                if isinstance(exc, LightningError):
+                    exc.request_id = exc.request_id or job.request_id
+                # The request completed, so it is billed even though its images are not delivered.
+                ctx.add_cost(
+                    await self._cost(
+                        client,
+                        key,
+                        units,
+                        ctx.request.num_images,
+                        _inference_s(job.completed, output),
+                        request=ctx.request,
                     )
-                raise
-        try:
-            images, download_s = await self._images(ctx, client, output, job.request_id)
-        except (asyncio.CancelledError, LightningError) as exc:
-            if isinstance(exc, LightningError):
-                exc.request_id = exc.request_id or job.request_id
-            # The request completed, so it is billed even though its images are not delivered.
-            ctx.add_cost(
-                await self._cost(
-                    client,
-                    key,
-                    units,
-                    ctx.request.num_images,
-                    _inference_s(job.completed, output),
-                    request=ctx.request,
                 )
-            )
-            raise
-        inference_s = _inference_s(job.completed, output)
-        ctx.add_cost(await self._cost(client, key, units, len(images), inference_s, request=ctx.request))
-        timings = Timings(queue_s=_queue_s(job, inference_s), inference_s=inference_s, download_s=download_s)
-        return ctx.result(images, model=self.model, seed=self._seed_used(ctx, output), timings=timings)
+                raise
+            inference_s = _inference_s(job.completed, output)
+            ctx.add_cost(await self._cost(client, key, units, len(images), inference_s, request=ctx.request))
+            timings = Timings(queue_s=_queue_s(job, inference_s), inference_s=inference_s, download_s=download_s)
+            return ctx.result(images, model=self.model, seed=self._seed_used(ctx, output), timings=timings)
 
     async def _submit(
         self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, arguments: dict[str, Any]

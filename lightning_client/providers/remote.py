@@ -162,14 +162,14 @@ class RemoteGenerator(BaseGenerator):
         if remaining is not None:
             body["timeout_s"] = max(remaining, 0.001)
         timeout = None if remaining is None else make_timeout(remaining + _DEADLINE_MARGIN_S)
-        client = self._http.get()
         try:
-            response = await client.post(
-                f"{self.base_url}/v1/generations",
-                json=body,
-                headers={**self._headers(), "X-Request-Id": request_id},
-                timeout=client.timeout if timeout is None else timeout,
-            )
+            with self._http.lease() as client:
+                response = await client.post(
+                    f"{self.base_url}/v1/generations",
+                    json=body,
+                    headers={**self._headers(), "X-Request-Id": request_id},
+                    timeout=client.timeout if timeout is None else timeout,
+                )
         except httpx.HTTPError as exc:
             raise transport_error(self.name, exc, what="generation", request_id=request_id, creates=True) from None
         self._note_wait(response.headers.get(EXPECTED_WAIT_HEADER))

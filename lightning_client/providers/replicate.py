@@ -286,11 +286,11 @@ class ReplicateGenerator(HttpGenerator):
             )
         self._token = token
         inputs = self._inputs(ctx)
-        client = self._http.get()
-        if len(inputs) == 1:
-            done = [await self._prediction(ctx, client, token, inputs[0])]
-        else:
-            done = await self._concurrently(ctx, client, token, inputs)
+        with self._http.lease() as client:
+            if len(inputs) == 1:
+                done = [await self._prediction(ctx, client, token, inputs[0])]
+            else:
+                done = await self._concurrently(ctx, client, token, inputs)
         images: list[GeneratedImage] = []
         for item in done:
             for image in item.images:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import time
@@ -265,13 +266,21 @@ def test_one_client_per_loop_closed_from_sync_code(file_server: FileServer) -> N
     assert portal.is_closed
 
 
-async def test_large_pools_are_sharded_over_clients_used_in_turn() -> None:
+async def test_large_pools_are_sharded_and_each_generation_leases_the_idlest_client() -> None:
     from lightning_client.providers._http import SHARD_CONNECTIONS, HttpClients, make_timeout
 
     big = HttpClients(timeout=make_timeout(5.0), max_connections=SHARD_CONNECTIONS * 4)
-    clients = [big.get() for _ in range(8)]
-    assert len({id(c) for c in clients}) == 4
-    assert clients[:4] == clients[4:]  # used in turn
+    with big.lease() as first:
+        pass
+    with big.lease() as again:
+        assert again is first  # one generation at a time: always the same client, so one warm connection
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(big.lease()) for _ in range(8)]
+        assert clients[:4] == [first, *clients[1:4]] and len(set(map(id, clients[:4]))) == 4
+        assert clients[:4] == clients[4:]  # concurrent generations spread evenly
+        with big.lease() as fifth:
+            assert fifth is first
+    assert big.get() is first  # a lone request takes the idlest client without counting
     small = HttpClients(timeout=make_timeout(5.0), max_connections=3)
     assert small.get() is small.get()
     await big.aclose()
