@@ -19,7 +19,7 @@ from lightning_client.pricing import DEFAULT_PRICES, PriceTable
 from lightning_client.providers._http_clients import HttpClients, make_timeout
 from lightning_client.providers._http_errors import PLAIN, ErrorHints
 from lightning_client.providers._http_exchange import ReadRetries, parse_json, salvage_id, send
-from lightning_client.providers._http_tasks import detach, retrieve_errors, shielded
+from lightning_client.providers._http_tasks import detach, run_kept, shielded
 
 log = get_logger("lightning_client.providers.http")
 
@@ -87,12 +87,15 @@ class HttpGenerator(BaseGenerator):
         headers: Mapping[str, str],
         json_body: Any,
         timeout: httpx.Timeout | None = None,
-    ) -> asyncio.Future[httpx.Response]:
-        """Start the POST that creates a remote job, as a future that may be left running.
+        on_answer: Callable[[httpx.Response | None], None] | None = None,
+    ) -> tuple[asyncio.Task[httpx.Response], asyncio.Future[httpx.Response]]:
+        """Start the POST that creates a remote job, in a task that may be left running; returns the task and
+        the future to await for its answer.
 
-        Await it through `asyncio.shield`: when the attempt is abandoned, its answer still names the job to cancel.
+        When the attempt is abandoned, the task runs on: its answer still names the job to cancel.
+        `on_answer(response)` (None when the POST failed) runs as the POST ends, before the awaiter resumes.
         """
-        post = asyncio.ensure_future(
+        return run_kept(
             send(
                 client,
                 "POST",
@@ -104,10 +107,9 @@ class HttpGenerator(BaseGenerator):
                 timeout=timeout,
                 creates=True,
                 hints=self.error_hints,
-            )
+            ),
+            on_answer,
         )
-        retrieve_errors(post)
-        return post
 
     async def _created(
         self,

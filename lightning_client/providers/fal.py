@@ -368,7 +368,9 @@ class FalGenerator(HttpGenerator):
                 raise
             inference_s = _inference_s(job.completed, output)
             ctx.add_cost(await self._cost(client, key, units, len(images), inference_s, request=ctx.request))
-            timings = Timings(queue_s=_queue_s(job, inference_s), inference_s=inference_s, download_s=download_s)
+            timings = Timings.model_construct(
+                queue_s=_queue_s(job, inference_s), inference_s=inference_s, download_s=download_s
+            )
             return ctx.result(images, model=self.model, seed=self._seed_used(ctx, output), timings=timings)
 
     async def _submit(
@@ -376,7 +378,7 @@ class FalGenerator(HttpGenerator):
     ) -> _Job:
         remaining = ctx.remaining()
         submitted = time.monotonic()
-        post = self._post_create(
+        post, answer = self._post_create(
             client,
             f"{self.queue_url}/{self.app}" + ("?" + urlencode({"fal_webhook": self.webhook}) if self.webhook else ""),
             what="submit",
@@ -384,7 +386,7 @@ class FalGenerator(HttpGenerator):
             json_body=arguments,
         )
         try:
-            response = await asyncio.shield(post)  # left running if we are cancelled: see below
+            response = await answer  # `post` runs on if we are cancelled: see below
         except asyncio.CancelledError:
             self._cancel_when_submitted(ctx, client, key, post, submitted)
             if not expired(ctx.remaining()):
@@ -792,9 +794,9 @@ class FalGenerator(HttpGenerator):
             basis_units = f"~{units:g} (assumed)"
         else:
             basis_units = f"{units:g}"
-        return Cost(
-            usd=units * price.usd,
-            basis=f"{prefix}billable units {basis_units} x ${price.usd:g}/{price.unit} ({source})",
+        return Cost.known(
+            units * price.usd,
+            f"{prefix}billable units {basis_units} x ${price.usd:g}/{price.unit} ({source})",
             estimated=estimated,
         )
 

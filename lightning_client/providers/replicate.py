@@ -131,6 +131,7 @@ class ReplicateGenerator(HttpGenerator):
     latency_prior_s = 2.6
     #: Replicate bills predict_time; the one recorded run's 1.63 s is the prior per image.
     PREDICT_PRIOR_S = 1.63
+    _rate_cache: tuple[PriceTable, str, tuple[float, str, bool]] | None = None
     credential_env = ("REPLICATE_API_TOKEN",)
     #: Read when `base_url` is not given, as the official client does.
     BASE_URL_ENV = "REPLICATE_BASE_URL"
@@ -300,7 +301,7 @@ class ReplicateGenerator(HttpGenerator):
         first = done[0].prediction
         queue = [q for q in (self._queue_s(d.prediction) for d in done) if q is not None]
         predict = [p for p in (self._predict_time(d.prediction) for d in done) if p is not None]
-        timings = Timings(
+        timings = Timings.model_construct(
             queue_s=max(queue) if queue else None,
             inference_s=max(predict) if predict else None,
             download_s=max(d.download_s for d in done),
@@ -362,12 +363,17 @@ class ReplicateGenerator(HttpGenerator):
         timeout = None if read is None else self._read_timeout(read)
         sent_at = time.time()
         key = _claims.sending(self.base_url, payload)
-        post = self._post_create(
-            client, self._create_url, what="create prediction", headers=headers, json_body=body, timeout=timeout
+        post, answer = self._post_create(
+            client,
+            self._create_url,
+            what="create prediction",
+            headers=headers,
+            json_body=body,
+            timeout=timeout,
+            on_answer=lambda response: _claims.answered(key, ctx.attempt.attempt_id, response),
         )
-        post.add_done_callback(lambda done: _claims.answered(key, ctx.attempt.attempt_id, done))
         try:
-            response = await asyncio.shield(post)  # left running if we are cancelled: see below
+            response = await answer  # `post` runs on if we are cancelled: see below
         except asyncio.CancelledError:
             # Abandoned with the create in flight (deadline, cancelled task, e.g. during `Prefer: wait`):
             # find the prediction and cancel it; failing that, cancel it when the create answers.
@@ -516,6 +522,8 @@ class ReplicateGenerator(HttpGenerator):
     async def _wait(
         self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]
     ) -> dict[str, Any]:
+        if _ready(prediction):  # a sync-mode create answered with the outputs: nothing to poll
+            return prediction
         delays = PollDelays(self.poll_initial_s, self.poll_max_s)
         reads = self._reads(ctx)
         try:
@@ -659,14 +667,12 @@ class ReplicateGenerator(HttpGenerator):
         status = prediction.get("status")
         if status == "aborted":
             return Cost(usd=0.0, basis="aborted before start: not charged", estimated=False)
-        sku, price = self.prices.replicate_rate(self.model)
-        assumed_sku = self.model.split(":")[0] not in self.prices.replicate_hardware_confirmed
-        source = f"{sku}, {price.source.removeprefix('https://').removeprefix('http://')} {price.as_of}"
+        usd_per_s, source, assumed_sku = self._rate()
         seconds = self._predict_time(prediction)
         if seconds is not None:
-            return Cost(
-                usd=seconds * price.usd,
-                basis=f"predict_time {seconds:.3f} s x ${price.usd:.6f}/s ({source})",
+            return Cost.known(
+                seconds * usd_per_s,
+                f"predict_time {seconds:.3f} s x ${usd_per_s:.6f}/s ({source})",
                 estimated=assumed_sku,
             )
         started = parse_timestamp(prediction.get("started_at"))
@@ -676,10 +682,24 @@ class ReplicateGenerator(HttpGenerator):
         seconds = ((ended.timestamp() if ended else time.time()) - started.timestamp()) if started else 0.0
         seconds = max(0.0, seconds)
         return Cost(
-            usd=seconds * price.usd,
-            basis=f"~{seconds:.3f} s since started_at (no predict_time) x ${price.usd:.6f}/s ({source})",
+            usd=seconds * usd_per_s,
+            basis=f"~{seconds:.3f} s since started_at (no predict_time) x ${usd_per_s:.6f}/s ({source})",
             estimated=True,
         )
+
+    def _rate(self) -> tuple[float, str, bool]:
+        """$/s of the model's hardware, where that price is from, and whether the hardware is assumed.
+
+        Remembered for the generator's price table and model (both are read on every request).
+        """
+        cached = self._rate_cache
+        if cached is not None and cached[0] is self.prices and cached[1] == self.model:
+            return cached[2]
+        sku, price = self.prices.replicate_rate(self.model)
+        source = f"{sku}, {price.source.removeprefix('https://').removeprefix('http://')} {price.as_of}"
+        rate = (price.usd, source, self.model.split(":")[0] not in self.prices.replicate_hardware_confirmed)
+        self._rate_cache = (self.prices, self.model, rate)
+        return rate
 
     def _seed_used(self, ctx: AttemptContext, prediction: dict[str, Any]) -> int:
         """The seed the model logged (`Using seed: N`); a mismatch with the request is a warning."""
@@ -752,11 +772,9 @@ class _Claims:
             self._in_flight[key] += 1
         return key
 
-    def answered(self, key: str, attempt_id: str, post: asyncio.Future[httpx.Response]) -> None:
-        """The create of `key` answered (or failed): record the prediction it names for its attempt."""
-        pid = None
-        if not post.cancelled() and post.exception() is None:
-            pid = salvage_id(post.result().content, "id")
+    def answered(self, key: str, attempt_id: str, response: httpx.Response | None) -> None:
+        """The create of `key` answered (None: it failed): record the prediction it names for its attempt."""
+        pid = None if response is None else salvage_id(response.content, "id")
         with self._lock:
             self._in_flight[key] -= 1
             if self._in_flight[key] <= 0:
