@@ -3,7 +3,7 @@
 The sandbox runs in its own process with a fixed compute time (1.0 s, 0.2 s, and 0.23 s, which
 is not a multiple of fal-client's poll interval; `--quick`: 0.2 s only) and no queue. Six clients fetch one 256x256 PNG per request, one request at a time,
 interleaved round-robin (the order rotating every sample) so that drift hits them alike: our ReplicateGenerator and FalGenerator
-(async API on one event loop), the official `replicate` client's `run()` with default settings
+(their sync `generate()`, as a script calls them; the official clients are called sync too), the official `replicate` client's `run()` with default settings
 (sync wait, then reading the FileOutput), `fal_client.subscribe()` with its default 0.1 s polling
 (then downloading the image with httpx), and a minimal raw-httpx loop per provider (create with
 `Prefer: wait` / submit plus a 5 ms status poll, then the download). Every client's time includes
@@ -15,7 +15,6 @@ the image bytes in hand; the images are small so the download does not dominate.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,8 +53,7 @@ def _fal_input(i: int) -> dict[str, Any]:
 class _Clients:
     """One instance of each client, pointed at the sandbox, and one timed call per client."""
 
-    def __init__(self, sb: RemoteSandbox, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self, sb: RemoteSandbox) -> None:
         self.ours_replicate = lc.ReplicateGenerator(api_key=REPLICATE_TOKEN, base_url=sb.replicate_url)
         self.ours_fal = lc.FalGenerator(api_key=FAL_KEY, base_url=sb.fal_url, rest_url=sb.fal_url)
         self.replicate = ReplicateClient(api_token=REPLICATE_TOKEN, base_url=sb.replicate_url)
@@ -77,8 +75,7 @@ class _Clients:
         }
 
     def _ours(self, generator: lc.ReplicateGenerator | lc.FalGenerator, i: int) -> None:
-        request = lc.GenerationRequest(prompt=f"lag {i}", seed=i, **SIZE)
-        result = self.loop.run_until_complete(generator.agenerate(request))
+        result = generator.generate(lc.GenerationRequest(prompt=f"lag {i}", seed=i, **SIZE))
         assert result.images[0].data
 
     def _ours_replicate(self, i: int) -> None:
@@ -119,8 +116,8 @@ class _Clients:
         assert self.http.get(result["images"][0]["url"]).content
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.ours_replicate.aclose())
-        self.loop.run_until_complete(self.ours_fal.aclose())
+        self.ours_replicate.close()
+        self.ours_fal.close()
         self.http.close()
 
 
@@ -153,19 +150,15 @@ def run(quick: bool = False) -> dict[str, Any]:
         "sandbox": "separate process",
         "raw_poll_s": RAW_POLL_S,
     }
-    loop = asyncio.new_event_loop()
-    try:
-        with RemoteSandbox() as sb:
-            clients = _Clients(sb, loop)
-            try:
-                for compute_s, samples in settings:
-                    for provider in ("replicate", "fal"):
-                        sb.configure(provider, inference_s=compute_s, queue_s=0.0)
-                    report[f"compute_{compute_s}s"] = _measure(clients, compute_s, samples)
-            finally:
-                clients.close()
-    finally:
-        loop.close()
+    with RemoteSandbox() as sb:
+        clients = _Clients(sb)
+        try:
+            for compute_s, samples in settings:
+                for provider in ("replicate", "fal"):
+                    sb.configure(provider, inference_s=compute_s, queue_s=0.0)
+                report[f"compute_{compute_s}s"] = _measure(clients, compute_s, samples)
+        finally:
+            clients.close()
     return report
 
 

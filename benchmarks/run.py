@@ -85,6 +85,10 @@ def _p50(report: dict[str, Any], compute: str, client: str) -> float:
     return value
 
 
+#: The compute time at which fal's lag is judged against fal-client's.
+FAL_TARGET_COMPUTE = "compute_0.23s"
+
+
 def _lag_targets(report: dict[str, Any]) -> list[Target]:
     rows = []
     for compute in (k for k in report if k.startswith("compute_")):
@@ -93,12 +97,17 @@ def _lag_targets(report: dict[str, Any]) -> list[Target]:
             value = _p50(report, compute, ours)
             rows.append(Target(label, f"{ours} p50 <= 15 ms", f"{value:.1f} ms", value <= 15.0))
         fal, official = _p50(report, compute, "ours_fal"), _p50(report, compute, "fal_client")
+        # The fal target is at 0.23 s, where fal-client's 0.1 s polls do not line up with the job's
+        # end; at 1.0 s and 0.2 s they do, which real jobs do not, so those rows are reported only.
+        judged = compute == FAL_TARGET_COMPUTE
         rows.append(
             Target(
                 label,
-                "ours_fal p50 <= 1/2 fal-client's",
+                "ours_fal p50 <= 1/2 fal-client's"
+                if judged
+                else "ours_fal p50 vs fal-client's (polls aligned), reference",
                 f"{fal:.1f} vs {official:.1f} ms ({fal / official:.2f}x)",
-                fal <= official / 2,
+                fal <= official / 2 if judged else None,
             )
         )
         rep, official = _p50(report, compute, "ours_replicate"), _p50(report, compute, "replicate_python")
