@@ -53,6 +53,16 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
+def tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for localhost from a throwaway CA, and a client context trusting it."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    return server_context, trusting
+
+
 def client(timeout: float = 5.0, context: ssl.SSLContext | None = None) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
     transport = asyncio_transport(ssl_context=context or ssl.create_default_context(), limits=limits)
@@ -159,11 +169,7 @@ async def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
 
 
 async def test_https_is_verified_against_the_given_context() -> None:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_context)
-    trusting = ssl.create_default_context()
-    ca.configure_trust(trusting)
+    server_context, trusting = tls_pair()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -182,11 +188,7 @@ async def test_https_is_verified_against_the_given_context() -> None:
 def test_the_backend_runs_on_uvloop_too() -> None:
     """Our server and Ray Serve run on uvloop when it is installed; its loop takes no happy-eyeballs option."""
     uvloop = pytest.importorskip("uvloop")
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_context)
-    trusting = ssl.create_default_context()
-    ca.configure_trust(trusting)
+    server_context, trusting = tls_pair()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
