@@ -187,14 +187,13 @@ class AttemptContext:
         self.started = time.monotonic()
         self.deadline = None if request.timeout_s is None else self.started + request.timeout_s
         self.warnings: list[GenerationWarning] = generator.capabilities.warnings(request, generator.name)
-        # Built from a validated request and the generator's own settings: no validation pass.
-        self.attempt = Attempt.model_construct(
+        self.attempt = Attempt(
             provider=generator.name,
             model=generator.model,
             seed=request.seed,
             steps=request.steps,
         )
-        self.cost = Cost.model_construct()
+        self.cost = Cost()
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None: no deadline)."""

@@ -71,8 +71,7 @@ class DecodedImage:
         return CONTENT_TYPES[self.format]
 
     def to_generated(self, *, url: str | None = None, nsfw: bool | None = None) -> GeneratedImage:
-        """The result's image (its fields were checked when the bytes were decoded: no validation pass)."""
-        return GeneratedImage.model_construct(
+        return GeneratedImage(
             data=self.data, width=self.width, height=self.height, content_type=self.content_type, url=url, nsfw=nsfw
         )
 

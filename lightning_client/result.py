@@ -80,11 +80,6 @@ class Cost(BaseModel):
         return self
 
     @classmethod
-    def known(cls, usd: float, basis: str, *, estimated: bool) -> Cost:
-        """A known cost computed by this package from prices and billed units (built without a validation pass)."""
-        return cls.model_construct(usd=usd, basis=basis, estimated=estimated, known_usd=usd)
-
-    @classmethod
     def unknown(cls, basis: str) -> Cost:
         """A cost that cannot be known; `basis` says why."""
         return cls(usd=None, basis=basis, estimated=True)

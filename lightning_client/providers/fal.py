@@ -368,9 +368,7 @@ class FalGenerator(HttpGenerator):
                 raise
             inference_s = _inference_s(job.completed, output)
             ctx.add_cost(await self._cost(client, key, units, len(images), inference_s, request=ctx.request))
-            timings = Timings.model_construct(
-                queue_s=_queue_s(job, inference_s), inference_s=inference_s, download_s=download_s
-            )
+            timings = Timings(queue_s=_queue_s(job, inference_s), inference_s=inference_s, download_s=download_s)
             return ctx.result(images, model=self.model, seed=self._seed_used(ctx, output), timings=timings)
 
     async def _submit(
@@ -794,9 +792,9 @@ class FalGenerator(HttpGenerator):
             basis_units = f"~{units:g} (assumed)"
         else:
             basis_units = f"{units:g}"
-        return Cost.known(
-            units * price.usd,
-            f"{prefix}billable units {basis_units} x ${price.usd:g}/{price.unit} ({source})",
+        return Cost(
+            usd=units * price.usd,
+            basis=f"{prefix}billable units {basis_units} x ${price.usd:g}/{price.unit} ({source})",
             estimated=estimated,
         )
 

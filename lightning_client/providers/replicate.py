@@ -301,7 +301,7 @@ class ReplicateGenerator(HttpGenerator):
         first = done[0].prediction
         queue = [q for q in (self._queue_s(d.prediction) for d in done) if q is not None]
         predict = [p for p in (self._predict_time(d.prediction) for d in done) if p is not None]
-        timings = Timings.model_construct(
+        timings = Timings(
             queue_s=max(queue) if queue else None,
             inference_s=max(predict) if predict else None,
             download_s=max(d.download_s for d in done),
@@ -670,9 +670,9 @@ class ReplicateGenerator(HttpGenerator):
         usd_per_s, source, assumed_sku = self._rate()
         seconds = self._predict_time(prediction)
         if seconds is not None:
-            return Cost.known(
-                seconds * usd_per_s,
-                f"predict_time {seconds:.3f} s x ${usd_per_s:.6f}/s ({source})",
+            return Cost(
+                usd=seconds * usd_per_s,
+                basis=f"predict_time {seconds:.3f} s x ${usd_per_s:.6f}/s ({source})",
                 estimated=assumed_sku,
             )
         started = parse_timestamp(prediction.get("started_at"))
