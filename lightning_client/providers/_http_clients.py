@@ -8,6 +8,7 @@ import functools
 import math
 import os
 import ssl
+import urllib.request
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
@@ -97,12 +98,12 @@ class HttpClients:
 
     def _new(self) -> _ClientShards:
         context = _tls_context()
+        # httpx ignores the environment's proxies when given a transport: with proxies set, it keeps its own.
+        direct = not any(urllib.request.getproxies().get(scheme) for scheme in ("http", "https", "all"))
         return _ClientShards(
             [
                 httpx.AsyncClient(
-                    # Direct connections go through the plain-asyncio backend; proxies from the environment
-                    # get httpx's own transports, with the same TLS context.
-                    transport=asyncio_transport(ssl_context=context, limits=self._limits),
+                    transport=asyncio_transport(ssl_context=context, limits=self._limits) if direct else None,
                     timeout=self.timeout,
                     limits=self._limits,
                     headers={"User-Agent": USER_AGENT},

@@ -3,8 +3,9 @@
 httpcore's default backend goes through anyio, which opens a cancel scope (and arms a timer) for
 every read and write. Reading from an asyncio protocol's buffer needs neither: a timer is armed only
 when a read has to wait. Measured with `benchmarks/cpu_cost.py`'s raw loop against the sandbox, this
-takes about 15% off a request's client CPU. Connections, TLS and proxies otherwise behave as httpx's
-own: the pool, HTTP/1.1 parsing and the exception mapping are httpx's and httpcore's, unchanged.
+takes about 15% off a request's client CPU. Connections and TLS otherwise behave as httpx's
+own: the pool, HTTP/1.1 parsing and the exception mapping are httpx's and httpcore's, unchanged. When
+the environment names a proxy, the clients keep httpx's own transports, which route through it.
 """
 
 from __future__ import annotations

@@ -69,7 +69,14 @@ def client(timeout: float = 5.0, context: ssl.SSLContext | None = None) -> httpx
     return httpx.AsyncClient(transport=transport, timeout=timeout)
 
 
-async def test_the_generators_clients_run_on_the_asyncio_backend() -> None:
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+async def test_the_generators_clients_run_on_the_asyncio_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.delenv(variable.lower(), raising=False)
+
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             await read_request(reader)
@@ -208,3 +215,24 @@ def test_the_backend_runs_on_uvloop_too() -> None:
         assert loop.run_until_complete(both()) == ["ok"] * 4
     finally:
         loop.close()
+
+
+async def test_a_proxy_from_the_environment_is_still_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx drops the environment's proxies when given a transport; the clients then keep httpx's own."""
+    requests: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append((await read_request(reader)).split(b"\r\n", 1)[0])
+        writer.write(OK)
+        await writer.drain()
+
+    async with serving(proxy) as (proxy_url, _):
+        for variable in PROXY_VARIABLES:
+            monkeypatch.delenv(variable, raising=False)
+            monkeypatch.delenv(variable.lower(), raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        clients = HttpClients(timeout=make_timeout(5.0), max_connections=4)
+        response = await clients.get().get("http://images.example.invalid/a.png")
+        await clients.aclose()
+    assert response.text == "ok"
+    assert requests == [b"GET http://images.example.invalid/a.png HTTP/1.1"]  # absolute form: sent to the proxy
