@@ -47,16 +47,18 @@ class _ClientShards:
         self.clients = clients
         self._busy = [0] * len(clients)
 
+    def _idlest(self) -> int:
+        """The index of the client with the fewest leases (the first of those equally busy)."""
+        return self._busy.index(min(self._busy))
+
     def idlest(self) -> httpx.AsyncClient:
-        """The client with the fewest leases (the first of those equally busy)."""
-        busy = self._busy
-        return self.clients[busy.index(min(busy))]
+        return self.clients[self._idlest()]
 
     @contextlib.contextmanager
     def lease(self) -> Iterator[httpx.AsyncClient]:
         """The idlest client, counted busy until the block ends."""
         busy = self._busy
-        index = busy.index(min(busy))
+        index = self._idlest()
         busy[index] += 1
         try:
             yield self.clients[index]

@@ -564,16 +564,7 @@ class FalGenerator(HttpGenerator):
     ) -> tuple[dict[str, Any], float | None]:
 
         async def read() -> tuple[dict[str, Any], float | None]:
-            response = await send(
-                client,
-                "GET",
-                job.response_url,
-                provider=self.name,
-                hints=self.error_hints,
-                what="result",
-                headers=auth_header("Key", key),
-                request_id=job.request_id,
-            )
+            response = await self._get_job(client, key, job, job.response_url, what="result")
             output = parse_json(response, provider=self.name, what="result", request_id=job.request_id)
             return output, _units(response)
 
@@ -679,17 +670,23 @@ class FalGenerator(HttpGenerator):
 
     async def _read_status(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> dict[str, Any]:
         """One GET of the request's status (no retries: callers decide)."""
-        response = await send(
+        response = await self._get_job(client, key, job, job.status_url, what="status")
+        return parse_json(response, provider=self.name, what="status", request_id=job.request_id)
+
+    async def _get_job(
+        self, client: httpx.AsyncClient, key: SecretStr, job: _Job, url: str, *, what: str
+    ) -> httpx.Response:
+        """One authenticated GET of one of the request's URLs (status or result)."""
+        return await send(
             client,
             "GET",
-            job.status_url,
+            url,
             provider=self.name,
             hints=self.error_hints,
-            what="status",
+            what=what,
             headers=auth_header("Key", key),
             request_id=job.request_id,
         )
-        return parse_json(response, provider=self.name, what="status", request_id=job.request_id)
 
     async def _final_status(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> None:
         self._observe(job, await self._read_status(client, key, job))

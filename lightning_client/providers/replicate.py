@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -372,16 +372,21 @@ class ReplicateGenerator(HttpGenerator):
             timeout=timeout,
             on_answer=lambda response: _claims.answered(key, ctx.attempt.attempt_id, response),
         )
+
+        def recover() -> Coroutine[Any, Any, dict[str, Any] | None]:
+            """Find the prediction the create made (shielded and bounded: it runs while being cancelled)."""
+            return shielded(
+                self._recover(ctx, client, token, payload, sent_at, key, post),
+                timeout=self.cancel_timeout_s,
+                what="recovery",
+            )
+
         try:
             response = await answer  # `post` runs on if we are cancelled: see below
         except asyncio.CancelledError:
             # Abandoned with the create in flight (deadline, cancelled task, e.g. during `Prefer: wait`):
             # find the prediction and cancel it; failing that, cancel it when the create answers.
-            found = await shielded(
-                self._recover(ctx, client, token, payload, sent_at, key, post),
-                timeout=self.cancel_timeout_s,
-                what="recovery",
-            )
+            found = await recover()
             if found is None:
                 self._cancel_when_created(ctx, client, token, post)
             else:
@@ -404,11 +409,7 @@ class ReplicateGenerator(HttpGenerator):
                 raise
             # The create may have made a prediction (a reset, or a gateway's 502/504): find it and adopt it,
             # so the request is served by the job already paid for; never send the create again.
-            found = await shielded(
-                self._recover(ctx, client, token, payload, sent_at, key, post),
-                timeout=self.cancel_timeout_s,
-                what="recovery",
-            )
+            found = await recover()
             if found is None:
                 self._cancel_when_created(ctx, client, token, post)
                 raise

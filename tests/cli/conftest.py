@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -11,6 +14,14 @@ from typer.testing import CliRunner
 from lightning_client.testing.sandbox import Sandbox
 
 KEY_VARIABLES = ("REPLICATE_API_TOKEN", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")
+
+
+def batch_command(sandbox: Sandbox, prompts: Path, out: Path, concurrency: int) -> tuple[list[str], dict[str, str]]:
+    """`lightning-client batch` against `sandbox` as a child process, and an environment without provider keys."""
+    command = [sys.executable, "-m", "lightning_client.cli", "batch", str(prompts), "--out", str(out)]
+    command += ["--sandbox-url", sandbox.replicate_url, "--size", "256x256", "--concurrency", str(concurrency)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FAL_"))}
+    return command, env
 
 
 @pytest.fixture

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,6 +14,7 @@ from typer.testing import CliRunner
 
 from lightning_client.cli import app
 from lightning_client.testing.sandbox import Sandbox
+from tests.cli.conftest import batch_command
 
 
 def _prompts(path: Path, count: int) -> Path:
@@ -78,9 +77,7 @@ def test_batch_interrupted_with_ctrl_c_resumes_without_duplicates(port_sandbox: 
     prompts = _prompts(tmp_path / "prompts.jsonl", 10)
     out = tmp_path / "out"
     manifest = out / "manifest.jsonl"
-    command = [sys.executable, "-m", "lightning_client.cli", "batch", str(prompts), "--out", str(out)]
-    command += ["--sandbox-url", port_sandbox.replicate_url, "--size", "256x256", "--concurrency", "2"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FAL_"))}
+    command, env = batch_command(port_sandbox, prompts, out, 2)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while sum(e["status"] == "done" for e in _entries(manifest)) < 3:

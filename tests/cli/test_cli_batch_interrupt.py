@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from lightning_client.testing.sandbox import Sandbox
+from tests.cli.conftest import batch_command
 
 ITEMS = 8
 
@@ -31,9 +30,7 @@ def test_ctrl_c_during_a_concurrent_batch_cancels_every_job_and_the_manifest_agr
         "".join(json.dumps({"id": f"item{i}", "prompt": f"interrupted batch {i}"}) + "\n" for i in range(ITEMS))
     )
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "lightning_client.cli", "batch", str(prompts), "--out", str(out)]
-    command += ["--sandbox-url", port_sandbox.replicate_url, "--size", "256x256", "--concurrency", "4"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FAL_"))}
+    command, env = batch_command(port_sandbox, prompts, out, 4)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while sum(j["status"] == "running" for j in _jobs(port_sandbox)) < 4:
@@ -75,9 +72,7 @@ def test_ctrl_c_while_submits_are_unanswered_still_cancels_the_late_jobs(port_sa
     lines = [{"id": f"late{i}", "prompt": f"late batch {i}", "providers": ["fal"]} for i in range(4)]
     prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "lightning_client.cli", "batch", str(prompts), "--out", str(out)]
-    command += ["--sandbox-url", port_sandbox.replicate_url, "--size", "256x256", "--concurrency", "4"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "FAL_"))}
+    command, env = batch_command(port_sandbox, prompts, out, 4)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while len(port_sandbox.fal.jobs()) < 4:
