@@ -7,6 +7,7 @@ import math
 import multiprocessing
 import os
 import platform
+import random
 import resource
 import statistics
 import sys
@@ -43,6 +44,19 @@ def summarize_ms(seconds: Sequence[float]) -> dict[str, float]:
         "p95_ms": round(percentile(seconds, 95) * 1e3, 2),
         "mean_ms": round(statistics.fmean(seconds) * 1e3, 2) if seconds else math.nan,
     }
+
+
+def p50_ratio_interval(
+    ours: Sequence[float], theirs: Sequence[float], *, level: float = 90, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap interval (`level` percent) of median(ours) / median(theirs), both resampled independently."""
+    rng = random.Random(seed)
+    ratios = [
+        percentile(rng.choices(ours, k=len(ours)), 50) / percentile(rng.choices(theirs, k=len(theirs)), 50)
+        for _ in range(resamples)
+    ]
+    tail = (100 - level) / 2
+    return percentile(ratios, tail), percentile(ratios, 100 - tail)
 
 
 def cpu_seconds() -> float:

@@ -85,6 +85,12 @@ def _p50(report: dict[str, Any], compute: str, client: str) -> float:
     return value
 
 
+def _interval(row: dict[str, Any]) -> str:
+    """The 90% bootstrap interval of the p50 ratio, where the run recorded one."""
+    vs = row.get("vs_official")
+    return f"; 90% interval {vs['ci90'][0]:.2f}-{vs['ci90'][1]:.2f}" if vs else ""
+
+
 #: The compute time at which fal's lag is judged against fal-client's.
 FAL_TARGET_COMPUTE = "compute_0.23s"
 
@@ -106,7 +112,7 @@ def _lag_targets(report: dict[str, Any]) -> list[Target]:
                 "ours_fal p50 <= 1/2 fal-client's"
                 if judged
                 else "ours_fal p50 vs fal-client's (polls aligned), reference",
-                f"{fal:.1f} vs {official:.1f} ms ({fal / official:.2f}x)",
+                f"{fal:.1f} vs {official:.1f} ms ({fal / official:.2f}x{_interval(report[compute]['ours_fal'])})",
                 fal <= official / 2 if judged else None,
             )
         )
@@ -115,7 +121,7 @@ def _lag_targets(report: dict[str, Any]) -> list[Target]:
             Target(
                 label,
                 "ours_replicate p50 <= replicate-python's",
-                f"{rep:.1f} vs {official:.1f} ms ({rep / official:.2f}x)",
+                f"{rep:.1f} vs {official:.1f} ms ({rep / official:.2f}x{_interval(report[compute]['ours_replicate'])})",
                 rep <= official,
             )
         )
@@ -375,8 +381,9 @@ def _section(rows: list[Target], info: dict[str, Any], reports: dict[str, Any], 
         "of the two official async clients (`replicate` `async_run`, `fal_client.AsyncClient.subscribe`), "
         "each downloading its images as ours does.",
         "- Every client asks for its own prompts: the sandbox caches rendered images, and a client repeating "
-        "another client's prompts would be answered from that cache. The lag benchmark rotates the order of "
-        "its clients every sample, and the CPU benchmark alternates which side goes first.",
+        "another client's prompts would be answered from that cache. The lag benchmark draws a new random "
+        "order of its clients every round (seeded), and the CPU benchmark alternates which side goes first; "
+        "each lag ratio comes with a 90% bootstrap interval.",
         "- CPU per request: the raw loop does not validate images; what ours does per request that the raw "
         "loop does not is listed in the table.",
         "- Server: the same `ReplicateGenerator` called in-process and through `lightning-client serve` "
@@ -447,10 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     seconds = time.perf_counter() - started
     width = max(len(r.target) for r in rows) if rows else 10
+    label = max(len(r.benchmark) for r in rows) if rows else 10
     print(f"\n{info['cpu']}, {info['cores']} cores, Python {info['python']}, {info['os']}, {info['date']}")
-    print(f"{'benchmark':<28}{'target':<{width + 2}}{'status':<9}measured")
+    print(f"{'benchmark':<{label + 2}}{'target':<{width + 2}}{'status':<9}measured")
     for row in rows:
-        print(f"{row.benchmark:<28}{row.target:<{width + 2}}{row.status:<9}{row.measured}")
+        print(f"{row.benchmark:<{label + 2}}{row.target:<{width + 2}}{row.status:<9}{row.measured}")
     print(f"\ntotal {seconds:.0f} s; results in {out}")
     if not args.quick and not args.no_docs and not args.only:
         update_doc(_section(rows, info, reports, seconds))
