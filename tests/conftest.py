@@ -1,14 +1,36 @@
-"""Shared fixtures: a loopback HTTP file server for image-handling tests and a webhook receiver."""
+"""Shared fixtures: a loopback HTTP file server for image-handling tests, a webhook receiver, and a loader
+for the repository's scripts that are not in a package."""
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def script_module() -> Callable[[str], ModuleType]:
+    """Loads a file of the repository that is in no package (a benchmark script, another test file) by its
+    path from the repository root."""
+
+    def load(relative: str) -> ModuleType:
+        path = ROOT / relative
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @dataclass

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _common() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "benchmarks" / "_common.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+COMMON = "benchmarks/_common.py"
 
 
 def _samples(center: float, n: int, seed: int) -> list[float]:
@@ -23,8 +14,8 @@ def _samples(center: float, n: int, seed: int) -> list[float]:
     return [rng.gauss(center, 1.0) for _ in range(n)]
 
 
-def test_interval_holds_the_ratio_and_narrows_with_more_samples() -> None:
-    common = _common()
+def test_interval_holds_the_ratio_and_narrows_with_more_samples(script_module: Callable[[str], ModuleType]) -> None:
+    common = script_module(COMMON)
     ours, theirs = _samples(9.0, 40, 1), _samples(10.0, 40, 2)
     low, high = common.p50_ratio_interval(ours, theirs)
     ratio = common.percentile(ours, 50) / common.percentile(theirs, 50)
@@ -34,8 +25,8 @@ def test_interval_holds_the_ratio_and_narrows_with_more_samples() -> None:
     assert more_low < 0.9 < more_high  # the true ratio of the two distributions
 
 
-def test_level_widens_the_interval_and_the_seed_fixes_it() -> None:
-    common = _common()
+def test_level_widens_the_interval_and_the_seed_fixes_it(script_module: Callable[[str], ModuleType]) -> None:
+    common = script_module(COMMON)
     ours, theirs = _samples(9.0, 60, 3), _samples(9.0, 60, 4)
     narrow = common.p50_ratio_interval(ours, theirs, level=50)
     wide = common.p50_ratio_interval(ours, theirs, level=95)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -16,14 +16,6 @@ from typer.testing import CliRunner
 from lightning_client.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _registry_tests() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("registry_tests", ROOT / "tests" / "test_registry.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_generate_takes_a_provider_name_in_any_case(runner: CliRunner, tmp_path: Path) -> None:
@@ -58,8 +50,10 @@ def test_provider_options_come_from_the_provider_class(runner: CliRunner, tmp_pa
     assert unused.exit_code == 2 and "does not use" in unused.output
 
 
-def test_a_plugin_provider_works_from_the_command_line(tmp_path: Path) -> None:
-    plugins = _registry_tests().write_plugin(tmp_path / "site")
+def test_a_plugin_provider_works_from_the_command_line(
+    script_module: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    plugins = script_module("tests/test_registry.py").write_plugin(tmp_path / "site")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugins), str(ROOT)])}
     command = [sys.executable, "-m", "lightning_client.cli"]
     out = tmp_path / "out"
