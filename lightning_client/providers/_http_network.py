@@ -11,7 +11,6 @@ the environment names a proxy, the clients keep httpx's own transports, which ro
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 from collections.abc import Iterable
 from typing import Any, cast
@@ -23,6 +22,9 @@ import httpx
 READ_HIGH_WATER = 256 * 1024
 #: Happy-eyeballs delay between connection attempts to a host's addresses (RFC 8305's recommended value).
 HAPPY_EYEBALLS_DELAY_S = 0.25
+
+#: httpcore's names for a stream's details, and the asyncio transport's.
+_TRANSPORT_INFO = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername", "socket": "socket"}
 
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
@@ -177,19 +179,12 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         return AsyncioStream(tls, self._reader)
 
     def get_extra_info(self, info: str) -> Any:
-        if info == "ssl_object":
-            return self._transport.get_extra_info("ssl_object")
-        if info == "client_addr":
-            return self._transport.get_extra_info("sockname")
-        if info == "server_addr":
-            return self._transport.get_extra_info("peername")
-        if info == "socket":
-            return self._transport.get_extra_info("socket")
         if info == "is_readable":
             # The loop reads every socket into its buffer as data arrives: an idle connection with
             # something buffered, or closed by the peer, must not be reused.
             return self._reader.eof or bool(self._reader.buffer)
-        return None
+        name = _TRANSPORT_INFO.get(info)
+        return None if name is None else self._transport.get_extra_info(name)
 
 
 class AsyncioBackend(httpcore.AsyncNetworkBackend):
@@ -212,34 +207,32 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
             )
         else:
             connecting = loop.create_connection(_Reader, host, port, local_addr=local)
-        transport, reader = await _connected(connecting, timeout)
-        sock = transport.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return AsyncioStream(transport, reader)
+        return await _connected(connecting, timeout, socket_options)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[SocketOption] | None = None
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        transport, reader = await _connected(loop.create_unix_connection(_Reader, path), timeout)
-        sock = transport.get_extra_info("socket")
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        return AsyncioStream(transport, reader)
+        return await _connected(loop.create_unix_connection(_Reader, path), timeout, socket_options)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-async def _connected(connecting: Any, timeout: float | None) -> tuple[asyncio.Transport, _Reader]:
+async def _connected(
+    connecting: Any, timeout: float | None, socket_options: Iterable[SocketOption] | None
+) -> AsyncioStream:
+    """The stream of a connection being opened, with httpcore's socket options set on its socket."""
     try:
         transport, reader = await asyncio.wait_for(connecting, timeout)
     except (TimeoutError, asyncio.TimeoutError) as exc:
         raise httpcore.ConnectTimeout(str(exc) or "connect timed out") from exc
-    except (OSError, socket.gaierror) as exc:
+    except OSError as exc:  # socket.gaierror included
         raise httpcore.ConnectError(f"{type(exc).__name__}: {exc}") from exc
-    return cast(asyncio.Transport, transport), cast(_Reader, reader)
+    sock = transport.get_extra_info("socket")
+    for option in socket_options or ():
+        sock.setsockopt(*option)
+    return AsyncioStream(cast(asyncio.Transport, transport), cast(_Reader, reader))
 
 
 def asyncio_transport(*, ssl_context: ssl.SSLContext, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
