@@ -37,6 +37,7 @@ def receiver(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     secret = httpx.get(f"{lightning_sandbox.replicate_url}/v1/webhooks/default/secret", headers=AUTH).json()["key"]
     monkeypatch.setenv("REPLICATE_WEBHOOK_SECRET", secret)
+    monkeypatch.setenv("FAL_USER_ID", lightning_sandbox.fal_user_id)
     namespace: dict[str, Any] = {}
     exec(compile(_example(), str(DOC), "exec"), namespace)
     namespace["FAL_KEYS"] = webhooks.JwksCache(f"{lightning_sandbox.fal_rest_url}/.well-known/jwks.json")
@@ -66,7 +67,7 @@ def test_docs_receiver_accepts_sandbox_deliveries_and_refuses_tampering(
     lightning_sandbox: Sandbox, receiver: tuple[str, dict[str, Any]]
 ) -> None:
     url, namespace = receiver
-    seen: set[str] = namespace["seen"]
+    seen = namespace["guard"].store  # the ids the receiver has handled
     body = {"version": VERSION, "input": {"prompt": "x", "width": 256, "height": 256}}
     hook = {"webhook": f"{url}/hooks/replicate", "webhook_events_filter": ["completed"]}
     httpx.post(f"{lightning_sandbox.replicate_url}/v1/predictions", json={**body, **hook}, headers=AUTH)
@@ -93,3 +94,36 @@ def test_docs_receiver_accepts_sandbox_deliveries_and_refuses_tampering(
         headers={"webhook-id": "msg_x", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,AAAA"},
     )
     assert forged.status_code == 400 and "signature" in forged.json()["detail"]
+
+
+def test_docs_receiver_handles_a_replayed_delivery_once(
+    lightning_sandbox: Sandbox, receiver: tuple[str, dict[str, Any]], webhook_receiver: Any
+) -> None:
+    url, namespace = receiver
+    body = {"version": VERSION, "input": {"prompt": "x", "width": 256, "height": 256}}
+    hook = {"webhook": webhook_receiver.url, "webhook_events_filter": ["completed"]}
+    httpx.post(f"{lightning_sandbox.replicate_url}/v1/predictions", json={**body, **hook}, headers=AUTH)
+    (captured,) = webhook_receiver.wait_for(1)
+    for _ in range(3):  # the original and two replays inside the window: all verify, one is handled
+        answer = httpx.post(f"{url}/hooks/replicate", content=captured.body, headers=captured.headers)
+        assert answer.status_code == 200
+    assert len(namespace["guard"].store) == 1
+
+
+def test_docs_receiver_forged_fal_deliveries_fetch_the_keys_once(
+    lightning_sandbox: Sandbox, receiver: tuple[str, dict[str, Any]]
+) -> None:
+    url, _ = receiver
+    for n in range(50):
+        forged = httpx.post(
+            f"{url}/hooks/fal",
+            content=b'{"request_id": "x", "status": "OK", "payload": {}}',
+            headers={
+                "x-fal-webhook-request-id": f"req-{n}",
+                "x-fal-webhook-user-id": lightning_sandbox.fal_user_id,
+                "x-fal-webhook-timestamp": str(int(time.time())),
+                "x-fal-webhook-signature": "ab" * 64,
+            },
+        )
+        assert forged.status_code == 400 and "none of the JWKS keys" in forged.json()["detail"]
+    assert lightning_sandbox.fal.stats()["requests"]["jwks"] == 1

@@ -496,8 +496,13 @@ class FalApp:
         self.core.webhooks.send(url, data, lambda: self.signer.headers(job.id, data), self.core.behaviour)
 
     async def jwks(self, request: Request) -> Response:
-        """GET /.well-known/jwks.json: the public keys webhook signatures verify against (no token needed)."""
+        """GET /.well-known/jwks.json: the public keys webhook signatures verify against (no token needed);
+        `error_status` and `error_rate` apply, as to the other routes."""
         self.core.count("jwks")
+        if self.core.behaviour.error_status is not None:
+            return _flat_error(self.core.behaviour.error_status)
+        if self.core.injected_5xx():
+            return _flat_error(503)
         return json_response(await asyncio.to_thread(self.signer.jwks), 200)
 
     async def pricing(self, request: Request) -> Response:

@@ -34,7 +34,7 @@ from lightning_client.testing._fal_app import build_fal_apps, fal_finisher
 from lightning_client.testing._fal_realtime_app import FalRealtime
 from lightning_client.testing._provider import ProviderCore
 from lightning_client.testing._replicate_app import build_replicate_app, replicate_finisher, replicate_progress
-from lightning_client.testing._webhooks import FalSigner, ReplicateSigner
+from lightning_client.testing._webhooks import FAL_USER_ID, FalSigner, ReplicateSigner
 
 __all__ = ["Latency", "ProviderHandle", "Sandbox"]
 
@@ -159,6 +159,11 @@ class Sandbox:
     def fal_realtime_url(self) -> str:
         """fal realtime WebSocket base URL (the run host): ws {fal_realtime_url}/fal-ai/fast-lightning-sdxl/realtime."""
         return "ws" + self._url("fal_run").removeprefix("http")
+
+    @property
+    def fal_user_id(self) -> str:
+        """The fal user id the sandbox signs webhooks for (`X-Fal-Webhook-User-Id`): `verify_fal(user_id=...)`."""
+        return FAL_USER_ID
 
     @property
     def ca_bundle(self) -> str:
