@@ -1,11 +1,14 @@
 """The fal emulator: the queue API, the synchronous run endpoint and the pricing endpoint for
-`fal-ai/fast-lightning-sdxl`, plus a file host.
+`fal-ai/fast-lightning-sdxl`, plus a file host on each of the queue and run origins.
 
 Wire facts follow the project's fal reference. Choices where fal's behaviour is not documented:
 - An invalid input is accepted by the queue and surfaces as a 422 `detail` list when the result is fetched
   (reported by integrators); the sync run endpoint answers the 422 directly.
 - A result fetched before completion answers 202 with the status body (what other fal emulators do).
 - A canceled request ends COMPLETED with `error_type: client_cancelled`; its result is a 499.
+- Output files (fal's public CDN in production) are served on the origin the result came from: queue
+  results and webhooks link to the queue origin, sync-run results to the run origin, since clients may
+  trust only files on the origin they called (the Vercel AI SDK refuses other loopback or private hosts).
 """
 
 from __future__ import annotations
@@ -123,11 +126,12 @@ def fal_finisher(job: Job) -> tuple[JobState, str | None, str | None]:
 
 
 class FalApp:
-    """Routes of the fal emulator, bound to one provider core and the queue URL."""
+    """Routes of the fal emulator, bound to one provider core and the queue and run URLs."""
 
-    def __init__(self, core: ProviderCore, queue_url: str, signer: FalSigner) -> None:
+    def __init__(self, core: ProviderCore, queue_url: str, run_url: str, signer: FalSigner) -> None:
         self.core = core
         self.queue_url = queue_url
+        self.run_url = run_url
         self.signer = signer
 
     def apps(self) -> tuple[Starlette, Starlette, Starlette]:
@@ -147,6 +151,7 @@ class FalApp:
         )
         run = Starlette(
             routes=[
+                Route("/files/{id}/{name}", self.file, methods=["GET"]),
                 Route("/{owner}/{app}", self.run, methods=["POST"]),
                 Route("/{owner}/{app}/{path:path}", self.run, methods=["POST"]),
             ],
@@ -222,8 +227,9 @@ class FalApp:
             body.update(error=job.error, error_type=job.error_type)
         return body
 
-    async def result_response(self, job: Job) -> Response:
-        """What GET on the response URL (or the sync run) answers for a finished `job`."""
+    async def result_response(self, job: Job, files_url: str) -> Response:
+        """What GET on the response URL (or the sync run) answers for a finished `job`, its files under
+        `files_url` (the origin the caller asked)."""
         headers = {"x-fal-request-id": job.id}
         if job.meta.get("validation"):
             return json_response({"detail": job.meta["validation"]}, 422, headers)
@@ -239,7 +245,7 @@ class FalApp:
                 data = await asyncio.to_thread(render, spec)
                 url = f"data:{content_type(spec.format)};base64,{base64.b64encode(data).decode()}"
             else:
-                url = f"{self.queue_url}/files/{job.id}/{name}"
+                url = f"{files_url}/files/{job.id}/{name}"
             images.append(
                 {
                     "url": url,
@@ -379,7 +385,7 @@ class FalApp:
             return Response(
                 b'{"images": [{"url": ', media_type="application/json", headers={"x-fal-request-id": job.id}
             )
-        return await self.result_response(job)
+        return await self.result_response(job, self.run_url)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -441,7 +447,7 @@ class FalApp:
             return _flat_error(404, "Request not found", request_id=request_id)
         if not job.terminal:
             return json_response(self.status_body(job, False), 202, {"x-fal-request-id": job.id})
-        return await self.result_response(job)
+        return await self.result_response(job, self.queue_url)
 
     async def cancel(self, request: Request) -> Response:
         """PUT .../requests/{id}/cancel: 202 CANCELLATION_REQUESTED, 400 ALREADY_COMPLETED or 404 NOT_FOUND."""
@@ -485,7 +491,7 @@ class FalApp:
         if job.fault == "webhook_lost":
             self.core.webhooks.lose()
             return
-        response = await self.result_response(job)
+        response = await self.result_response(job, self.queue_url)
         payload = json.loads(bytes(response.body))
         body: dict[str, Any] = {"request_id": job.id, "gateway_request_id": job.id}
         if response.status_code == 200:
@@ -521,6 +527,9 @@ class FalApp:
         return json_response({"prices": prices}, 200)
 
 
-def build_fal_apps(core: ProviderCore, queue_url: str, signer: FalSigner) -> tuple[Starlette, Starlette, Starlette]:
-    """(queue, run, rest) applications of the fal emulator for `core`; files are served on the queue URL."""
-    return FalApp(core, queue_url, signer).apps()
+def build_fal_apps(
+    core: ProviderCore, queue_url: str, run_url: str, signer: FalSigner
+) -> tuple[Starlette, Starlette, Starlette]:
+    """(queue, run, rest) applications of the fal emulator for `core`; files are served on both the queue
+    and the run URL, each result linking to the origin it was asked on."""
+    return FalApp(core, queue_url, run_url, signer).apps()

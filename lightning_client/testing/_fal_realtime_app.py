@@ -84,9 +84,9 @@ def _b64(data: dict[str, Any]) -> str:
 class FalRealtime:
     """The realtime routes of the fal emulator, bound to the fal provider core; handle methods are thread-safe."""
 
-    def __init__(self, core: ProviderCore, queue_url: str = "") -> None:
+    def __init__(self, core: ProviderCore, files_url: str = "") -> None:
         self.core = core
-        self.queue_url = queue_url
+        self.files_url = files_url  # where its output files are served: the run origin, like the socket
         self.settings = RealtimeSettings()
         self._tokens: dict[str, float] = {}
         self._counts: Counter[str] = Counter()
@@ -316,7 +316,7 @@ class FalRealtime:
             if filled["sync_mode"]:
                 image["content"] = await asyncio.to_thread(render, spec)
             else:
-                image["url"] = f"{self.queue_url}/files/{job.id}/{name}"
+                image["url"] = f"{self.files_url}/files/{job.id}/{name}"
             images.append(image)
         width, height = image_size(filled)
         body = {

@@ -36,7 +36,14 @@ from lightning_client.testing._provider import (
     reset_connection,
 )
 from lightning_client.testing._render import ImageSpec, content_type, render
-from lightning_client.testing._replicate_schema import MODEL, OPENAPI_SCHEMA, VERSION, validate_input, validation_detail
+from lightning_client.testing._replicate_schema import (
+    MODEL,
+    OPENAPI_SCHEMA,
+    VERSION,
+    ignored_input_warning,
+    validate_input,
+    validation_detail,
+)
 from lightning_client.testing._webhooks import ReplicateSigner, webhook_id
 
 __all__ = ["NSFW_ERROR", "build_replicate_app", "replicate_finisher", "replicate_progress"]
@@ -131,9 +138,11 @@ def _clock(seconds: float) -> str:
 def replicate_progress(job: Job, step: int) -> None:
     """The model's logs while it runs: the seed and prompt when it starts, then one progress line per step.
 
-    Nothing is logged before it starts: a new prediction's `logs` are "".
+    Nothing is logged before it starts: a new prediction's `logs` are "". Inputs the schema does not have
+    get a warning line each when it starts.
     """
     if step == 0:
+        job.logs += [ignored_input_warning(name) for name in job.meta.get("ignored_inputs", ())]
         job.logs += [f"Using seed: {job.seed}", f"Prompt: {job.input['prompt']}", "txt2img mode"]
     elapsed = time.time() - (job.started_at or time.time())
     job.logs.append(_progress_line(step, job.steps, elapsed))
@@ -328,7 +337,7 @@ class ReplicateApp:
             problems.append({"type": "required", "field": "(root)", "description": "input is required"})
         hooks, hook_problems = _webhook_fields(body)
         problems += hook_problems
-        filled, input_problems = validate_input(body.get("input", {}))
+        filled, input_problems, ignored = validate_input(body.get("input", {}))
         problems += input_problems if "input" in body else []
         if problems:
             detail = validation_detail(problems)
@@ -346,7 +355,7 @@ class ReplicateApp:
                 return _error(400, "create", {"title": "Invalid Cancel-After header", "detail": detail, "status": 400})
             # Replicate documents a 5 s minimum; shorter values are raised to it (configurable for tests).
             deadline = time.time() + max(seconds, behaviour.cancel_after_min_s)
-        job = self._new_job(body["input"], filled, behaviour, deadline, hooks)
+        job = self._new_job(body["input"], filled, ignored, behaviour, deadline, hooks)
         if deployment is not None:
             job.meta["deployment"] = deployment
         if behaviour.create_latency_s:
@@ -383,6 +392,7 @@ class ReplicateApp:
         self,
         raw: dict[str, Any],
         filled: dict[str, Any],
+        ignored: list[str],
         behaviour: Behaviour,
         deadline: float | None,
         hooks: dict[str, Any],
@@ -403,7 +413,7 @@ class ReplicateApp:
             deadline=deadline,
             deadline_while_running=True,
             expire_state="aborted",
-            meta={"echo": raw, **hooks},
+            meta={"echo": raw, "ignored_inputs": ignored, **hooks},
         )
         self.core.engine.submit(job)
         targets = [(hooks["webhook"], hooks["webhook_events_filter"])] if "webhook" in hooks else []

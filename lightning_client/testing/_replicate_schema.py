@@ -4,13 +4,18 @@ Fields, defaults and bounds follow the model's published API page / `predict.py`
 Replicate reference). Messages and `invalid_fields` types follow the JSON-schema validator wording seen in
 Replicate's 422 responses ("Must be less than or equal to 4", "prompt is required", "... must be one of the
 following: ...", "Invalid type. Expected: integer, given: string").
+
+Known inputs are validated (types, ranges, enums); inputs the schema does not have are ignored, as
+Replicate does: cog PR #2943 removed `additionalProperties: false` from model input validation because
+refusing them broke backwards compatibility, and Replicate's 2024-05-01 changelog keeps
+`additional_property_not_allowed` for top-level properties only (checked by the app, not here).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MODEL", "OPENAPI_SCHEMA", "VERSION", "validate_input", "validation_detail"]
+__all__ = ["MODEL", "OPENAPI_SCHEMA", "VERSION", "ignored_input_warning", "validate_input", "validation_detail"]
 
 MODEL = "bytedance/sdxl-lightning-4step"
 VERSION = "5599ed30703defd1d160a25a63321b4dec97101d98b4674bcc56e41f62f35637"
@@ -123,26 +128,21 @@ def _type_ok(expected: str, actual: str) -> bool:
     return actual == expected or (expected == "number" and actual == "integer")
 
 
-def validate_input(payload: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """(input with defaults filled in, invalid fields). Unknown properties are rejected like the real schema."""
+def validate_input(payload: Any) -> tuple[dict[str, Any], list[dict[str, str]], list[str]]:
+    """(known inputs with defaults filled in, invalid fields, names of the unknown inputs that are ignored)."""
     if not isinstance(payload, dict):
-        return {}, [
-            {
-                "type": "invalid_type",
-                "field": "input",
-                "description": f"Invalid type. Expected: object, given: {_json_type(payload)}",
-            }
-        ]
-    problems: list[dict[str, str]] = []
-    for name in payload:
-        if name not in _INPUT:
-            problems.append(
+        return (
+            {},
+            [
                 {
-                    "type": "additional_property_not_allowed",
+                    "type": "invalid_type",
                     "field": "input",
-                    "description": f"Additional property {name} is not allowed",
+                    "description": f"Invalid type. Expected: object, given: {_json_type(payload)}",
                 }
-            )
+            ],
+            [],
+        )
+    problems: list[dict[str, str]] = []
     for name, spec in _INPUT.items():
         if name not in payload:
             continue
@@ -178,8 +178,13 @@ def validate_input(payload: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
                 }
             )
     filled = {name: spec["default"] for name, spec in _INPUT.items() if "default" in spec}
-    filled.update(payload)
-    return filled, problems
+    filled.update((name, value) for name, value in payload.items() if name in _INPUT)
+    return filled, problems, [str(name) for name in payload if name not in _INPUT]
+
+
+def ignored_input_warning(name: str) -> str:
+    """The log line a prediction gets, when it starts, for an input the model's schema does not have."""
+    return f"Warning: ignoring input {name!r}: it is not in this model's input schema"
 
 
 def validation_detail(problems: list[dict[str, str]]) -> str:

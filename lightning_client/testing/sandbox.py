@@ -304,9 +304,11 @@ class Sandbox:
                 self._replicate_core, self._urls["replicate"], self._replicate_signer
             )
         if "fal" in sockets:
-            queue, run, rest = build_fal_apps(self._fal_core, self._urls["fal"], self._fal_signer)
+            queue, run, rest = build_fal_apps(
+                self._fal_core, self._urls["fal"], self._urls["fal_run"], self._fal_signer
+            )
             by_endpoint.update(fal=queue, fal_run=run, fal_rest=rest)
-            self.fal_realtime.queue_url = self._urls["fal"]
+            self.fal_realtime.files_url = self._urls["fal_run"]  # the socket is on the run origin
             run.router.routes.extend(self.fal_realtime.run_routes())
             rest.router.routes.extend(self.fal_realtime.rest_routes())
         return {sockets[name].getsockname()[1]: app for name, app in by_endpoint.items()}

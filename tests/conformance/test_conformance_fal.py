@@ -71,9 +71,18 @@ def test_cancel(fal_sandbox: ProviderHandle) -> None:
     assert fal_sandbox.stats()["canceled"] == 1
 
 
-def test_run() -> None:
+def test_run(lightning_sandbox: Sandbox) -> None:
     result = fal_client.SyncClient(key="id:secret").run(APP, INPUT)
     assert result["seed"] == 5 and result["images"][0]["height"] == 768
+    # Served by the run origin that answered (clients may trust only the origin they called).
+    url = result["images"][0]["url"]
+    assert url.startswith(f"{lightning_sandbox.fal_run_url}/files/") and _size(url) == (1024, 768)
+
+
+def test_queue_results_link_to_the_queue_origin(lightning_sandbox: Sandbox) -> None:
+    result = fal_client.SyncClient(key="id:secret").subscribe(APP, INPUT)
+    url = result["images"][0]["url"]
+    assert url.startswith(f"{lightning_sandbox.fal_url}/files/") and _size(url) == (1024, 768)
 
 
 def test_steps_3_is_http_error_422() -> None:

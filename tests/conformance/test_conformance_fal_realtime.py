@@ -6,6 +6,7 @@ import io
 
 import fal_client
 import fal_client.client as fal_module
+import httpx
 import pytest
 from PIL import Image
 
@@ -38,6 +39,17 @@ def test_sync_realtime_sends_one_input_and_receives_an_image(fal_sandbox: Provid
     image = Image.open(io.BytesIO(result["images"][0]["content"]))
     assert image.size == (512, 512) and image.format == "JPEG"
     assert result["request_id"] in {job["id"] for job in fal_sandbox.jobs()}
+
+
+def test_realtime_file_urls_are_on_the_socket_origin(lightning_sandbox: Sandbox) -> None:
+    """Without `sync_mode` the images are URLs, served by the run origin the socket is on."""
+    with fal_client.SyncClient(key="id:secret").realtime(APP) as connection:
+        connection.send({**INPUT, "sync_mode": False})
+        result = connection.recv()
+    assert result is not None
+    url = result["images"][0]["url"]
+    assert url.startswith(f"{lightning_sandbox.fal_run_url}/files/")
+    assert Image.open(io.BytesIO(httpx.get(url).content)).size == (512, 512)
 
 
 async def test_async_realtime_with_max_buffering() -> None:

@@ -98,6 +98,36 @@ def test_validation_error_is_replicate_error_422(client: Client, replicate_sandb
     assert replicate_sandbox.stats()["created"] == 0
 
 
+# What is validated and what is ignored, as on Replicate: inputs the model's schema does not have are
+# ignored (cog PR #2943 removed `additionalProperties: false` from model input validation, since refusing
+# them broke backwards compatibility); known inputs are still checked (types, ranges, enums); an unknown
+# top-level property is still a 422 `additional_property_not_allowed` (Replicate changelog, 2024-05-01).
+
+
+def test_unknown_inputs_are_ignored_and_named_in_the_logs(client: Client) -> None:
+    prediction = client.predictions.create(version=VERSION, input={"prompt": "x", "size": "768x512"})
+    prediction.wait()
+    assert prediction.status == "succeeded"
+    assert Image.open(io.BytesIO(_png(_urls(prediction.output)[0]))).size == (1024, 1024)  # the default size
+    assert "Warning: ignoring input 'size'" in (prediction.logs or "").splitlines()[0]
+
+
+def test_wrong_type_for_a_known_input_is_still_422(client: Client, replicate_sandbox: ProviderHandle) -> None:
+    with pytest.raises(ReplicateError) as caught:
+        client.run(REF, input={"prompt": "x", "size": "768x512", "num_outputs": "2"})
+    assert caught.value.status == 422
+    assert "input.num_outputs: Invalid type. Expected: integer, given: string" in (caught.value.detail or "")
+    assert replicate_sandbox.stats()["created"] == 0
+
+
+def test_unknown_top_level_property_is_still_422(client: Client, replicate_sandbox: ProviderHandle) -> None:
+    # The client sends only the fields it knows, so the raw request goes through its HTTP client.
+    response = client._client.post("/v1/predictions", json={"version": VERSION, "input": INPUT, "size": "768x512"})
+    assert response.status_code == 422
+    assert response.json()["invalid_fields"][0]["type"] == "additional_property_not_allowed"
+    assert replicate_sandbox.stats()["created"] == 0
+
+
 def test_failed_prediction_is_model_error(client: Client, replicate_sandbox: ProviderHandle) -> None:
     replicate_sandbox.configure(fault="nsfw")
     with pytest.raises(ModelError, match="NSFW"):

@@ -145,6 +145,22 @@ def test_sync_run(fal_run: httpx.Client, fal_sandbox: ProviderHandle) -> None:
     assert stats["requests"]["run"] == 2 and stats["succeeded"] == 1 and stats["failed"] == 1
 
 
+def test_each_origin_serves_the_files_of_its_results(
+    lightning_sandbox: Sandbox, fal: httpx.Client, fal_run: httpx.Client, fal_sandbox: ProviderHandle
+) -> None:
+    """Clients may trust only files on the origin they called: run results link to the run origin."""
+    run = fal_run.post(f"/{APP}", json={**INPUT, "image_size": "square"}).json()["images"][0]
+    assert run["url"].startswith(f"{lightning_sandbox.fal_run_url}/files/")
+    assert Image.open(io.BytesIO(fal_run.get(run["url"]).content)).size == (512, 512)
+    handle = submit(fal, {**INPUT, "image_size": "square"}).json()
+    wait_completed(fal, handle["status_url"])
+    queued = fal.get(handle["response_url"]).json()["images"][0]
+    assert queued["url"].startswith(f"{lightning_sandbox.fal_url}/files/")
+    assert fal.get(queued["url"]).content == fal_run.get(run["url"]).content  # same input, same image
+    assert fal_sandbox.stats()["requests"]["file"] == 3
+    assert fal_run.get("/files/nothing/0.jpeg").status_code == 404
+
+
 def test_sync_mode_returns_data_uris(fal: httpx.Client) -> None:
     handle = submit(fal, {**INPUT, "sync_mode": True, "image_size": "square"}).json()
     wait_completed(fal, handle["status_url"])

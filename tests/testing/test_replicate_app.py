@@ -167,7 +167,6 @@ def test_model_route_and_unknown_model(rep: httpx.Client) -> None:
         ({"guidance_scale": 51}, "input.guidance_scale", "number_lte", "Must be less than or equal to 50"),
         ({"width": "big"}, "input.width", "invalid_type", "Invalid type. Expected: integer, given: string"),
         ({"seed": None}, "input.seed", "invalid_type", "Invalid type. Expected: integer, given: null"),
-        ({"colour": "red"}, "input", "additional_property_not_allowed", "Additional property colour is not allowed"),
     ],
 )
 def test_input_validation_422(
@@ -179,6 +178,47 @@ def test_input_validation_422(
     assert body["title"] == "Input validation failed" and body["status"] == 422
     assert body["invalid_fields"] == [{"type": kind, "field": field, "description": description}]
     assert body["detail"] == f"- {field}: {description}\n"
+
+
+def test_unknown_inputs_are_ignored_with_a_warning_in_the_logs(rep: httpx.Client) -> None:
+    """As on Replicate (cog PR #2943): an input the schema does not have is ignored, not a 422."""
+    created = create(rep, {"prompt": "x", "size": "768x512", "aspect_ratio": "16:9"}, Prefer="wait")
+    assert created.status_code == 201
+    body = created.json()
+    assert body["status"] == "succeeded" and body["input"] == {"prompt": "x", "size": "768x512", "aspect_ratio": "16:9"}
+    image = Image.open(io.BytesIO(rep.get(body["output"][0]).content))
+    assert image.size == (1024, 1024)  # the model's default size: `size` did nothing
+    lines = body["logs"].splitlines()
+    assert lines[:2] == [
+        "Warning: ignoring input 'size': it is not in this model's input schema",
+        "Warning: ignoring input 'aspect_ratio': it is not in this model's input schema",
+    ]
+    assert lines[2].startswith("Using seed: ")
+
+
+def test_known_inputs_are_still_validated_beside_unknown_ones(rep: httpx.Client) -> None:
+    response = create(rep, {"prompt": "x", "size": "768x512", "width": "768"})
+    assert response.status_code == 422
+    assert response.json()["invalid_fields"] == [
+        {
+            "type": "invalid_type",
+            "field": "input.width",
+            "description": "Invalid type. Expected: integer, given: string",
+        }
+    ]
+
+
+def test_unknown_top_level_property_is_still_422(rep: httpx.Client, replicate_sandbox: ProviderHandle) -> None:
+    response = rep.post("/v1/predictions", json={"version": VERSION, "input": INPUT, "size": "768x512"})
+    assert response.status_code == 422
+    assert response.json()["invalid_fields"] == [
+        {
+            "type": "additional_property_not_allowed",
+            "field": "(root)",
+            "description": "Additional property size is not allowed",
+        }
+    ]
+    assert replicate_sandbox.stats()["created"] == 0
 
 
 def test_scheduler_enum_and_invalid_version(rep: httpx.Client, replicate_sandbox: ProviderHandle) -> None:
