@@ -1,4 +1,4 @@
-"""Verify provider webhooks in a receiving application: signature and timestamp window.
+"""Verify provider webhooks in a receiving application: signature, timestamp window, account, replays.
 
 ```python
 from lightning_client import webhooks
@@ -414,7 +414,7 @@ def _check_tolerance(tolerance_s: float) -> None:
 
 def _check_time(timestamp: str, name: str, tolerance_s: float) -> int:
     """The signed send time, once it is within `tolerance_s` of now."""
-    if not timestamp.isascii() or not timestamp.isdigit():
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
         raise WebhookVerificationError(f"{name} is not a Unix time in seconds: {timestamp!r}")
     sent = int(timestamp)
     skew = time.time() - sent

@@ -236,6 +236,9 @@ def test_verify_errors_are_value_errors() -> None:
     body = json.dumps({"id": "x"}).encode()
     with pytest.raises(WebhookVerificationError, match="missing header webhook-id"):
         verify_replicate({}, body, "whsec_" + base64.b64encode(b"k" * 32).decode())
+    headers = {"webhook-id": "msg_x", "webhook-timestamp": "9" * 5000, "webhook-signature": "v1,AAAA"}
+    with pytest.raises(WebhookVerificationError, match="not a Unix time"):  # not int()'s own digit-limit error
+        verify_replicate(headers, body, "whsec_" + base64.b64encode(b"k" * 32).decode())
 
 
 def test_verifiers_return_the_signed_id_and_timestamp_with_the_body(
