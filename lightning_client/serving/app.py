@@ -35,7 +35,7 @@ from lightning_client.serving.errors import ApiError, error_for, retry_after_hea
 from lightning_client.serving.files import FileStore, FileTooLargeError
 from lightning_client.serving.metrics import ServerMetrics
 from lightning_client.serving.openai_images import ImagesRequest, images_response
-from lightning_client.serving.request_errors import validation_answer
+from lightning_client.serving.request_errors import SEND_JSON, validation_answer
 from lightning_client.serving.settings import ServerSettings
 from lightning_client.serving.sites import HostGuard, base_url
 
@@ -368,6 +368,13 @@ def _error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and request.method == "POST":  # FastAPI could not decode the body at all
+            return ApiError(
+                400,
+                f"the body is not UTF-8 JSON: {SEND_JSON}",
+                type="invalid_request_error",
+                code="InvalidRequestError",
+            ).response()
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
         return ApiError(exc.status_code, str(exc.detail), type=kind, code=f"HTTP{exc.status_code}").response()
 

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 
 from lightning_client.serving.errors import ApiError
 
-__all__ = ["is_json", "validation_answer"]
+__all__ = ["SEND_JSON", "is_json", "validation_answer"]
 
 #: What every JSON route takes.
 SEND_JSON = "send a JSON object with Content-Type: application/json"
