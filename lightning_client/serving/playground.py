@@ -233,11 +233,11 @@ def playground_router() -> APIRouter:
     @router.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
         state: ServingState = websocket.app.state.lightning
-        if not _authorized(state, websocket):
-            await websocket.close(code=1008, reason="invalid or missing API key")
-            return
         if not origin_allowed(websocket.headers, state.settings):  # another site's page: refused before any job
             await websocket.close(code=1008, reason="origin not allowed")
+            return
+        if not _authorized(state, websocket):
+            await websocket.close(code=1008, reason="invalid or missing API key")
             return
         await websocket.accept()
         await _PlaygroundSocket(websocket, state, ledger).run()

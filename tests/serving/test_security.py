@@ -17,6 +17,7 @@ from lightning_client.serving.playground import playground_router
 from lightning_client.serving.runner import ServerThread
 from lightning_client.serving.settings import ServerSettings
 from lightning_client.testing import Sandbox
+from tests.serving.conftest import ServeProcess, start_serve
 
 
 def router_over(sb: Sandbox) -> lc.Router:
@@ -154,3 +155,30 @@ def test_allowed_provider_options_never_override_validated_fields(sb: Sandbox) -
     assert (sent["num_images"], sent["image_size"], sent["expand_prompt"]) == (1, {"width": 256, "height": 256}, True)
     ignored = sorted(w.setting for w in result.warnings if w.kind == "ignored")
     assert ignored == ["provider_options.fal.image_size", "provider_options.fal.num_images"]
+
+
+def test_serve_options_set_hosts_origins_links_and_the_body_limit(serve_process: list[ServeProcess]) -> None:
+    running = start_serve(
+        "--sandbox",
+        "--public-url",
+        "https://images.example",
+        "--allowed-host",
+        "gpu-box",
+        "--allowed-origin",
+        "https://app.example",
+        "--max-body-bytes",
+        "2048",
+    )
+    serve_process.append(running)
+    url = running.url
+    for host in ("gpu-box:8000", "images.example"):
+        assert httpx.get(f"{url}/healthz", headers={"Host": host}, timeout=10).status_code == 200
+    assert httpx.get(f"{url}/healthz", headers={"Host": "attacker.example"}, timeout=10).status_code == 400
+    body = {"prompt": "a fox", "size": "256x256", "response_format": "url"}
+    answer = httpx.post(f"{url}/v1/images/generations", json=body, timeout=60)
+    assert answer.json()["data"][0]["url"].startswith("https://images.example/v1/files/")
+    too_big = httpx.post(f"{url}/v1/images/generations", json={"prompt": "x" * 3000}, timeout=30)
+    assert too_big.status_code == 413
+    for origin in ("https://app.example", "https://images.example"):
+        with connect("ws" + url.removeprefix("http") + "/v1/realtime", origin=origin) as ws:  # type: ignore[arg-type]
+            assert json.loads(ws.recv(timeout=30))["type"] == "hello"
