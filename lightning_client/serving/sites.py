@@ -24,13 +24,14 @@ __all__ = ["HostGuard", "base_url", "origin_allowed"]
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def _beyond_loopback(host: str) -> bool:
+    """Whether `host` is an IP address of another interface than loopback (a name is not judged here)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is loopback too
+    return not (address.is_loopback or (mapped is not None and mapped.is_loopback))
 
 
 def _hostname(netloc: str) -> str:
@@ -71,7 +72,7 @@ def _refusal(scope: Scope, settings: ServerSettings) -> str | None:
     if settings.api_keys and not settings.allowed_hosts:
         return None
     local = _server_host(scope)
-    if not settings.api_keys and not settings.allow_unauthenticated and local is not None and not _is_loopback(local):
+    if not settings.api_keys and not settings.allow_unauthenticated and local is not None and _beyond_loopback(local):
         return f"this server has no API keys and answers only on loopback, not on {local}"
     if "*" in settings.allowed_hosts:
         return None

@@ -182,3 +182,24 @@ def test_serve_options_set_hosts_origins_links_and_the_body_limit(serve_process:
     for origin in ("https://app.example", "https://images.example"):
         with connect("ws" + url.removeprefix("http") + "/v1/realtime", origin=origin) as ws:  # type: ignore[arg-type]
             assert json.loads(ws.recv(timeout=30))["type"] == "hello"
+
+
+def interface_address() -> str | None:
+    """An address of this machine other than loopback (None when it has none); nothing is sent."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
+def test_a_keyless_app_answers_nothing_beyond_loopback_unless_allowed(sb: Sandbox) -> None:
+    address = interface_address()
+    if address is None:
+        pytest.skip("this machine has no address beyond loopback")
+    for allowed, status in ((False, 403), (True, 200)):
+        app = create_app(router_over(sb), settings=ServerSettings(allow_unauthenticated=allowed))
+        with ServerThread(app, host=address) as url:
+            assert httpx.get(f"{url}/v1/status", timeout=10).status_code == status
