@@ -51,7 +51,12 @@ def _json_kind(value: Any) -> str:
 
 
 def _field(loc: Sequence[Any]) -> list[str]:
-    return [str(part) for part in loc[1:]] if loc and loc[0] == "body" else [str(part) for part in loc]
+    """The field path of an error location, without its leading part (`body`, `query`, ...)."""
+    return (
+        [str(part) for part in loc[1:]]
+        if loc and loc[0] in ("body", "query", "path", "header")
+        else list(map(str, loc))
+    )
 
 
 def validation_answer(exc: RequestValidationError, content_type: str | None) -> ApiError:
@@ -70,7 +75,7 @@ def validation_answer(exc: RequestValidationError, content_type: str | None) -> 
             line, column = _position(document, offset)
             why = error.get("ctx", {}).get("error", "malformed")
             return _invalid(f"invalid JSON at line {line}, column {column}: {why}; {SEND_JSON}")
-    whole = [e for e in errors if not _field(e.get("loc", ()))]
+    whole = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
     if whole:
         if not is_json(content_type):
             got = f"Content-Type: {content_type}" if content_type else "no Content-Type"
@@ -80,7 +85,7 @@ def validation_answer(exc: RequestValidationError, content_type: str | None) -> 
         return _invalid(f"the body must be a JSON object, not {_json_kind(whole[0].get('input'))}: {SEND_JSON}")
     problems, param = [], None
     for error in errors:
-        loc = _field(error.get("loc", ()))
+        loc = _field(error.get("loc", ())) or ["body"]
         param = param or loc[0]
         name = ".".join(loc)
         if error.get("type") == "extra_forbidden":
