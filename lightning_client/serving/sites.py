@@ -67,20 +67,20 @@ def _own_names(scope: Scope, settings: ServerSettings) -> set[str]:
     return names
 
 
-def _refusal(scope: Scope, settings: ServerSettings) -> str | None:
-    """Why a server without keys does not answer this connection (None: it does)."""
+def _refusal(scope: Scope, settings: ServerSettings) -> tuple[int, str] | None:
+    """The status and reason with which this connection is refused (None: it is answered)."""
     if settings.api_keys and not settings.allowed_hosts:
         return None
     local = _server_host(scope)
     if not settings.api_keys and not settings.allow_unauthenticated and local is not None and _beyond_loopback(local):
-        return f"this server has no API keys and answers only on loopback, not on {local}"
+        return 403, f"this server has no API keys and answers only on loopback, not on {local}"
     if "*" in settings.allowed_hosts:
         return None
     host = _header(scope, b"host")
     if host is None:
-        return "a Host header is required"
+        return 400, "a Host header is required"
     if _hostname(host) not in _own_names(scope, settings):
-        return f"Host {host!r} is not this server; allowed: its own address, localhost, or --allowed-host names"
+        return 400, f"Host {host!r} is not this server; allowed: its own address, localhost, or allowed_hosts names"
     return None
 
 
@@ -99,14 +99,14 @@ class HostGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        reason = _refusal(scope, self.settings)
-        if reason is None:
+        refusal = _refusal(scope, self.settings)
+        if refusal is None:
             await self.app(scope, receive, send)
             return
+        status, reason = refusal
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": reason[:120]})
             return
-        status = 403 if reason.startswith("this server has no API keys") else 400
         error = ApiError(status, reason, type="invalid_request_error", code="HostNotAllowed")
         await error.response()(scope, receive, send)
 
