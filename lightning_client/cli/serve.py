@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from lightning_client.cli._common import (
     Debug,
@@ -193,7 +193,7 @@ def serve(
             allowed_provider_options=tuple(allow_provider_option or section.allowed_provider_options),
             docs=_pick(docs, section.docs),
         )
-    except ValueError as exc:
+    except ValidationError as exc:
         fail(UsageError(_first_problem(exc)), debug=debug, code=2)
     if ray:
         from lightning_client.serving.ray_command import serve_ray
@@ -243,11 +243,8 @@ def serve(
         run_server(app, host=host, port=port, grace_s=grace_s)
 
 
-def _first_problem(exc: ValueError) -> str:
+def _first_problem(exc: ValidationError) -> str:
     """A settings error as one line naming the option's setting."""
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return str(exc)
-    first = errors()[0]
+    first = exc.errors()[0]
     where = ".".join(str(part) for part in first.get("loc", ())) or "server"
     return f"{where}: {str(first.get('msg', 'invalid')).removeprefix('Value error, ')}"
