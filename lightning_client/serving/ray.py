@@ -170,8 +170,9 @@ def app(args: dict[str, str]) -> Application:
     `hosted` (comma-separated provider names), `ledger` and `max_wait_s`; and `device`,
     `replicas`, `api_key` (comma-separated; default `LIGHTNING_CLIENT_API_KEYS`), `host` (the
     interface Serve's proxy listens on, as in its `http_options`; default 127.0.0.1) and
-    `unauthenticated` (`true`: serve beyond loopback without keys, like `--allow-unauthenticated`). Without keys on a
-    non-loopback host it refuses to build, as `lightning-client serve` refuses to start.
+    `unauthenticated` (`true`: serve beyond loopback without keys, like `--allow-unauthenticated`).
+    Without keys on a non-loopback host it refuses to build, as `lightning-client serve` refuses
+    to start.
     """
     known = {
         "config",

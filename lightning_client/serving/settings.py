@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 __all__ = [
     "API_KEYS_VARIABLE",
     "MAX_BODY_BYTES",
+    "MAX_FILE_BYTES",
     "ServerSection",
     "ServerSettings",
     "keys_from_env",
