@@ -37,6 +37,8 @@ REGISTRY: dict[str, Any] = {
 
 _lock = threading.Lock()
 _plugins_loaded = False
+#: kind -> the entry point that registered it ("name = module:Class"), for error messages.
+_ENTRY_POINTS: dict[str, str] = {}
 
 
 def _load_plugins() -> None:
@@ -53,6 +55,7 @@ def _load_plugins() -> None:
                     log.warning("provider entry point %r (%s) ignored: the kind is taken", point.name, point.value)
                 continue
             REGISTRY[kind] = point.value
+            _ENTRY_POINTS[kind] = f"{point.name} = {point.value}"
 
 
 def register(kind: str, target: Any) -> None:
@@ -88,6 +91,10 @@ def generator_class(kind: str) -> Any:
         value = importlib.import_module(module)
         for part in attribute.split(".") if attribute else ():
             value = getattr(value, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigurationError(f"provider {key!r} could not be loaded from {target!r}: {exc}", path="kind") from exc
+    except Exception as exc:  # a plugin may fail in any way while importing: name where it came from
+        point = _ENTRY_POINTS.get(key)
+        source = f"entry point {point!r} (group {ENTRY_POINT_GROUP})" if point else repr(target)
+        raise ConfigurationError(
+            f"provider {key!r} could not be loaded from {source}: {type(exc).__name__}: {exc}", path="kind"
+        ) from exc
     return value

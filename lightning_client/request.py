@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Collection
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -11,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lightning_client.errors import InvalidRequestError
 
 __all__ = [
+    "MAX_IMAGES",
+    "MAX_PROMPT_CHARS",
     "SDXL_BUCKETS",
     "GenerationRequest",
     "OutputFormat",
@@ -41,18 +44,23 @@ MIN_SIDE, MAX_SIDE = 64, 4096
 #: (latent / 8, then two 2x downsamplings) gets sides it divides evenly. This is stricter
 #: than the VAE's factor of 8 on purpose: e.g. 1000 px would be padded inside the UNet.
 SIDE_MULTIPLE = 64
+#: Most images one request asks for.
+MAX_IMAGES = 8
+#: Longest prompt (and negative prompt) accepted, in characters. SDXL's text encoders read the first
+#: 77 tokens; the bound keeps an oversized prompt from being forwarded to a provider at all.
+MAX_PROMPT_CHARS = 4000
 
 # What each field accepts, quoted in every validation message.
 _ALLOWED: dict[str, str] = {
-    "prompt": "a non-empty string",
+    "prompt": f"a non-empty string of at most {MAX_PROMPT_CHARS} characters",
     "steps": "1, 2, 4 or 8",
     "width": f"a multiple of {SIDE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}",
     "height": f"a multiple of {SIDE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}",
     "aspect_ratio": "'W:H' with positive numbers, e.g. '16:9'",
     "seed": f"an integer from 0 to {SEED_MAX}",
-    "num_images": "an integer from 1 to 8",
+    "num_images": f"an integer from 1 to {MAX_IMAGES}",
     "output_format": "'png', 'jpeg' or 'webp'",
-    "negative_prompt": "a string (optional)",
+    "negative_prompt": f"a string of at most {MAX_PROMPT_CHARS} characters (optional)",
     "guidance_scale": "a number from 0 to 50",
     "safety_checker": "true or false",
     "timeout_s": "a positive number of seconds (optional)",
@@ -126,10 +134,12 @@ def _describe(error: Any) -> tuple[str, str]:
     if error.get("type") == "extra_forbidden":
         allowed = ", ".join(sorted(GenerationRequest.model_fields))
         return field, f"unknown field {field!r}; the fields are: {allowed}"
+    accepted = _ALLOWED.get(field)
+    if error.get("type") == "string_too_long":
+        return field, f"{field} has {len(error.get('input', ''))} characters; allowed: {accepted or reason}"
     shown = repr(error.get("input"))
     if len(shown) > 60:
         shown = shown[:57] + "..."
-    accepted = _ALLOWED.get(field)
     if accepted is None:
         return field, f"{field}={shown} is invalid ({reason})"
     if error.get("type") != "value_error":  # pydantic's own wording would only restate what is accepted
@@ -159,15 +169,15 @@ class GenerationRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
-    prompt: str
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS)
     steps: Literal[1, 2, 4, 8] = 4
     width: int = Field(default=1024)
     height: int = Field(default=1024)
     aspect_ratio: str | None = None
     seed: int = Field(default_factory=lambda: secrets.randbelow(SEED_MAX + 1), ge=0, le=SEED_MAX)
-    num_images: int = Field(default=1, ge=1, le=8)
+    num_images: int = Field(default=1, ge=1, le=MAX_IMAGES)
     output_format: OutputFormat = "png"
-    negative_prompt: str | None = None
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     guidance_scale: float = Field(default=0.0, ge=0.0, le=50.0)
     safety_checker: bool = True
     timeout_s: float | None = Field(default=None, gt=0)
@@ -271,3 +281,13 @@ class GenerationRequest(BaseModel):
     def options_for(self, provider: str) -> dict[str, Any]:
         """The escape-hatch payload fields for one provider (a copy)."""
         return dict(self.provider_options.get(provider, {}))
+
+    def extra_options(self, provider: str, mapped: Collection[str]) -> tuple[dict[str, Any], list[str]]:
+        """One provider's escape-hatch fields that add to its payload, and the names of those refused.
+
+        `mapped` holds the payload fields the provider fills from this request's validated fields;
+        an option naming one of them is refused, so provider options never override validation.
+        """
+        options = self.options_for(provider)
+        refused = sorted(key for key in options if key in mapped)
+        return {k: v for k, v in options.items() if k not in mapped}, refused

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from lightning_client.cli._common import (
     Debug,
@@ -73,6 +73,38 @@ def serve(
         float | None,
         typer.Option("--file-retention-s", min=1.0, help="Seconds `url` images stay downloadable (default 3600)."),
     ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option("--public-url", help="Base URL clients reach the server at; `url` image links start with it."),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host", help="Without keys: another Host name to answer (repeatable; '*' turns the check off)."
+        ),
+    ] = None,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-origin", help="A web origin whose pages may open the realtime socket (repeatable)."),
+    ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option("--max-body-bytes", min=1, help="Largest request body; larger ones get 413 (default 1 MiB)."),
+    ] = None,
+    max_file_bytes: Annotated[
+        int | None,
+        typer.Option("--max-file-bytes", min=1, help="Bytes of `url` images kept in memory (default 256 MiB)."),
+    ] = None,
+    allow_provider_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-provider-option",
+            help="A PROVIDER.KEY callers may set in provider_options, e.g. fal.expand_prompt (repeatable).",
+        ),
+    ] = None,
+    docs: Annotated[
+        bool | None, typer.Option("--docs", help="Serve the browsable API docs at /docs (loads scripts from a CDN).")
+    ] = None,
     ledger: LedgerPath = None,
     ray: Annotated[
         bool,
@@ -98,8 +130,13 @@ def serve(
     try:
         from lightning_client.serving.app import create_app
         from lightning_client.serving.build import build_served
-        from lightning_client.serving.runner import is_loopback, run_server
-        from lightning_client.serving.settings import ServerSettings, keys_from_env, server_section
+        from lightning_client.serving.runner import run_server
+        from lightning_client.serving.settings import (
+            ServerSettings,
+            keys_from_env,
+            refuse_keyless_exposure,
+            server_section,
+        )
     except ImportError as exc:
         fail(
             UsageError(f"serving needs its extra ({exc.name} is missing): pip install -e '.[serve]' in the checkout"),
@@ -114,15 +151,17 @@ def serve(
     host = _pick(host, section.host)
     port = _pick(port, section.port)
     grace_s = _pick(grace_s, section.grace_s)
-    if not keys and not is_loopback(host) and not (allow_unauthenticated or section.allow_unauthenticated):
-        fail(
-            UsageError(
-                f"refusing to listen on {host} without an API key: give --api-key KEY (or {section.api_keys_env}), "
-                "listen on 127.0.0.1, or pass --allow-unauthenticated"
-            ),
-            debug=debug,
-            code=2,
+    unauthenticated = allow_unauthenticated or section.allow_unauthenticated
+    try:
+        refuse_keyless_exposure(
+            host,
+            keys=bool(keys),
+            allowed=unauthenticated,
+            keys_hint=f"--api-key KEY (or {section.api_keys_env})",
+            allow_hint="--allow-unauthenticated",
         )
+    except ValueError as exc:
+        fail(UsageError(str(exc)), debug=debug, code=2)
     if sandbox and sandbox_url:
         fail(
             UsageError("use either --sandbox (start one here) or --sandbox-url (use a running one), not both"),
@@ -137,13 +176,25 @@ def serve(
             debug=debug,
             code=2,
         )
-    settings = ServerSettings(
-        api_keys=tuple(SecretStr(k) for k in keys),
-        max_queue=_pick(max_queue, section.max_queue),
-        max_concurrency=_pick(max_concurrency, section.max_concurrency),
-        grace_s=grace_s,
-        file_retention_s=_pick(file_retention_s, section.file_retention_s),
-    )
+    try:
+        settings = ServerSettings(
+            api_keys=tuple(SecretStr(k) for k in keys),
+            max_queue=_pick(max_queue, section.max_queue),
+            max_concurrency=_pick(max_concurrency, section.max_concurrency),
+            grace_s=grace_s,
+            file_retention_s=_pick(file_retention_s, section.file_retention_s),
+            max_files=section.max_files,
+            max_file_bytes=_pick(max_file_bytes, section.max_file_bytes),
+            max_body_bytes=_pick(max_body_bytes, section.max_body_bytes),
+            allow_unauthenticated=unauthenticated,
+            public_url=_pick(public_url, section.public_url),
+            allowed_hosts=tuple(allowed_host or section.allowed_hosts),
+            allowed_origins=tuple(allowed_origin or section.allowed_origins),
+            allowed_provider_options=tuple(allow_provider_option or section.allowed_provider_options),
+            docs=_pick(docs, section.docs),
+        )
+    except ValidationError as exc:
+        fail(UsageError(_first_problem(exc)), debug=debug, code=2)
     if ray:
         from lightning_client.serving.ray_command import serve_ray
 
@@ -190,3 +241,10 @@ def serve(
 
         app = create_app(generator, settings=settings, routers=[playground_router()])
         run_server(app, host=host, port=port, grace_s=grace_s)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    """A settings error as one line naming the option's setting."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "server"
+    return f"{where}: {str(first.get('msg', 'invalid')).removeprefix('Value error, ')}"

@@ -304,7 +304,12 @@ class FalGenerator(HttpGenerator):
             # webp is converted locally from lossless png.
             "format": "jpeg" if req.output_format == "jpeg" else "png",
         }
-        arguments.update(req.options_for("fal"))
+        extra, refused = req.extra_options("fal", arguments)
+        for key in refused:
+            ctx.warn(
+                "ignored", f"provider_options.fal.{key}", "a validated field sets it; the request's value was sent"
+            )
+        arguments.update(extra)
         return arguments
 
     def _headers(self, key: SecretStr, remaining: float | None) -> dict[str, str]:

@@ -76,6 +76,8 @@ MIN_CANCEL_AFTER_S = 5
 _WAIT_MARGIN_S = 1.0
 #: Tolerated difference between our clock and Replicate's when matching a prediction to our create.
 _CLOCK_SKEW_S = 30.0
+#: Model inputs we set by default rather than from the request: provider options may replace them.
+_DEFAULT_INPUTS = frozenset({"scheduler"})
 _SEED_LOG = re.compile(r"Using seed:\s*(\d+)")
 _NSFW = re.compile(r"nsfw", re.IGNORECASE)
 #: Hosts that serve Replicate output files and may receive the token (the docs say downloads need it).
@@ -260,9 +262,15 @@ class ReplicateGenerator(HttpGenerator):
                 "scheduler": "K_EULER",
                 "disable_safety_checker": not req.safety_checker,
             }
-            payload.update(req.options_for("replicate"))
             inputs.append(payload)
-        return inputs
+        extra, refused = req.extra_options("replicate", inputs[0].keys() - _DEFAULT_INPUTS)
+        for key in refused:
+            ctx.warn(
+                "ignored",
+                f"provider_options.replicate.{key}",
+                "a validated field sets it; the request's value was sent",
+            )
+        return [{**payload, **extra} for payload in inputs]
 
     def _create_headers(self, token: SecretStr, remaining: float | None) -> tuple[dict[str, str], float | None]:
         """Headers for a create, and the read timeout it needs (None: the client default)."""

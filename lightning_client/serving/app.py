@@ -30,11 +30,14 @@ from lightning_client.generator import Generator, expected_wait
 from lightning_client.request import GenerationRequest
 from lightning_client.result import GenerationResult
 from lightning_client.serving.admission import Admission, QueueFullError
+from lightning_client.serving.body_limit import BodyLimit
 from lightning_client.serving.errors import ApiError, error_for, retry_after_header
-from lightning_client.serving.files import FileStore
+from lightning_client.serving.files import FileStore, FileTooLargeError
 from lightning_client.serving.metrics import ServerMetrics
 from lightning_client.serving.openai_images import ImagesRequest, images_response
+from lightning_client.serving.request_errors import SEND_JSON, validation_answer
 from lightning_client.serving.settings import ServerSettings
+from lightning_client.serving.sites import HostGuard, base_url
 
 __all__ = ["EXPECTED_WAIT_HEADER", "ServingState", "create_app", "require_api_key", "serving_state"]
 
@@ -249,6 +252,23 @@ async def _serve(
     return result, headers
 
 
+def _check_provider_options(request: GenerationRequest, settings: ServerSettings) -> None:
+    """Refuse `provider_options` keys the operator did not allow (`allowed_provider_options`)."""
+    allowed = set(settings.allowed_provider_options)
+    refused = [
+        f"{provider}.{key}"
+        for provider, options in request.provider_options.items()
+        for key in options
+        if f"{provider}.{key}" not in allowed
+    ]
+    if refused:
+        choices = ", ".join(sorted(allowed)) or "none (the operator allows keys with --allow-provider-option)"
+        raise InvalidRequestError(
+            f"provider_options {', '.join(refused)} not accepted by this server; allowed: {choices}",
+            field="provider_options",
+        )
+
+
 def _api_router() -> APIRouter:
     api = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -260,12 +280,16 @@ def _api_router() -> APIRouter:
         except LightningError as exc:
             raise error_for(exc, openai_names=True) from None
         state = serving_state(request)
-        base = str(request.base_url).rstrip("/")
+        base = base_url(request.scope, state.settings)  # never the request's Host
 
         def store(data: bytes, content_type: str, extension: str) -> str:
             return f"{base}/v1/files/{state.files.put(data, content_type, extension)}"
 
-        return JSONResponse(images_response(body, result, store=store), headers=headers)
+        try:
+            answer = images_response(body, result, store=store)
+        except FileTooLargeError as exc:
+            raise ApiError(507, str(exc), type="server_error", code="FileTooLarge") from None
+        return JSONResponse(answer, headers=headers)
 
     @api.post("/v1/generations", summary="Native API: a GenerationRequest in, a GenerationResult out")
     async def generations(
@@ -280,6 +304,7 @@ def _api_router() -> APIRouter:
         if providers is not None and not (isinstance(providers, list) and all(isinstance(p, str) for p in providers)):
             raise InvalidRequestError("providers must be a list of generator names", field="providers")
         gen_request = GenerationRequest(**fields)
+        _check_provider_options(gen_request, serving_state(request).settings)
         result, headers = await _serve(request, gen_request, providers, route="generations")
         return Response(result.model_dump_json(), media_type="application/json", headers=headers)
 
@@ -339,22 +364,17 @@ def _error_handlers(app: FastAPI) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        problems, param = [], None
-        for error in exc.errors():
-            loc = [str(p) for p in error.get("loc", ()) if p != "body"]
-            name = ".".join(loc)
-            param = param or (loc[0] if loc else None)
-            problems.append(f"{name}: {error.get('msg', 'invalid')}" if name else str(error.get("msg")))
-        return ApiError(
-            400,
-            "invalid request: " + "; ".join(problems),
-            type="invalid_request_error",
-            code="InvalidRequestError",
-            param=param,
-        ).response()
+        return validation_answer(exc, request.headers.get("content-type")).response()
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and request.method == "POST":  # FastAPI could not decode the body at all
+            return ApiError(
+                400,
+                f"the body is not UTF-8 JSON: {SEND_JSON}",
+                type="invalid_request_error",
+                code="InvalidRequestError",
+            ).response()
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
         return ApiError(exc.status_code, str(exc.detail), type=kind, code=f"HTTP{exc.status_code}").response()
 
@@ -366,6 +386,12 @@ def _error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(ClientDisconnectedError, disconnected)
+
+
+def _guards(app: FastAPI, settings: ServerSettings) -> None:
+    """Checks that run before routing, outermost first: the keyless Host rule, then the body limit."""
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HostGuard, settings=settings)  # added last: runs first
 
 
 def create_app(
@@ -390,7 +416,7 @@ def create_app(
         settings=config,
         admission=Admission(config.max_concurrency, config.max_queue),
         metrics=ServerMetrics(),
-        files=FileStore(config.file_retention_s, config.max_files),
+        files=FileStore(config.file_retention_s, config.max_files, config.max_file_bytes),
         own_generator=own_generator,
     )
 
@@ -410,8 +436,10 @@ def create_app(
                 await generator.aclose()
 
     state.metrics.watch(state.generators)
-    app = FastAPI(title=title, version=_version(), lifespan=lifespan)
+    docs = "/docs" if config.docs else None  # its page loads scripts from a CDN: off unless asked for
+    app = FastAPI(title=title, version=_version(), lifespan=lifespan, docs_url=docs, redoc_url=None)
     app.state.lightning = state
+    _guards(app, config)
     _error_handlers(app)
     app.include_router(_api_router())
     app.include_router(_open_router())

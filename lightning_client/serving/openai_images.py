@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -10,13 +11,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lightning_client.errors import InvalidRequestError
-from lightning_client.request import GenerationRequest
+from lightning_client.request import MAX_IMAGES, GenerationRequest
 from lightning_client.result import GenerationResult, GenerationWarning
 
 __all__ = ["ImagesRequest", "images_response"]
 
 #: OpenAI fields accepted for compatibility that SDXL-Lightning has no use for (a warning says so).
 _IGNORED = ("quality", "style", "background", "moderation", "output_compression")
+#: `size` as OpenAI writes it: ASCII digits only (`str.isdigit` also accepts e.g. superscripts).
+_SIZE = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")
 
 
 class ImagesRequest(BaseModel):
@@ -30,7 +33,7 @@ class ImagesRequest(BaseModel):
 
     prompt: str
     model: str | None = None
-    n: int = Field(default=1, ge=1, le=10)
+    n: int = Field(default=1, ge=1, le=MAX_IMAGES)
     size: str | None = None
     response_format: Literal["b64_json", "url"] = "b64_json"
     output_format: Literal["png", "jpeg", "webp"] = "png"
@@ -52,13 +55,13 @@ class ImagesRequest(BaseModel):
         """The normalized request (raises `InvalidRequestError` naming the field, OpenAI names for n/size)."""
         fields: dict[str, Any] = {"prompt": self.prompt, "num_images": self.n, "output_format": self.output_format}
         if self.size is not None and self.size != "auto":
-            width, sep, height = self.size.lower().partition("x")
-            if not (sep and width.isdigit() and height.isdigit()):
+            match = _SIZE.fullmatch(self.size.lower())
+            if match is None:
                 raise InvalidRequestError(
                     f"size={self.size!r} is invalid; allowed: 'WxH' with multiples of 64 (e.g. '1024x1024') or 'auto'",
                     field="size",
                 )
-            fields["width"], fields["height"] = int(width), int(height)
+            fields["width"], fields["height"] = int(match[1]), int(match[2])
         for name in ("steps", "seed", "negative_prompt", "aspect_ratio", "timeout_s"):
             value = getattr(self, name)
             if value is not None:

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import hmac
+import json
 from importlib import resources
 from typing import Any
 
@@ -34,6 +35,7 @@ from lightning_client.ledger import Ledger
 from lightning_client.realtime import RealtimeResult, RealtimeSession
 from lightning_client.request import GenerationRequest
 from lightning_client.serving.app import ServingState
+from lightning_client.serving.sites import origin_allowed
 
 __all__ = ["playground_router"]
 
@@ -109,6 +111,20 @@ def _panels(session: RealtimeSession | None, ledger: Ledger) -> dict[str, Any]:
     }
 
 
+async def _next_message(websocket: WebSocket) -> Any:
+    """The next client message, decoded; a binary or non-JSON frame raises `InvalidRequestError`."""
+    frame = await websocket.receive()
+    if frame["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(frame.get("code", 1000), frame.get("reason"))
+    text = frame.get("text")
+    if text is None:
+        raise InvalidRequestError("binary frames are not accepted: send JSON text, {'type': 'send', ...}")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequestError(f"invalid JSON: {exc}; send {{'type': 'send', ...}}") from None
+
+
 class _PlaygroundSocket:
     """One browser connection: its session, the task forwarding results, and the messages it sends."""
 
@@ -140,7 +156,11 @@ class _PlaygroundSocket:
         await self.send_json({"type": "hello", "providers": self.providers, "steps": [1, 2, 4, 8]})
         try:
             while True:
-                message = await self.websocket.receive_json()
+                try:
+                    message = await _next_message(self.websocket)
+                except InvalidRequestError as exc:
+                    await self.error(exc)
+                    continue
                 if not isinstance(message, dict) or message.get("type") != "send":
                     await self.error(InvalidRequestError("messages must be {'type': 'send', ...}", field="type"))
                     continue
@@ -213,6 +233,9 @@ def playground_router() -> APIRouter:
     @router.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
         state: ServingState = websocket.app.state.lightning
+        if not origin_allowed(websocket.headers, state.settings):  # another site's page: refused before any job
+            await websocket.close(code=1008, reason="origin not allowed")
+            return
         if not _authorized(state, websocket):
             await websocket.close(code=1008, reason="invalid or missing API key")
             return

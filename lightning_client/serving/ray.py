@@ -168,16 +168,46 @@ def app(args: dict[str, str]) -> Application:
     Keys: `config` (a configuration file: its `[ray]` table, its local generator on the replicas,
     its router at the ingress), or `local_model` (a folder with `base/` and `lightning/`) with
     `hosted` (comma-separated provider names), `ledger` and `max_wait_s`; and `device`,
-    `replicas`, `api_key` (comma-separated; default `LIGHTNING_CLIENT_API_KEYS`).
+    `replicas`, `api_key` (comma-separated; default `LIGHTNING_CLIENT_API_KEYS`), `host` (the
+    interface Serve's proxy listens on, as in its `http_options`; default 127.0.0.1) and
+    `unauthenticated` (`true`: serve beyond loopback without keys, like `--allow-unauthenticated`).
+    Without keys on a non-loopback host it refuses to build, as `lightning-client serve` refuses
+    to start.
     """
-    known = {"config", "local_model", "device", "replicas", "api_key", "ledger", "max_wait_s", "hosted"}
+    known = {
+        "config",
+        "local_model",
+        "device",
+        "replicas",
+        "api_key",
+        "ledger",
+        "max_wait_s",
+        "hosted",
+        "host",
+        "unauthenticated",
+    }
     unknown = sorted(set(args) - known)
     if unknown:
         raise ValueError(f"unknown argument(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    from lightning_client.serving.settings import ServerSettings, keys_from_env
+    from lightning_client.serving.settings import (
+        API_KEYS_VARIABLE,
+        ServerSettings,
+        keys_from_env,
+        refuse_keyless_exposure,
+    )
 
     keys = [SecretStr(k) for k in args.get("api_key", "").split(",") if k] or keys_from_env()
-    server = ServerSettings(api_keys=tuple(keys))
+    allowed = args.get("unauthenticated", "false").strip().lower()
+    if allowed not in ("true", "false"):
+        raise ValueError(f"unauthenticated={allowed!r} is invalid; allowed: true, false")
+    refuse_keyless_exposure(
+        args.get("host", "127.0.0.1"),
+        keys=bool(keys),
+        allowed=allowed == "true",
+        keys_hint=f"api_key=KEY (or {API_KEYS_VARIABLE})",
+        allow_hint="unauthenticated=true",
+    )
+    server = ServerSettings(api_keys=tuple(keys), allow_unauthenticated=allowed == "true")
     overrides: dict[str, Any] = {"replicas": int(args["replicas"])} if "replicas" in args else {}
     if "config" in args:
         if "local_model" in args or "hosted" in args:

@@ -225,9 +225,9 @@ async def test_503_to_a_submit_is_an_unknown_outcome(sb: Sandbox, gen: lc.FalGen
 
 async def test_invalid_input_surfaces_at_result_as_invalid_request(sb: Sandbox, gen: lc.FalGenerator) -> None:
     with pytest.raises(lc.InvalidRequestError) as info:
-        await gen.agenerate(small(provider_options={"fal": {"num_images": 20}}))
+        await gen.agenerate(small(provider_options={"fal": {"safety_checker_version": "v9"}}))
     err = info.value
-    assert (err.status_code, err.field, err.retryable) == (422, "num_images", False)
+    assert (err.status_code, err.field, err.retryable) == (422, "safety_checker_version", False)
     assert err.request_id == sb.fal.jobs()[0]["id"]
 
 

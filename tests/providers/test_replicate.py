@@ -147,10 +147,16 @@ async def test_converted_format_and_official_model_route(sb: Sandbox) -> None:
     assert ("converted", "output_format") in [(w.kind, w.setting) for w in result.warnings]
 
 
-async def test_seed_mismatch_with_the_log_is_a_warning(gen: lc.ReplicateGenerator) -> None:
-    result = await gen.agenerate(small(provider_options={"replicate": {"seed": 99}}))
-    assert result.seed == 99
-    assert [(w.kind, w.setting) for w in result.warnings] == [("ignored", "seed")]
+async def test_provider_options_never_override_a_validated_field(sb: Sandbox, gen: lc.ReplicateGenerator) -> None:
+    result = await gen.agenerate(small(provider_options={"replicate": {"seed": 99, "num_outputs": 4, "width": 1024}}))
+    (job,) = sb.replicate.jobs()
+    assert (job["input"]["seed"], job["input"]["num_outputs"], job["input"]["width"]) == (7, 1, 256)
+    assert result.seed == 7 and len(result.images) == 1
+    assert sorted(w.setting for w in result.warnings if w.kind == "ignored") == [
+        "provider_options.replicate.num_outputs",
+        "provider_options.replicate.seed",
+        "provider_options.replicate.width",
+    ]
 
 
 async def test_cancel_after_only_for_deadlines_of_at_least_5_s(sb: Sandbox, gen: lc.ReplicateGenerator) -> None:
