@@ -9,6 +9,7 @@ ledger, all before the process exits.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -58,8 +59,14 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()  # stop accepting while the app drains
-        if not self.force_exit:
-            await drain(self._app, self._grace_s)
+        draining = asyncio.ensure_future(drain(self._app, self._grace_s))
+        while not draining.done():  # a second Ctrl-C (force exit) cuts the drain short
+            if self.force_exit:
+                draining.cancel()
+            await asyncio.wait({draining}, timeout=0.1)
+        failed = None if draining.cancelled() else draining.exception()
+        if failed is not None:
+            get_logger("lightning_client.serving").error("draining failed", exc_info=failed)
         await super().shutdown(sockets)
 
 

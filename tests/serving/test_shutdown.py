@@ -3,6 +3,7 @@ get a 503 in the OpenAI error shape, and the ledger is flushed and closed before
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -11,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 import lightning_client as lc
 from lightning_client.serving.app import create_app
+from lightning_client.serving.playground import playground_router
 from lightning_client.serving.runner import ServerThread
 from lightning_client.serving.settings import ServerSettings
 from lightning_client.testing import Sandbox
@@ -82,4 +87,24 @@ def test_draining_answers_queued_and_new_requests_503_without_sending_them() -> 
             stopping.join(120)
         assert all(_drained(r) for r in results), [getattr(r, "status_code", r) for r in results]
         assert [j["status"] for j in sb.replicate.jobs()] == ["canceled"]  # the queued ones were never sent
+        assert [a.outcome for a in router.ledger.records()] == ["canceled"]
+
+
+def test_draining_cancels_realtime_jobs_and_closes_their_sockets() -> None:
+    with Sandbox() as sb:
+        sb.replicate.configure(inference_s=120)
+        router = lc.Router([lc.ReplicateGenerator(api_key="r8", base_url=sb.replicate_url)], retries=0)
+        server = ServerThread(create_app(router, routers=[playground_router()]), grace_s=0.5)
+        url = server.start()
+        with connect("ws" + url.removeprefix("http") + "/v1/realtime") as ws:
+            ws.send(json.dumps({"type": "send", "prompt": "a fox", "steps": 4, "width": 256, "height": 256}))
+            _until(lambda: [j["status"] for j in sb.replicate.jobs()] == ["running"])
+            stopping = threading.Thread(target=server.stop)
+            stopping.start()
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=120)
+            stopping.join(120)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+        assert [j["status"] for j in sb.replicate.jobs()] == ["canceled"]
         assert [a.outcome for a in router.ledger.records()] == ["canceled"]
