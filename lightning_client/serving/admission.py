@@ -123,6 +123,12 @@ class Admission:
 
     async def _acquire(self, slots: asyncio.Semaphore, gone: asyncio.Future[Any] | None) -> None:
         """Take a slot, unless the caller goes away or the server closes first."""
+        if not slots.locked():  # free: taken at once, before any other request can look
+            await slots.acquire()
+            if gone is not None and gone.done():
+                slots.release()
+                raise LeftQueueError()
+            return
         acquire = asyncio.ensure_future(slots.acquire())
         closing = asyncio.ensure_future(self._closed_event().wait())
         waits: set[asyncio.Future[Any]] = {acquire, closing} | ({gone} if gone is not None else set())

@@ -3,6 +3,7 @@ admission and the router's budget like HTTP requests, and frames carry the calle
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import threading
@@ -15,6 +16,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 import lightning_client as lc
+from lightning_client.serving.admission import Admission, ShuttingDownError
 from lightning_client.serving.app import create_app
 from lightning_client.serving.playground import playground_router
 from lightning_client.serving.runner import ServerThread
@@ -166,3 +168,30 @@ def test_frames_carry_the_callers_own_summary_not_the_ledger(sandbox: Sandbox) -
     assert [(row["provider"], row["count"], row["succeeded"]) for row in frame["ledger"]] == [("fal", 1, 1)]
     assert frame["ledger"][0]["known_cost"] == pytest.approx(frame["cost_usd"])
     assert frame["stats"]["sent"] == frame["stats"]["served"] == 1
+
+
+async def test_admission_bounds_requests_arriving_together_and_lets_queued_ones_leave() -> None:
+    admission = Admission(max_concurrency=1, max_queue=1)
+    release = asyncio.Event()
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def hold(left: asyncio.Future[None] | None = None) -> None:
+        async with admission.slot(gone=left):
+            await release.wait()
+
+    together = [asyncio.create_task(hold()), asyncio.create_task(hold(gone)), asyncio.create_task(hold())]
+    await asyncio.sleep(0.05)
+    assert (admission.in_flight, admission.queued) == (1, 1)
+    gone.set_result(None)  # the queued caller hangs up
+    await asyncio.sleep(0.05)
+    assert admission.queued == 0
+    waiting = asyncio.create_task(hold())
+    await asyncio.sleep(0.05)
+    admission.close()  # shutdown: the queued one leaves, new ones are refused
+    with pytest.raises(ShuttingDownError):
+        async with admission.slot():
+            pass
+    release.set()
+    results = await asyncio.gather(*together, waiting, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["NoneType", "LeftQueueError", "QueueFullError", "ShuttingDownError"]
+    assert (admission.in_flight, admission.queued) == (0, 0)
