@@ -16,7 +16,7 @@ from lightning_client.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from lightning_client.generator import Capabilities, Generator, observe_attempts
+from lightning_client.generator import AttemptEvent, Capabilities, Generator, observe_attempts
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, GenerationResult, GenerationWarning
 
@@ -143,8 +143,10 @@ class RouterBackend(RealtimeBackend):
     A generator whose circuit breaker is open is passed over; session results and failures count
     towards the router's breakers as its own calls do.
 
-    Every attempt is recorded in the router's ledger. A job that failed with a session failure is run
-    again on the next generator (a failover, never a re-send to the same provider).
+    Every attempt is recorded in the router's ledger and charged to its budget: each job reserves its
+    expected cost before it is sent (`BudgetExceededError` when it does not fit, and nothing is sent)
+    and every attempt's known cost is spent when it ends. A job that failed with a session failure
+    is run again on the next generator (a failover, never a re-send to the same provider).
     """
 
     def __init__(self, router: Router, providers: Sequence[str] | None = None) -> None:
@@ -191,8 +193,17 @@ class RouterBackend(RealtimeBackend):
 
     @contextlib.contextmanager
     def _recording(self) -> Iterator[Ledger]:
-        with observe_attempts(self.router.ledger.record):
+        with observe_attempts(self._observe):
             yield self.router.ledger
+
+    def _observe(self, event: AttemptEvent, attempt: Attempt) -> None:
+        """As the router does for its own calls: record, learn the cost, spend it from the budget."""
+        self.router.ledger.record(event, attempt)
+        if event == "end" and attempt.outcome != "skipped":
+            generator = next((g for g in self._generators if g.name == attempt.provider), None)
+            if generator is not None:
+                self.router.stats.observe(generator, attempt)
+            self.router.budget.spend(attempt.cost.known_usd, attempt.started_at)
 
     async def start(self) -> None:
         await self._next(None)
@@ -243,6 +254,15 @@ class RouterBackend(RealtimeBackend):
         while True:
             backend = await self._next(request)
             breaker = self.router.breakers.get(backend.provider)
+            budget = self.router.budget
+            reservation = (
+                budget.reserve(
+                    self.router.expected_cost(request, backend.provider) or 0.0,
+                    what=f"realtime job on {backend.provider}",
+                )
+                if budget.limited
+                else None
+            )
             try:
                 with self._recording():
                     result = await backend.run(request)
@@ -257,6 +277,9 @@ class RouterBackend(RealtimeBackend):
                 self._current = None
                 self._index += 1
                 continue
+            finally:
+                if reservation is not None:
+                    reservation.release()
             if breaker is not None:
                 breaker.record_success()
             return result

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,11 @@ from lightning_client.result import GenerationResult
 if TYPE_CHECKING:
     from lightning_client.ledger import Ledger
 
-__all__ = ["RealtimeResult", "RealtimeSession", "RealtimeStats", "SyncRealtimeSession", "backend_for"]
+__all__ = ["JobGate", "RealtimeResult", "RealtimeSession", "RealtimeStats", "SyncRealtimeSession", "backend_for"]
+
+#: Held around each job from before it is sent until it has ended (a server's admission slot); a
+#: `LightningError` raised on entry fails that job, and nothing is sent.
+JobGate = Callable[[], contextlib.AbstractAsyncContextManager[object]]
 
 #: The default minimum interval between two jobs (fal's own client throttles to one per 128 ms).
 DEFAULT_THROTTLE_S = 0.1
@@ -58,7 +62,8 @@ class RealtimeStats:
 
     sends: `send` calls; sent: jobs started on the provider; superseded: sends replaced before they
     were sent (never billed); cancelled: running jobs cancelled because a newer send replaced them
-    (or the session closed); served: results yielded; failed: jobs that ended in an error.
+    (or the session closed); served: results yielded; failed: jobs that ended in an error (a job
+    its gate refused included: never sent).
     """
 
     sends: int = 0
@@ -104,10 +109,16 @@ class RealtimeSession:
         backend: what runs the jobs (see `Generator.realtime()`).
         throttle_s: minimum seconds between two jobs sent to the provider.
         ledger: where every job's attempt is recorded (besides observers already active).
+        gate: held around each job (see `JobGate`); settable until `start()`.
     """
 
     def __init__(
-        self, backend: RealtimeBackend, *, throttle_s: float = DEFAULT_THROTTLE_S, ledger: Ledger | None = None
+        self,
+        backend: RealtimeBackend,
+        *,
+        throttle_s: float = DEFAULT_THROTTLE_S,
+        ledger: Ledger | None = None,
+        gate: JobGate | None = None,
     ):
         if not throttle_s >= 0:
             raise InvalidRequestError(
@@ -116,6 +127,7 @@ class RealtimeSession:
         self.backend = backend
         self.throttle_s = float(throttle_s)
         self.ledger = ledger
+        self.gate = gate
         self._stats = RealtimeStats()
         self._next_id = 0
         self._pending: _Send | None = None
@@ -290,7 +302,8 @@ class RealtimeSession:
                 if pending is None:  # pragma: no cover - only aclose clears it, and it cancels us first
                     continue
                 self._last_sent = time.monotonic()
-                self._count(sent=1)
+                if self.gate is None:
+                    self._count(sent=1)
                 task = asyncio.get_running_loop().create_task(self._run(pending))
                 self._job = _Job(pending, task)
         except asyncio.CancelledError:
@@ -303,7 +316,12 @@ class RealtimeSession:
     async def _run(self, send: _Send) -> None:
         assert self._results is not None
         try:
-            result = await self.backend.run(send.request)
+            if self.gate is None:
+                result = await self.backend.run(send.request)
+            else:
+                async with self.gate():
+                    self._count(sent=1)  # admitted: sent now
+                    result = await self.backend.run(send.request)
         except asyncio.CancelledError:
             raise
         except LightningError as exc:

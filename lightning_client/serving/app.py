@@ -17,7 +17,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,21 +25,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from lightning_client.credentials import get_logger
-from lightning_client.errors import InvalidRequestError, LightningError
-from lightning_client.generator import Generator, expected_wait
+from lightning_client.errors import InvalidRequestError, LightningError, ProviderUnavailableError, RateLimitError
+from lightning_client.generator import Generator, expected_wait, observe_attempts
+from lightning_client.ledger import Ledger
 from lightning_client.request import GenerationRequest
-from lightning_client.result import GenerationResult
-from lightning_client.serving.admission import Admission, QueueFullError
+from lightning_client.result import Attempt, Cost, GenerationResult, utcnow
+from lightning_client.serving.admission import Admission, LeftQueueError, QueueFullError, ShuttingDownError
 from lightning_client.serving.body_limit import BodyLimit
 from lightning_client.serving.errors import ApiError, error_for, retry_after_header
 from lightning_client.serving.files import FileStore, FileTooLargeError
-from lightning_client.serving.metrics import ServerMetrics
+from lightning_client.serving.metrics import ServerMetrics, StatusClasses
 from lightning_client.serving.openai_images import ImagesRequest, images_response
 from lightning_client.serving.request_errors import SEND_JSON, validation_answer
 from lightning_client.serving.settings import ServerSettings
 from lightning_client.serving.sites import HostGuard, base_url
 
-__all__ = ["EXPECTED_WAIT_HEADER", "ServingState", "create_app", "require_api_key", "serving_state"]
+__all__ = ["EXPECTED_WAIT_HEADER", "ServingState", "create_app", "drain", "require_api_key", "serving_state"]
 
 log = get_logger("lightning_client.serving")
 
@@ -51,6 +52,12 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 class ClientDisconnectedError(Exception):
     """The caller went away before its result was ready."""
+
+
+class Closable(Protocol):
+    """A realtime connection the server closes when it shuts down."""
+
+    async def shut_down(self) -> None: ...
 
 
 @dataclass
@@ -66,6 +73,8 @@ class ServingState:
     own_generator: bool = True
     #: Generations running now; on shutdown those still running are cancelled and waited for.
     active: set[asyncio.Future[GenerationResult]] = field(default_factory=set, repr=False)
+    #: Realtime connections open now; closed (their jobs cancelled) on shutdown.
+    sockets: set[Closable] = field(default_factory=set, repr=False)
     _warmup: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -73,6 +82,17 @@ class ServingState:
         """The generators behind the served one (the router's, or the generator itself)."""
         inner = getattr(self.generator, "generators", None)
         return list(inner) if isinstance(inner, list) else [self.generator]
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The served generator's ledger (a `Router`'s), where the server's attempts are recorded."""
+        ledger = getattr(self.generator, "ledger", None)
+        return ledger if isinstance(ledger, Ledger) else None
+
+    @property
+    def draining(self) -> bool:
+        """True once shutdown began: nothing new is admitted."""
+        return self.admission.closed
 
     def generator_wait_s(self) -> float | None:
         """What the served generator reports as its own expected wait (None: unknown)."""
@@ -102,6 +122,70 @@ class ServingState:
             ],
             "capabilities": self.generator.capabilities.model_dump(mode="json"),
         }
+
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """A slot for one realtime job, as an HTTP request gets; refusals are taxonomy errors."""
+        try:
+            async with self.admission.slot(self.generator_wait_s()):
+                yield
+        except QueueFullError as exc:
+            raise RateLimitError(
+                f"the server's queue is full ({self.admission.max_queue} waiting); retry later",
+                provider="server",
+                retryable=True,
+                retry_after=exc.expected_wait_s,
+            ) from None
+        except ShuttingDownError:
+            raise ProviderUnavailableError("the server is shutting down", provider="server") from None
+
+    def record_unsent(self, request: GenerationRequest, request_id: str, why: str) -> None:
+        """Record a request that ended before any provider call: `canceled`, a known $0."""
+        ledger = self.ledger
+        if ledger is None:
+            return
+        now = utcnow()
+        attempt = Attempt(
+            provider=self.generator.name,
+            model=getattr(self.generator, "model", None),
+            outcome="canceled",
+            started_at=now,
+            ended_at=now,
+            cost=Cost(usd=0.0, basis=f"not sent: {why}", estimated=False),
+            seed=request.seed,
+            steps=request.steps,
+            note=f"request {request_id}: {why}",
+        )
+        ledger.record("end", attempt)
+
+    async def drain(self, grace_s: float) -> None:
+        """Begin shutdown: admit nothing more (queued and new requests get 503), give generations
+        in flight `grace_s` to finish, then cancel the rest and close realtime sockets; every
+        cancelled attempt cancels its remote job and records its outcome and cost."""
+        self.admission.close()
+        pending = [task for task in self.active if not task.done()]
+        if pending and grace_s > 0:
+            await asyncio.wait(pending, timeout=grace_s)
+        await self.cancel_active()
+        await self.close_sockets()
+
+    async def close_sockets(self) -> None:
+        """Close every realtime connection (their jobs are cancelled and recorded)."""
+        sockets, self.sockets = list(self.sockets), set()
+        await asyncio.gather(*(s.shut_down() for s in sockets), return_exceptions=True)
+
+    async def shut_down(self) -> None:
+        """The lifespan's end: cancel what still runs, close the generator, flush and close the ledger."""
+        self.admission.close()
+        if self._warmup is not None and not self._warmup.done():
+            self._warmup.cancel()
+        await self.cancel_active()
+        await self.close_sockets()
+        ledger = self.ledger
+        if self.own_generator:
+            await self.generator.aclose()  # a Router first lets abandoned jobs finish cancelling
+        if ledger is not None:
+            await asyncio.to_thread(ledger.close if self.own_generator else ledger.flush)
 
     async def cancel_active(self, timeout_s: float = 10.0) -> None:
         """Cancel generations still running and wait (bounded) while they cancel their remote jobs."""
@@ -161,15 +245,17 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-async def _watching(request: Request, work: Awaitable[GenerationResult]) -> GenerationResult:
-    """Run `work`, cancelling it (and its remote jobs) when the client disconnects first."""
+async def _watching(
+    request: Request, work: Awaitable[GenerationResult], watcher: asyncio.Future[Any]
+) -> GenerationResult:
+    """Run `work`, cancelling it (and its remote jobs) when the client disconnects first (`watcher` ends)."""
     task = asyncio.ensure_future(work)
-    active = serving_state(request).active
-    active.add(task)
-    task.add_done_callback(active.discard)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    state = serving_state(request)
+    state.active.add(task)
+    task.add_done_callback(state.active.discard)
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        racing: set[asyncio.Future[Any]] = {task, watcher}
+        done, _ = await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:  # the server is shutting down: cancel the generation, then go
         watcher.cancel()
         task.cancel()
@@ -177,6 +263,8 @@ async def _watching(request: Request, work: Awaitable[GenerationResult]) -> Gene
         raise
     watcher.cancel()
     if task in done:
+        if task.cancelled() and state.draining:  # cancelled by the drain: answered 503
+            raise ShuttingDownError()
         return task.result()
     task.cancel()
     await asyncio.wait({task})
@@ -207,16 +295,18 @@ async def _serve(
         providers = None
     request_id = _request_id(request)
     metrics = state.metrics
+    gone = asyncio.ensure_future(_disconnected(request))
+    started = False
     try:
-        async with state.admission.slot(state.generator_wait_s()) as queued_s:
-            metrics.queue_depth.set(state.admission.queued)
-            metrics.in_flight.set(state.admission.in_flight)
-            work = (
-                generator.agenerate(gen_request, providers=providers)  # type: ignore[call-arg]
-                if providers is not None
-                else generator.agenerate(gen_request)
-            )
-            result = await _watching(request, work)
+        with observe_attempts(metrics.observe_attempt):
+            async with state.admission.slot(state.generator_wait_s(), gone=gone) as queued_s:
+                started = True
+                work = (
+                    generator.agenerate(gen_request, providers=providers)  # type: ignore[call-arg]
+                    if providers is not None
+                    else generator.agenerate(gen_request)
+                )
+                result = await _watching(request, work, gone)
     except QueueFullError as exc:
         metrics.requests.labels(route, "queue_full").inc()
         raise ApiError(
@@ -227,22 +317,36 @@ async def _serve(
             retryable=True,
             headers={**retry_after_header(exc.expected_wait_s or 1.0), "X-Request-Id": request_id},
         ) from None
+    except LeftQueueError:
+        metrics.requests.labels(route, "disconnected").inc()
+        state.record_unsent(gen_request, request_id, "the client disconnected while queued")
+        log.info("request %s: client disconnected while queued, nothing sent", request_id)
+        raise ClientDisconnectedError() from None
     except ClientDisconnectedError:
         metrics.requests.labels(route, "disconnected").inc()
         log.info("request %s: client disconnected, generation cancelled", request_id)
         raise
+    except ShuttingDownError:
+        metrics.requests.labels(route, "shutting_down").inc()
+        if started:
+            log.warning("request %s cancelled (server shutting down)", request_id)
+        raise ApiError(
+            503,
+            "the server is shutting down; send the request again",
+            type="server_error",
+            code="ProviderUnavailableError",
+            retryable=True,
+            headers={"X-Request-Id": request_id},
+        ) from None
     except asyncio.CancelledError:
         metrics.requests.labels(route, "cancelled").inc()
         log.warning("request %s cancelled (server shutting down)", request_id)
         raise
     except LightningError as exc:
         metrics.requests.labels(route, type(exc).__name__).inc()
-        attempts = getattr(exc, "attempts", None) or ([exc.attempt] if exc.attempt else [])
-        metrics.observe_costs(attempts)
         raise
     finally:
-        metrics.queue_depth.set(state.admission.queued)
-        metrics.in_flight.set(state.admission.in_flight)
+        gone.cancel()
     metrics.requests.labels(route, "succeeded").inc()
     metrics.observe_result(result, queued_s)
     headers = {"X-Request-Id": request_id}
@@ -429,23 +533,30 @@ def create_app(
         try:
             yield
         finally:
-            if state._warmup is not None and not state._warmup.done():
-                state._warmup.cancel()
-            await state.cancel_active()
-            if state.own_generator:
-                await generator.aclose()
+            await state.shut_down()
 
     state.metrics.watch(state.generators)
+    state.metrics.queue_depth.set_function(lambda: state.admission.queued)
+    state.metrics.in_flight.set_function(lambda: state.admission.in_flight)
     docs = "/docs" if config.docs else None  # its page loads scripts from a CDN: off unless asked for
     app = FastAPI(title=title, version=_version(), lifespan=lifespan, docs_url=docs, redoc_url=None)
     app.state.lightning = state
     _guards(app, config)
+    # Added last, so outermost: it also counts the guards' refusals (400, 403, 413).
+    app.add_middleware(StatusClasses, metrics=state.metrics)
     _error_handlers(app)
     app.include_router(_api_router())
     app.include_router(_open_router())
     for extra in routers:
         app.include_router(extra)
     return app
+
+
+async def drain(app: Any, grace_s: float) -> None:
+    """Begin shutting down an app made by `create_app` (see `ServingState.drain`); others are left alone."""
+    state = getattr(getattr(app, "state", None), "lightning", None)
+    if isinstance(state, ServingState):
+        await state.drain(grace_s)
 
 
 def _version() -> str:

@@ -9,10 +9,15 @@ loaded from elsewhere). The socket speaks JSON:
 - server, per result: `{"type": "frame", "send_id", "prompt", "provider", "transport", "emulated", "seed",
   "steps", "latency_ms", "inference_ms", "cost_usd", "cost_estimated", "request_id", "image" (a data
   URL), "stats", "ledger"}`; per failure `{"type": "error", "send_id", "error", "message", ...}`.
+  "stats" and "ledger" are this socket's own: its session's counters, and a summary per provider of
+  the attempts made for this socket (never other callers' or the operator's ledger).
 
 Each socket has one realtime session on the served generator (a router's session for "auto", or
-the named generator's), replaced when the provider changes. With API keys, the socket wants
-`Authorization: Bearer <key>` or `?api_key=<key>` (browsers cannot set headers on a WebSocket).
+the named generator's), replaced when the provider changes. Every job passes the server's gate as an
+HTTP request does: it holds an admission slot while it runs (a full queue fails that job with a
+`RateLimitError` frame, nothing sent), and a router's budget is reserved before and charged after.
+With API keys, the socket wants `Authorization: Bearer <key>` or `?api_key=<key>` (browsers cannot
+set headers on a WebSocket).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import base64
 import contextlib
 import hmac
 import json
+from collections import deque
 from importlib import resources
 from typing import Any
 
@@ -30,10 +36,11 @@ from starlette.responses import HTMLResponse, Response
 
 from lightning_client.credentials import get_logger
 from lightning_client.errors import InvalidRequestError, LightningError
-from lightning_client.generator import Generator
-from lightning_client.ledger import Ledger
+from lightning_client.generator import AttemptEvent, Generator, observe_attempts
+from lightning_client.ledger import Ledger, ProviderSummary, percentile
 from lightning_client.realtime import RealtimeResult, RealtimeSession
 from lightning_client.request import GenerationRequest
+from lightning_client.result import Attempt
 from lightning_client.serving.app import ServingState
 from lightning_client.serving.sites import origin_allowed
 
@@ -45,6 +52,8 @@ _STATIC = resources.files("lightning_client.serving") / "static"
 #: Default frame size: small frames keep latency and socket traffic low while typing.
 FRAME_SIDE = 512
 THROTTLE_S = 0.1
+#: Latest successful latencies per provider kept for a socket's percentiles.
+_LATENCIES = 1000
 
 
 def _asset(name: str) -> str:
@@ -81,7 +90,100 @@ def _open_session(generator: Generator, provider: str, ledger: Ledger) -> Realti
     return session
 
 
-def _frame(result: RealtimeResult, session: RealtimeSession, ledger: Ledger) -> dict[str, Any]:
+class _Tally:
+    """One provider's figures for a socket's summary, folded in as attempts end."""
+
+    def __init__(self) -> None:
+        self.outcomes = dict.fromkeys(("succeeded", "failed", "canceled", "unknown", "skipped"), 0)
+        self.images = 0
+        self.known_cost = 0.0
+        self.unknown_costs = 0
+        self.estimated = False
+        self.read_retries = 0
+        self.latencies: deque[float] = deque(maxlen=_LATENCIES)
+        self.inference_s = 0.0
+        self.inferences = 0
+
+    def add(self, attempt: Attempt) -> None:
+        self.outcomes[attempt.outcome or "unknown"] += 1
+        if attempt.outcome == "skipped":
+            return
+        self.add_cost(attempt, 0.0, False)
+        self.read_retries += attempt.read_retries
+        self.estimated |= attempt.succeeded and not attempt.cost.basis
+        if attempt.succeeded:
+            self.images += attempt.num_images
+            if attempt.timings.total_s is not None:
+                self.latencies.append(attempt.timings.total_s)
+            if attempt.timings.inference_s is not None:
+                self.inference_s += attempt.timings.inference_s
+                self.inferences += 1
+
+    def add_cost(self, attempt: Attempt, known_before: float, unknown_before: bool) -> None:
+        self.known_cost += attempt.cost.known_usd - known_before
+        self.unknown_costs += int(attempt.cost.is_unknown) - int(unknown_before)
+        self.estimated |= attempt.cost.estimated and attempt.cost.recorded
+
+    def summary(self, provider: str) -> ProviderSummary:
+        sent = sum(self.outcomes.values()) - self.outcomes["skipped"]
+        decided = sent - self.outcomes["canceled"]
+        ordered = sorted(self.latencies)
+        total = None if self.unknown_costs else self.known_cost
+        return ProviderSummary(
+            provider=provider,
+            count=sent,
+            succeeded=self.outcomes["succeeded"],
+            failed=self.outcomes["failed"],
+            canceled=self.outcomes["canceled"],
+            unknown=self.outcomes["unknown"],
+            skipped=self.outcomes["skipped"],
+            success_rate=self.outcomes["succeeded"] / decided if decided else None,
+            p50_s=percentile(ordered, 50) if ordered else None,
+            p95_s=percentile(ordered, 95) if ordered else None,
+            p99_s=percentile(ordered, 99) if ordered else None,
+            mean_inference_s=self.inference_s / self.inferences if self.inferences else None,
+            images=self.images,
+            cost_per_image=total / self.images if self.images and total is not None else None,
+            total_cost=total,
+            cost_estimated=self.estimated,
+            known_cost=self.known_cost,
+            unknown_costs=self.unknown_costs,
+            read_retries=self.read_retries,
+        )
+
+
+class SocketSummary:
+    """The summary a socket shows: its own attempts, aggregated as they end (an attempt observer).
+
+    Nothing is read from the ledger: each ended attempt is folded in once (a later "update" adds
+    only its change of cost), and the rows are rebuilt only after something changed.
+    """
+
+    def __init__(self) -> None:
+        self._tallies: dict[str, _Tally] = {}
+        self._costs: dict[str, tuple[float, bool]] = {}
+        self._rows: list[dict[str, Any]] | None = []
+
+    def observe(self, event: AttemptEvent, attempt: Attempt) -> None:
+        if event not in ("end", "update"):
+            return
+        tally = self._tallies.setdefault(attempt.provider, _Tally())
+        before = self._costs.get(attempt.attempt_id)
+        if before is None:
+            tally.add(attempt)
+        else:
+            tally.add_cost(attempt, *before)
+        self._costs[attempt.attempt_id] = (attempt.cost.known_usd, attempt.cost.is_unknown)
+        self._rows = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per provider (`Ledger.summary()`'s shape), in order of first appearance."""
+        if self._rows is None:
+            self._rows = [t.summary(p).model_dump(mode="json") for p, t in self._tallies.items()]
+        return self._rows
+
+
+def _frame(result: RealtimeResult, session: RealtimeSession, summary: SocketSummary) -> dict[str, Any]:
     image = result.images[0]
     inference = result.timings.inference_s
     return {
@@ -100,14 +202,14 @@ def _frame(result: RealtimeResult, session: RealtimeSession, ledger: Ledger) -> 
         "request_id": result.request_id,
         "warnings": [str(w) for w in result.warnings],
         "image": f"data:{image.content_type};base64,{base64.b64encode(image.data).decode()}",
-        **_panels(session, ledger),
+        **_panels(session, summary),
     }
 
 
-def _panels(session: RealtimeSession | None, ledger: Ledger) -> dict[str, Any]:
+def _panels(session: RealtimeSession | None, summary: SocketSummary) -> dict[str, Any]:
     return {
         "stats": {} if session is None else dict(session.stats().__dict__),
-        "ledger": [row.model_dump(mode="json") for row in ledger.summary()],
+        "ledger": summary.rows(),
     }
 
 
@@ -130,6 +232,8 @@ class _PlaygroundSocket:
 
     def __init__(self, websocket: WebSocket, state: ServingState, ledger: Ledger) -> None:
         self.websocket = websocket
+        self.state = state
+        self.summary = SocketSummary()
         self.generator = state.generator
         own = getattr(self.generator, "ledger", None)
         self.ledger: Ledger = own if isinstance(own, Ledger) else ledger
@@ -149,7 +253,7 @@ class _PlaygroundSocket:
         field = getattr(exc, "field", None)
         await self.send_json(
             {"type": "error", "send_id": send_id, "error": name, "message": message, "field": field}
-            | _panels(self.session, self.ledger)
+            | _panels(self.session, self.summary)
         )
 
     async def run(self) -> None:
@@ -188,7 +292,10 @@ class _PlaygroundSocket:
             if self.session is None or provider != self.choice:
                 await self.close_session()
                 session = _open_session(self.generator, provider, self.ledger)
-                await session.start()
+                session.gate = self.state.admitted
+                # Observers set here reach every job of the session (its tasks start inside).
+                with observe_attempts(self.summary.observe), observe_attempts(self.state.metrics.observe_attempt):
+                    await session.start()
                 self.session, self.choice = session, provider
                 self.forward = asyncio.get_running_loop().create_task(self.results(session))
             await self.session.send(request)
@@ -204,7 +311,13 @@ class _PlaygroundSocket:
             except LightningError as exc:
                 await self.error(exc, getattr(exc, "send_id", None))
                 continue
-            await self.send_json(_frame(result, session, self.ledger))
+            await self.send_json(_frame(result, session, self.summary))
+
+    async def shut_down(self) -> None:
+        """The server is shutting down: cancel this socket's job and close it (1012: service restart)."""
+        await self.close_session()
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code=1012, reason="the server is shutting down")
 
     async def close_session(self) -> None:
         session, self.session, self.choice = self.session, None, None
@@ -240,6 +353,11 @@ def playground_router() -> APIRouter:
             await websocket.close(code=1008, reason="invalid or missing API key")
             return
         await websocket.accept()
-        await _PlaygroundSocket(websocket, state, ledger).run()
+        socket = _PlaygroundSocket(websocket, state, ledger)
+        state.sockets.add(socket)
+        try:
+            await socket.run()
+        finally:
+            state.sockets.discard(socket)
 
     return router

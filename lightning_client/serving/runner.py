@@ -1,12 +1,15 @@
 """Running the app on uvicorn: the loopback rule without keys, the startup line, and the SIGTERM drain.
 
-On SIGTERM (or Ctrl-C) uvicorn stops accepting connections, lets requests in flight finish
-for `grace_s`, then cancels the rest; a cancelled request cancels its generation, whose
-attempts (and remote jobs) are cancelled and recorded.
+On SIGTERM (or Ctrl-C) the server stops accepting connections and the app drains: queued and
+new requests are answered 503, requests in flight get `grace_s` to finish, then their
+generations are cancelled (remote jobs cancelled, outcome and cost recorded) and they are
+answered 503 too. The app's shutdown then closes the generator and flushes and closes the
+ledger, all before the process exits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -18,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from lightning_client.credentials import get_logger
+from lightning_client.serving.app import drain
 
 __all__ = ["ServerThread", "is_loopback", "run_server"]
 
@@ -33,14 +37,37 @@ def is_loopback(host: str) -> bool:
 
 
 class _Server(uvicorn.Server):
+    """uvicorn, draining the app (`drain`) once it stops accepting, before its own shutdown."""
+
+    def __init__(self, config: uvicorn.Config, app: Any, *, grace_s: float, announce: bool) -> None:
+        super().__init__(config)
+        self._app = app
+        self._grace_s = grace_s
+        self._announce = announce
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if not self._announce:
+            return
         for server in self.servers:
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
                 print(f"lightning-client serving on http://{shown}:{port}", flush=True)
                 return
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting while the app drains
+        draining = asyncio.ensure_future(drain(self._app, self._grace_s))
+        while not draining.done():  # a second Ctrl-C (force exit) cuts the drain short
+            if self.force_exit:
+                draining.cancel()
+            await asyncio.wait({draining}, timeout=0.1)
+        failed = None if draining.cancelled() else draining.exception()
+        if failed is not None:
+            get_logger("lightning_client.serving").error("draining failed", exc_info=failed)
+        await super().shutdown(sockets)
 
 
 def run_server(app: Any, *, host: str, port: int, grace_s: float, log_level: str = "info") -> None:
@@ -60,7 +87,7 @@ def run_server(app: Any, *, host: str, port: int, grace_s: float, log_level: str
         lifespan="on",
         access_log=False,
     )
-    _Server(config).run()
+    _Server(config, app, grace_s=grace_s, announce=True).run()
     sys.stdout.flush()
 
 
@@ -84,7 +111,7 @@ class ServerThread:
             lifespan="on",
             access_log=False,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config, app, grace_s=grace_s, announce=False)
         self._thread: threading.Thread | None = None
         self.url = ""
 
