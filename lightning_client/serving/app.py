@@ -35,6 +35,7 @@ from lightning_client.serving.files import FileStore
 from lightning_client.serving.metrics import ServerMetrics
 from lightning_client.serving.openai_images import ImagesRequest, images_response
 from lightning_client.serving.settings import ServerSettings
+from lightning_client.serving.tracing import TraceContextMiddleware
 
 __all__ = ["EXPECTED_WAIT_HEADER", "ServingState", "create_app", "require_api_key", "serving_state"]
 
@@ -412,6 +413,7 @@ def create_app(
     state.metrics.watch(state.generators)
     app = FastAPI(title=title, version=_version(), lifespan=lifespan)
     app.state.lightning = state
+    app.add_middleware(TraceContextMiddleware)
     _error_handlers(app)
     app.include_router(_api_router())
     app.include_router(_open_router())
