@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TextIO
 
 from lightning_client.credentials import get_logger
 
@@ -54,11 +54,14 @@ def _otlp(environ: Mapping[str, str], signal: str) -> Any:
     return getattr(module, where[1])()
 
 
-def configure_from_env(environ: Mapping[str, str] | None = None) -> Callable[[], None] | None:
+def configure_from_env(
+    environ: Mapping[str, str] | None = None, *, console: TextIO | None = None
+) -> Callable[[], None] | None:
     """Set the global tracer and meter providers the variables ask for; returns their shutdown.
 
     None when nothing was set (no exporter asked for, the SDK disabled, or not installed: then a
     warning is logged). Raises ValueError naming the variable for a value it cannot honour.
+    `console`: where the console exporters write (default stdout; `mcp` over stdio uses stderr).
     """
     env = os.environ if environ is None else environ
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
@@ -83,14 +86,19 @@ def configure_from_env(environ: Mapping[str, str] | None = None) -> Callable[[],
         tracer_provider = TracerProvider(resource=resource)
         for name in traces:
             if name == "console":  # printed as each span ends
-                tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+                exporter = ConsoleSpanExporter() if console is None else ConsoleSpanExporter(out=console)
+                tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
             else:
                 tracer_provider.add_span_processor(BatchSpanProcessor(_otlp(env, "traces")))
         trace_api.set_tracer_provider(tracer_provider)
         shutdowns.append(tracer_provider.shutdown)
     if metrics:
         readers = [
-            PeriodicExportingMetricReader(ConsoleMetricExporter() if name == "console" else _otlp(env, "metrics"))
+            PeriodicExportingMetricReader(
+                (ConsoleMetricExporter() if console is None else ConsoleMetricExporter(out=console))
+                if name == "console"
+                else _otlp(env, "metrics")
+            )
             for name in metrics
         ]
         meter_provider = MeterProvider(resource=resource, metric_readers=readers)
