@@ -86,7 +86,7 @@ def create_mcp_server(generator: Generator, *, name: str = "lightning-client") -
     from lightning_client import __version__
 
     router = generator if isinstance(generator, Router) else Router([generator])
-    server: MCPServer[Any] = MCPServer(name, version=__version__, instructions=INSTRUCTIONS)
+    server: MCPServer[Any] = MCPServer(name, version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
 
     @server.tool(structured_output=False)
     async def generate_image(

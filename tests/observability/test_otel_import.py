@@ -17,14 +17,14 @@ GENERATE = (
 
 
 def _modules_after(code: str) -> list[str]:
-    report = "print(','.join(sorted(m for m in sys.modules if m.startswith('opentelemetry'))))"
+    report = "print(','.join(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'mcp')))))"
     out = subprocess.run(
         [sys.executable, "-c", f"import sys\n{code}{report}"], capture_output=True, text=True, check=True
     )
     return [m for m in out.stdout.strip().split(",") if m]
 
 
-def test_import_and_generate_load_no_opentelemetry_module() -> None:
+def test_import_and_generate_load_no_opentelemetry_or_mcp_module() -> None:
     assert _modules_after("import lightning_client as lc\n" + GENERATE) == []
 
 

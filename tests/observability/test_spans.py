@@ -141,3 +141,17 @@ def test_duration_histogram_and_cost_counter_per_attempt(
     assert result.cost.usd is None
     assert any(p.attributes["lightning_client.cost_unknown"] for p in _points(reader, COST_METRIC, "replicate"))
     router.close()
+
+
+def test_a_skipped_provider_is_an_event_on_the_generation_span(
+    rep: lc.ReplicateGenerator, fal: lc.FalGenerator, spans: InMemorySpanExporter
+) -> None:
+    router = lc.Router([rep, fal])
+    router.generate("x", steps=2, allow_emulation=False, **SMALL)  # Replicate's model runs 4 steps only
+    generation, attempts = _split(spans)
+    assert [_attrs(s)["gen_ai.provider.name"] for s in attempts] == ["fal"]
+    (event,) = generation.events
+    assert event.name == "lightning_client.skipped" and event.attributes is not None
+    assert event.attributes["gen_ai.provider.name"] == "replicate"
+    assert "cannot serve" in str(event.attributes["lightning_client.note"])
+    router.close()
