@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -20,16 +21,19 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ImageContent, TextContent
 
+from lightning_client.testing import Sandbox
+
 TOOLS = {"generate_image", "list_providers", "spend"}
 
 
 @contextlib.asynccontextmanager
-async def stdio_session() -> AsyncIterator[ClientSession]:
-    """A client session with `lightning-client mcp --sandbox` (entered and left in one task, as anyio needs)."""
+async def stdio_session(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[ClientSession]:
+    """A client session with `lightning-client mcp ARGS` (default `--sandbox`; entered and left in one task,
+    as anyio needs)."""
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "lightning_client", "mcp", "--sandbox"],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        args=["-m", "lightning_client", "mcp", *(args or ["--sandbox"])],
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
         await client.initialize()
@@ -121,3 +125,52 @@ async def test_streamable_http_needs_the_key_and_serves_the_tools() -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+
+
+async def test_a_configured_router_brings_its_budget_and_ledger(lightning_sandbox: Sandbox, tmp_path: Path) -> None:
+    lightning_sandbox.fal.reset()
+    config = tmp_path / "app.toml"
+    config.write_text(
+        f"""
+[[generators]]
+kind = "fal"
+base_url = "{lightning_sandbox.fal_url}"
+api_key_env = "FAL_KEY"
+
+[router]
+budget_usd = 0.003
+
+[ledger]
+path = "{tmp_path / "ledger.sqlite"}"
+"""
+    )
+    async with stdio_session("--config", str(config), env={"FAL_KEY": "fal-test"}) as session:
+        first = await session.call_tool("generate_image", {"prompt": "x", "size": "256x256"})
+        assert isinstance(first, CallToolResult) and not first.is_error
+        second = await session.call_tool("generate_image", {"prompt": "x", "size": "256x256"})
+        assert isinstance(second, CallToolResult) and second.is_error and "budget" in _text(second)
+        spent = await session.call_tool("spend", {})
+        assert isinstance(spent, CallToolResult)
+        report: dict[str, Any] = spent.structured_content or json.loads(_text(spent))
+    cost = json.loads(_text(first))["cost_usd"]
+    assert report["budget"]["total_usd"] == 0.003
+    assert report["budget"]["left_usd"] == pytest.approx(0.003 - cost)
+    assert [row["provider"] for row in report["providers"]] == ["fal"]
+    assert (tmp_path / "ledger.sqlite").exists()
+
+
+def test_http_options_without_http_and_no_key_beyond_loopback_are_usage_errors() -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "LIGHTNING_CLIENT_API_KEYS"}
+        return subprocess.run(
+            [sys.executable, "-m", "lightning_client", "mcp", "--sandbox", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+
+    stray = run("--api-key", "k")
+    assert stray.returncode == 2 and "apply with --http" in stray.stderr
+    open_ = run("--http", "--host", "0.0.0.0", "--port", "0")
+    assert open_.returncode == 2 and "--api-key" in open_.stderr and "--allow-unauthenticated" in open_.stderr
