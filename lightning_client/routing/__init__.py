@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lightning_client.routing.breaker import BreakerConfig, CircuitBreaker
 from lightning_client.routing.budget import Budget
-from lightning_client.routing.hooks import AttemptHook, Hooks
+from lightning_client.routing.hooks import AttemptHook, Hooks, OpenTelemetryHook
 from lightning_client.routing.policies import (
     CheapestPolicy,
     FastestPolicy,
@@ -24,6 +24,7 @@ __all__ = [
     "FastestPolicy",
     "HedgeConfig",
     "Hooks",
+    "OpenTelemetryHook",
     "Policy",
     "PriorityPolicy",
     "Router",

@@ -8,13 +8,14 @@ and ignored, never breaking a generation.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 
 from lightning_client.credentials import get_logger
 from lightning_client.generator import AttemptEvent
 from lightning_client.result import Attempt
 
-__all__ = ["AttemptHook", "Hooks"]
+__all__ = ["AttemptHook", "Hooks", "OpenTelemetryHook"]
 
 logger = get_logger("lightning_client")
 
@@ -37,6 +38,24 @@ class Hooks:
         callback = self._by_event.get(event)
         if callback is not None:
             callback(attempt)
+
+
+class OpenTelemetryHook:
+    """Deprecated and inert: every generation and attempt is traced without a hook (`lightning_client.telemetry`).
+
+    Kept so `hooks=[OpenTelemetryHook()]` still runs; spans go to the application's global tracer provider.
+    """
+
+    def __init__(self, tracer_provider: object = None) -> None:
+        warnings.warn(
+            "OpenTelemetryHook is deprecated and does nothing: generations and attempts are traced with the "
+            "global tracer provider (opentelemetry.trace.set_tracer_provider); remove it from hooks=",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+
+    def __call__(self, event: AttemptEvent, attempt: Attempt) -> None:
+        return
 
 
 def as_hooks(hooks: AttemptHook | Iterable[AttemptHook] | None) -> list[AttemptHook]:

@@ -51,3 +51,11 @@ def test_a_failing_hook_never_breaks_generation(
     router = lc.Router([fal], hooks=[Hooks(on_start=broken), Hooks(on_end=lambda a: ended.append(a.provider))])
     assert router.generate("x", **SMALL).provider == "fal"
     assert ended == ["fal"] and "attempt hook" in caplog.text
+
+
+def test_the_former_span_hook_still_runs_and_warns(fal: lc.FalGenerator) -> None:
+    from lightning_client.routing import OpenTelemetryHook
+
+    with pytest.warns(DeprecationWarning, match="OpenTelemetryHook"):
+        hook = OpenTelemetryHook()
+    assert lc.Router([fal], hooks=[hook]).generate("x", **SMALL).provider == "fal"
