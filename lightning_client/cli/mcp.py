@@ -66,9 +66,13 @@ def mcp(
     keys: list[str] = []
     if http:
         from lightning_client.serving.runner import is_loopback
-        from lightning_client.serving.settings import keys_from_env
+        from lightning_client.serving.settings import keys_from_env, server_section
 
-        keys = list(api_key or []) or [k.get_secret_value() for k in keys_from_env()]
+        try:
+            variable = server_section(config).api_keys_env  # as for serve: the file's [server] table names it
+        except ValueError as exc:
+            fail(exc, debug=debug, code=2)
+        keys = list(api_key or []) or [k.get_secret_value() for k in keys_from_env(variable)]
         if not keys and not is_loopback(host) and not allow_unauthenticated:
             fail(
                 UsageError(

@@ -74,7 +74,7 @@ def test_a_generator_alone_gives_the_same_spans(fal: lc.FalGenerator, spans: InM
 async def test_spans_join_the_callers_span_and_record_hedges(
     sb: Sandbox, rep: lc.ReplicateGenerator, fal: lc.FalGenerator, spans: InMemorySpanExporter
 ) -> None:
-    sb.replicate.configure(inference_s=3.0)
+    sb.replicate.configure(inference_s=30.0)  # the loser, cancelled once fal wins
     router = lc.Router([rep, fal], hedge=0.05, retries=0)
     with trace.get_tracer("app").start_as_current_span("handle request") as parent:
         await router.agenerate("x", providers=["replicate", "fal"], **SMALL)
