@@ -110,11 +110,12 @@ class Generation:
 
 
 @contextlib.contextmanager
-def generation_span(name: str, model: str, request: GenerationRequest) -> Iterator[Generation | None]:
-    """The span of one generation by `name` (a generator or router); None when not traced.
+def generation_span(name: str, model: str | None, request: GenerationRequest) -> Iterator[Generation | None]:
+    """The span of one generation by `name`; None when not traced.
 
-    Inside another generation (a generator called by a router) it yields None: the attempt
-    belongs to the router's generation.
+    `model`: the generator's model; None for a router (its provider and model are known once one
+    serves). Inside another generation (a generator called by a router) it yields None: the
+    attempt belongs to the router's generation.
     """
     if _current.get() is not None:
         yield None
@@ -131,8 +132,10 @@ def generation_span(name: str, model: str, request: GenerationRequest) -> Iterat
         "lightning_client.generator": name,
         **_request_values(request),
     }
-    if model and model != name:
-        values["gen_ai.request.model"] = model
+    if model is not None:  # one generator: its provider and model are known now
+        values["gen_ai.provider.name"] = name
+        if model:
+            values["gen_ai.request.model"] = model
     if os.environ.get(CAPTURE_PROMPTS_ENV, "").strip().lower() == "true":
         values["gen_ai.input.messages"] = json.dumps(
             [{"role": "user", "parts": [{"type": "text", "content": request.prompt}]}]

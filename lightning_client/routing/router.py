@@ -261,7 +261,7 @@ class Router(ClosingContext):
     ) -> GenerationResult:
         """Generate with failover; `providers` fixes the order of the generators to try."""
         req = as_request(request, fields)
-        with telemetry.generation_span(self.name, self.model, req) as span:
+        with telemetry.generation_span(self.name, None, req) as span:
             result = await self._route(req, providers)
             if span is not None:
                 span.finish(result)

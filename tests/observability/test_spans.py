@@ -68,6 +68,7 @@ def test_a_generator_alone_gives_the_same_spans(fal: lc.FalGenerator, spans: InM
     generation, attempts = _split(spans)
     assert len(attempts) == 1
     assert _attrs(generation)["gen_ai.request.model"] == fal.model
+    assert _attrs(generation)["gen_ai.provider.name"] == "fal"
     assert _attrs(attempts[0])["gen_ai.response.id"] == result.request_id
 
 
