@@ -34,8 +34,10 @@ def mcp(
     sandbox_url: SandboxUrl = None,
     ledger: LedgerPath = None,
     http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP at /mcp instead of stdio.")] = False,
-    host: Annotated[str, typer.Option(help="With --http: interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="With --http: port; 0 picks a free one, printed at startup.")] = 8000,
+    host: Annotated[str | None, typer.Option(help="With --http: interface to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="With --http: port; 0 picks a free one, printed at startup (default 8000).")
+    ] = None,
     api_key: Annotated[
         list[str] | None,
         typer.Option(
@@ -64,6 +66,9 @@ def mcp(
     if config is not None and (sandbox or sandbox_url):
         fail(UsageError("--config describes the router; do not combine it with --sandbox"), debug=debug, code=2)
     keys: list[str] = []
+    host, port = host or "127.0.0.1", 8000 if port is None else port
+    if not http and (api_key or allow_unauthenticated or (host, port) != ("127.0.0.1", 8000)):
+        fail(UsageError("--host, --port, --api-key and --allow-unauthenticated apply with --http"), debug=debug, code=2)
     if http:
         from lightning_client.serving.runner import is_loopback
         from lightning_client.serving.settings import keys_from_env, server_section
@@ -76,14 +81,12 @@ def mcp(
         if not keys and not is_loopback(host) and not allow_unauthenticated:
             fail(
                 UsageError(
-                    f"refusing to listen on {host} without an API key: give --api-key KEY (or "
-                    "LIGHTNING_CLIENT_API_KEYS), listen on 127.0.0.1, or pass --allow-unauthenticated"
+                    f"refusing to listen on {host} without an API key: give --api-key KEY (or {variable}), "
+                    "listen on 127.0.0.1, or pass --allow-unauthenticated"
                 ),
                 debug=debug,
                 code=2,
             )
-    elif api_key or allow_unauthenticated:
-        fail(UsageError("--api-key and --allow-unauthenticated apply with --http"), debug=debug, code=2)
     with contextlib.ExitStack() as stack:
         endpoints: Endpoints | None = None
         if sandbox_url is not None:
