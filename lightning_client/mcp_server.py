@@ -17,7 +17,7 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ImageContent, TextContent
+from mcp.types import ImageContent, TextContent, ToolAnnotations
 
 from lightning_client.errors import InvalidRequestError, LightningError
 from lightning_client.generator import Generator, expected_wait
@@ -88,7 +88,8 @@ def create_mcp_server(generator: Generator, *, name: str = "lightning-client") -
     router = generator if isinstance(generator, Router) else Router([generator])
     server: MCPServer[Any] = MCPServer(name, version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
 
-    @server.tool(structured_output=False)
+    # Each call may cost money at a hosted provider: not read-only, not idempotent without a seed.
+    @server.tool(structured_output=False, annotations=ToolAnnotations(read_only_hint=False, open_world_hint=True))
     async def generate_image(
         prompt: str,
         steps: int = 4,
@@ -121,7 +122,7 @@ def create_mcp_server(generator: Generator, *, name: str = "lightning-client") -
         ]
         return [*images, TextContent(type="text", text=json.dumps(_summary(result)))]
 
-    @server.tool()
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
     async def list_providers() -> dict[str, Any]:
         """The providers behind the router: what each can serve and whether it is healthy now."""
         breakers = router.breakers
@@ -152,7 +153,7 @@ def create_mcp_server(generator: Generator, *, name: str = "lightning-client") -
             )
         return {"policy": router.policy.name, "providers": rows}
 
-    @server.tool()
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
     async def spend() -> dict[str, Any]:
         """Dollars spent per provider (from the ledger) and the budget left."""
         ledger, budget = router.ledger, router.budget

@@ -52,6 +52,8 @@ async def test_stdio_lists_the_tools_and_generates_a_png() -> None:
 async def _lists_and_generates(session: ClientSession) -> None:
     listed = await session.list_tools()
     assert {tool.name for tool in listed.tools} == TOOLS
+    read_only = {t.name for t in listed.tools if t.annotations is not None and t.annotations.read_only_hint}
+    assert read_only == {"list_providers", "spend"}
     result = await session.call_tool("generate_image", {"prompt": "a lighthouse", "size": "256x256", "seed": 11})
     assert isinstance(result, CallToolResult) and not result.is_error
     images = [c for c in result.content if isinstance(c, ImageContent)]
