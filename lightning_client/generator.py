@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 from pydantic import BaseModel, ConfigDict
 from typing_extensions import Self
 
+from lightning_client import telemetry
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
 from lightning_client._sync import run_sync
 from lightning_client.credentials import get_logger
@@ -511,6 +512,14 @@ class BaseGenerator(ClosingContext, ABC):
     async def agenerate(self, request: GenerationRequest | str | None = None, **fields: Any) -> GenerationResult:
         """Generate images for `request` (or a prompt plus request fields)."""
         req = as_request(request, fields)
+        with telemetry.generation_span(self.name, self.model, req) as span:
+            result = await self._checked(req)
+            if span is not None:
+                span.finish(result)
+        return result
+
+    async def _checked(self, req: GenerationRequest) -> GenerationResult:
+        """Refuse what the capabilities rule out, size the request, then make the attempt."""
         problems = self.capabilities.problems(req)
         if problems:
             raise InvalidRequestError(
@@ -529,6 +538,12 @@ class BaseGenerator(ClosingContext, ABC):
                 f"provider's {self.capabilities.min_side}..{self.capabilities.max_side}; served at "
                 f"{req.width}x{req.height}, the nearest size it supports with that ratio",
             )
+        with telemetry.attempt_span(ctx.attempt, req):
+            return await self._attempt(ctx)
+
+    async def _attempt(self, ctx: AttemptContext) -> GenerationResult:
+        """The one attempt: events, deadline, error classification and the attempt record."""
+        req = ctx.request
         _notify("start", ctx.attempt)
         try:
             if ctx.deadline is None:

@@ -9,7 +9,7 @@ from lightning_client.cli._commands import Group
 app = typer.Typer(
     name="lightning-client",
     cls=Group,
-    help="SDXL-Lightning over hosted providers and your own GPU: generate, compare, batch, serve, sandbox, demo.",
+    help="SDXL-Lightning over hosted providers and your own GPU: generate, compare, batch, serve, mcp, sandbox, demo.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
@@ -31,6 +31,7 @@ from lightning_client.cli.batch import batch  # noqa: E402
 from lightning_client.cli.compare import compare  # noqa: E402
 from lightning_client.cli.generate import generate  # noqa: E402
 from lightning_client.cli.ledger import ledger_app  # noqa: E402
+from lightning_client.cli.mcp import mcp  # noqa: E402
 from lightning_client.cli.serve import serve  # noqa: E402
 from lightning_client.testing.demo import demo  # noqa: E402
 
@@ -39,4 +40,5 @@ app.command()(compare)
 app.command()(batch)
 app.command()(demo)
 app.command()(serve)
+app.command()(mcp)
 app.add_typer(ledger_app, name="ledger")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import SecretStr, ValidationError
@@ -240,7 +240,7 @@ def serve(
         from lightning_client.serving.playground import playground_router
 
         app = create_app(generator, settings=settings, routers=[playground_router()])
-        run_server(app, host=host, port=port, grace_s=grace_s)
+        run_server(_with_telemetry(app, debug), host=host, port=port, grace_s=grace_s)
 
 
 def _first_problem(exc: ValidationError) -> str:
@@ -248,3 +248,14 @@ def _first_problem(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first.get("loc", ())) or "server"
     return f"{where}: {str(first.get('msg', 'invalid')).removeprefix('Value error, ')}"
+
+
+def _with_telemetry(app: Any, debug: bool) -> Any:
+    """`app`, after setting up the OpenTelemetry SDK from the `OTEL_*` variables (flushed when the app stops)."""
+    from lightning_client.serving.otel_sdk import configure_from_env, flush_at_shutdown
+
+    try:
+        shutdown = configure_from_env()
+    except ValueError as exc:
+        fail(UsageError(str(exc)), debug=debug, code=2)
+    return app if shutdown is None else flush_at_shutdown(app, shutdown)

@@ -41,6 +41,7 @@ from lightning_client.providers._http import (
 )
 from lightning_client.request import GenerationRequest
 from lightning_client.result import GenerationResult
+from lightning_client.telemetry import trace_headers
 
 __all__ = ["API_KEY_VARIABLE", "RemoteGenerator"]
 
@@ -196,8 +197,8 @@ class RemoteGenerator(BaseGenerator):
 
     def _headers(self) -> dict[str, str]:
         if self._api_key is None:
-            return {}
-        return {"Authorization": f"Bearer {self._api_key.get_secret_value()}"}
+            return trace_headers()
+        return {"Authorization": f"Bearer {self._api_key.get_secret_value()}", **trace_headers()}
 
     def _note_wait(self, value: Any) -> None:
         try:

@@ -1,4 +1,4 @@
-"""Callbacks on attempt start and end, and OpenTelemetry spans when the package is installed.
+"""Callbacks on attempt start and end (spans and metrics are `lightning_client.telemetry`'s).
 
 A hook is any callable `hook(event, attempt)` with event "start", "job" (the remote id is
 known) or "end"; skipped generators produce a single "end" with `outcome="skipped"`.
@@ -8,16 +8,14 @@ and ignored, never breaking a generation.
 
 from __future__ import annotations
 
-import importlib.util
-import threading
+import warnings
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from lightning_client.credentials import get_logger
 from lightning_client.generator import AttemptEvent
 from lightning_client.result import Attempt
 
-__all__ = ["AttemptHook", "Hooks", "OpenTelemetryHook", "default_hooks", "otel_available"]
+__all__ = ["AttemptHook", "Hooks", "OpenTelemetryHook"]
 
 logger = get_logger("lightning_client")
 
@@ -42,83 +40,28 @@ class Hooks:
             callback(attempt)
 
 
-def otel_available() -> bool:
-    """Whether `opentelemetry` (the `otel` extra) can be imported."""
-    return importlib.util.find_spec("opentelemetry") is not None
-
-
 class OpenTelemetryHook:
-    """One CLIENT span per attempt, a child of whatever span is current when it starts.
+    """Deprecated and inert: every generation and attempt is traced without a hook (`lightning_client.telemetry`).
 
-    Attributes: provider, model, steps, seed, remote id, outcome, error type and status,
-    queue/inference/download/total seconds, cost in USD and whether it is estimated.
+    Kept so `hooks=[OpenTelemetryHook()]` still runs; spans go to the application's global tracer provider.
     """
 
-    def __init__(self, tracer_provider: Any = None) -> None:
-        from opentelemetry import trace
-
-        self._trace = trace
-        self._tracer = trace.get_tracer("lightning_client", tracer_provider=tracer_provider)
-        self._lock = threading.Lock()
-        self._spans: dict[str, Any] = {}
+    def __init__(self, tracer_provider: object = None) -> None:
+        warnings.warn(
+            "OpenTelemetryHook is deprecated and does nothing: generations and attempts are traced with the "
+            "global tracer provider (opentelemetry.trace.set_tracer_provider); remove it from hooks=",
+            DeprecationWarning,
+            stacklevel=2,
+        )
 
     def __call__(self, event: AttemptEvent, attempt: Attempt) -> None:
-        span: Any
-        if event == "start":
-            span = self._tracer.start_span(
-                f"lightning_client.attempt {attempt.provider}",
-                kind=self._trace.SpanKind.CLIENT,
-                attributes=self._attributes(attempt),
-            )
-            with self._lock:
-                self._spans[attempt.attempt_id] = span
-            return
-        with self._lock:
-            span = self._spans.get(attempt.attempt_id) if event == "job" else self._spans.pop(attempt.attempt_id, None)
-        if span is None:
-            if event != "end":
-                return
-            span = self._tracer.start_span(
-                f"lightning_client.attempt {attempt.provider}", kind=self._trace.SpanKind.CLIENT
-            )
-        span.set_attributes(self._attributes(attempt))
-        if event == "end":
-            if attempt.outcome in ("failed", "unknown"):
-                span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, attempt.error_type or "failed"))
-            span.end()
-
-    @staticmethod
-    def _attributes(attempt: Attempt) -> dict[str, Any]:
-        values: dict[str, Any] = {
-            "lightning_client.provider": attempt.provider,
-            "lightning_client.model": attempt.model,
-            "lightning_client.steps": attempt.steps,
-            "lightning_client.seed": attempt.seed,
-            "lightning_client.remote_id": attempt.request_id,
-            "lightning_client.hedge": attempt.hedge,
-            "lightning_client.outcome": attempt.outcome,
-            "lightning_client.note": attempt.note,
-            "lightning_client.error_type": attempt.error_type,
-            "http.response.status_code": attempt.status_code,
-            "lightning_client.num_images": attempt.num_images,
-            "lightning_client.cost_usd": attempt.cost.usd if attempt.outcome else None,  # absent: unknown
-            "lightning_client.cost_unknown": attempt.cost.is_unknown if attempt.outcome else None,
-            "lightning_client.cost_estimated": attempt.cost.estimated if attempt.outcome else None,
-        }
-        for phase, seconds in attempt.timings.model_dump().items():
-            values[f"lightning_client.{phase}"] = seconds
-        return {key: value for key, value in values.items() if value is not None}
-
-
-def default_hooks() -> list[AttemptHook]:
-    """Hooks a router gets when none are given: OpenTelemetry spans if it is installed."""
-    return [OpenTelemetryHook()] if otel_available() else []
+        return
 
 
 def as_hooks(hooks: AttemptHook | Iterable[AttemptHook] | None) -> list[AttemptHook]:
-    """Normalize a router's `hooks=` argument (None: `default_hooks()`)."""
+    """Normalize a router's `hooks=` argument (None: no hooks)."""
     if hooks is None:
-        return default_hooks()
+        return []
     if callable(hooks):
         return [hooks]
     return list(hooks)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential, wait_random
 
+from lightning_client import telemetry
 from lightning_client._sync import run_sync
 from lightning_client.errors import (
     AllProvidersFailedError,
@@ -164,7 +165,7 @@ class Router(ClosingContext):
         breaker: `BreakerConfig` for every generator's circuit breaker; False disables them.
         hedge: None (off), a delay in seconds, "p90" (the running provider's p90), or `HedgeConfig`.
         budget_usd, budget_usd_per_day: spending limits checked before anything is sent.
-        hooks: callables `hook(event, attempt)`; default: OpenTelemetry spans if installed.
+        hooks: callables `hook(event, attempt)` (spans and metrics come from `lightning_client.telemetry`).
         weights: provider weights for the "weighted" policy.
         prices: the price table used for cost priors.
         max_wait_s: spill-over: skip a generator whose `expected_wait_s()` is above this
@@ -260,6 +261,13 @@ class Router(ClosingContext):
     ) -> GenerationResult:
         """Generate with failover; `providers` fixes the order of the generators to try."""
         req = as_request(request, fields)
+        with telemetry.generation_span(self.name, None, req) as span:
+            result = await self._route(req, providers)
+            if span is not None:
+                span.finish(result)
+        return result
+
+    async def _route(self, req: GenerationRequest, providers: Sequence[str] | None) -> GenerationResult:
         started = time.monotonic()
         route = _Route(req, None if req.timeout_s is None else started + req.timeout_s)
         ordered = self._order(req, providers)
@@ -403,6 +411,7 @@ class Router(ClosingContext):
             ended_at=now,
         )
         route.attempts.append(attempt)
+        telemetry.skipped(attempt)
         self._on_event("end", attempt, candidate)
 
     # -- observing ----------------------------------------------------------------------

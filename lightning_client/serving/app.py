@@ -39,6 +39,7 @@ from lightning_client.serving.openai_images import ImagesRequest, images_respons
 from lightning_client.serving.request_errors import SEND_JSON, validation_answer
 from lightning_client.serving.settings import ServerSettings
 from lightning_client.serving.sites import HostGuard, base_url
+from lightning_client.serving.tracing import TraceContextMiddleware
 
 __all__ = ["EXPECTED_WAIT_HEADER", "ServingState", "create_app", "drain", "require_api_key", "serving_state"]
 
@@ -542,6 +543,7 @@ def create_app(
     app = FastAPI(title=title, version=_version(), lifespan=lifespan, docs_url=docs, redoc_url=None)
     app.state.lightning = state
     _guards(app, config)
+    app.add_middleware(TraceContextMiddleware)
     # Added last, so outermost: it also counts the guards' refusals (400, 403, 413).
     app.add_middleware(StatusClasses, metrics=state.metrics)
     _error_handlers(app)
