@@ -141,6 +141,8 @@ class Attempt(BaseModel):
     served_by: str | None = None
     #: Reads (status polls, status stream, result, downloads) retried in place within this attempt.
     read_retries: int = 0
+    #: The budget (`Router(budget_name=...)`) this attempt's cost counts against; None: "default".
+    budget: str | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -125,6 +125,6 @@ def sb(module_sandbox: Sandbox) -> Sandbox:
 
 @pytest.fixture
 def fal(sb: Sandbox) -> Iterator[lc.FalGenerator]:
-    generator = lc.FalGenerator(key="fal-test", queue_url=sb.fal_url)
+    generator = lc.FalGenerator(api_key="fal-test", base_url=sb.fal_url)
     yield generator
     generator.close()
