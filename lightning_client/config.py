@@ -104,6 +104,7 @@ class RouterSettings(_Strict):
     hedge: _Hedge | float | str | None = None
     budget_usd: float | None = Field(default=None, gt=0)
     budget_usd_per_day: float | None = Field(default=None, gt=0)
+    budget_name: str = Field(default="default", min_length=1)
     max_wait_s: float | None = Field(default=None, gt=0)
 
     @field_validator("hedge")
@@ -123,10 +124,20 @@ class RouterSettings(_Strict):
 
 
 class LedgerSettings(_Strict):
-    """The `[ledger]` table: `path` of a SQLite file (relative to the working directory); none: in memory."""
+    """The `[ledger]` table: `path` of a SQLite file (relative to the working directory), or a
+    `postgresql://` URL shared by many processes; none: in memory."""
 
-    path: Path | None = None
+    path: Path | str | None = None
     max_records: int = Field(default=100_000, ge=1)
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_or_url(cls, value: Any) -> Any:
+        from lightning_client.state import is_url
+
+        if value is None or (isinstance(value, str) and is_url(value)):
+            return value
+        return Path(value)
 
 
 class GeneratorSettings(_Strict):
@@ -216,6 +227,7 @@ class Config(_Strict):
                 hedge=hedge,
                 budget_usd=settings.budget_usd,
                 budget_usd_per_day=settings.budget_usd_per_day,
+                budget_name=settings.budget_name,
                 weights=settings.weights,
                 max_wait_s=settings.max_wait_s,
             )
@@ -228,9 +240,9 @@ class Config(_Strict):
         return router
 
 
-def settings_path(path: Path | None) -> Path | None:
-    """A ledger path with `~` expanded."""
-    return None if path is None else path.expanduser()
+def settings_path(path: Path | str | None) -> Path | str | None:
+    """A ledger path with `~` expanded (a database URL as it is)."""
+    return path.expanduser() if isinstance(path, Path) else path
 
 
 def load_config(

@@ -1,4 +1,4 @@
-"""`lightning-client ledger summary|export`: read a SQLite attempt ledger written with --ledger."""
+"""`lightning-client ledger summary|export|recover`: read (and complete) a ledger written with --ledger."""
 
 from __future__ import annotations
 
@@ -13,25 +13,33 @@ from rich.table import Table
 
 from lightning_client.cli._commands import Group
 from lightning_client.cli._common import Debug, UsageError, console, fail
+from lightning_client.errors import ConfigurationError
 from lightning_client.ledger import Ledger
+from lightning_client.state import is_url
 
-ledger_app = typer.Typer(cls=Group, help="Summaries and exports of a SQLite attempt ledger.", no_args_is_help=True)
+ledger_app = typer.Typer(
+    cls=Group, help="Summaries, exports and crash recovery of an attempt ledger.", no_args_is_help=True
+)
 
 LedgerFile = Annotated[
-    Path,
+    str,
     typer.Option(
-        "--ledger", help="The SQLite ledger file (written by --ledger on generate/compare/batch/demo).", dir_okay=False
+        "--ledger",
+        help="The ledger: a SQLite file (written by --ledger on generate/compare/batch/demo/serve) or a "
+        "postgresql://user@host:port/db URL.",
     ),
 ]
 
 
-def _open(path: Path, debug: bool) -> Ledger:
-    if not path.is_file():
-        fail(UsageError(f"no ledger file at {path}"), debug=debug, code=2)
+def _open(where: str, debug: bool) -> Ledger:
+    if not is_url(where) and not Path(where).is_file():
+        fail(UsageError(f"no ledger file at {where}"), debug=debug, code=2)
     try:
-        return Ledger(path)
+        return Ledger(where)
     except sqlite3.DatabaseError as exc:
-        fail(UsageError(f"{path} is not a lightning-client ledger ({exc})"), debug=debug, code=2)
+        fail(UsageError(f"{where} is not a lightning-client ledger ({exc})"), debug=debug, code=2)
+    except (ConfigurationError, RuntimeError) as exc:
+        fail(UsageError(str(exc)), debug=debug, code=2)
 
 
 def _number(value: float | None, digits: int = 2) -> str:
@@ -41,7 +49,7 @@ def _number(value: float | None, digits: int = 2) -> str:
 def summary_table(ledger: Ledger) -> Table:
     """Per provider: attempts by outcome, success rate, latency percentiles (s) and cost ($)."""
     table = Table(
-        title=f"ledger {ledger.path or '(memory)'}",
+        title=f"ledger {ledger.where}",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,

@@ -47,13 +47,13 @@ from lightning_client.generator import (
     expected_wait,
     observe_attempts,
 )
-from lightning_client.ledger import Ledger
+from lightning_client.ledger import Ledger, recording_request
 from lightning_client.pricing import DEFAULT_PRICES, PriceTable
 from lightning_client.realtime.session import RealtimeSession
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, Cost, GenerationResult, utcnow
 from lightning_client.routing.breaker import BreakerConfig, CircuitBreaker
-from lightning_client.routing.budget import Budget
+from lightning_client.routing.budget import HOLD_S, Budget, Reservation, SharedBudget
 from lightning_client.routing.hooks import AttemptHook, as_hooks, dispatch
 from lightning_client.routing.policies import Policy, Stats, make_policy
 
@@ -163,7 +163,10 @@ class Router(ClosingContext):
         backoff: tenacity wait strategy between rounds (default exponential with jitter).
         breaker: `BreakerConfig` for every generator's circuit breaker; False disables them.
         hedge: None (off), a delay in seconds, "p90" (the running provider's p90), or `HedgeConfig`.
-        budget_usd, budget_usd_per_day: spending limits checked before anything is sent.
+        budget_usd, budget_usd_per_day: spending limits checked before anything is sent; with a
+            persistent ledger (a file or a `postgresql://` URL) they hold across every process
+            using it with the same `budget_name` (`SharedBudget`).
+        budget_name: the budget this router's attempts count against in a shared ledger.
         hooks: callables `hook(event, attempt)`; default: OpenTelemetry spans if installed.
         weights: provider weights for the "weighted" policy.
         prices: the price table used for cost priors.
@@ -189,6 +192,7 @@ class Router(ClosingContext):
         hedge: HedgeConfig | float | str | None = None,
         budget_usd: float | None = None,
         budget_usd_per_day: float | None = None,
+        budget_name: str = "default",
         hooks: AttemptHook | Iterable[AttemptHook] | None = None,
         weights: Mapping[str, float] | None = None,
         prices: PriceTable = DEFAULT_PRICES,
@@ -221,7 +225,8 @@ class Router(ClosingContext):
             config = breaker if isinstance(breaker, BreakerConfig) else BreakerConfig()
         self._candidates = {g.name: _Candidate(g, CircuitBreaker(config)) for g in self.generators}
         self.hedge = HedgeConfig.parse(hedge)
-        self.budget = Budget(budget_usd, budget_usd_per_day)
+        self.budget_name = budget_name
+        self.budget = self._make_budget(budget_usd, budget_usd_per_day)
         self.hooks = as_hooks(hooks)
         self.stats = Stats(prices)
         history = self.ledger.records()
@@ -266,15 +271,10 @@ class Router(ClosingContext):
         if self._refreshers:
             await self._refresh()
         candidates = self._spill(route, self._eligible(route, ordered))
-        primary = candidates[0]
-        expected = self.expected_cost(req, primary.generator.name) or 0.0
-        reservation = (
-            self.budget.reserve(expected, what=f"request for {req.num_images} image(s) on {primary.generator.name}")
-            if self.budget.limited
-            else None
-        )
+        reservation = await self._reserve(req, candidates[0].generator.name)
         try:
-            result = await self._rounds(route, candidates)
+            with recording_request(req):
+                result = await self._rounds(route, candidates)
         finally:
             if reservation is not None:
                 reservation.release()
@@ -320,6 +320,25 @@ class Router(ClosingContext):
     def __repr__(self) -> str:
         names = ", ".join(g.name for g in self.generators)
         return f"Router([{names}], policy={self.policy.name!r})"
+
+    # -- budget --------------------------------------------------------------------------
+
+    def _make_budget(self, total_usd: float | None, per_day_usd: float | None) -> Budget:
+        """In memory, or shared through the ledger's store when the ledger is persistent and a limit is set."""
+        if self.ledger.persistent and (total_usd is not None or per_day_usd is not None):
+            return SharedBudget(self.ledger, self.budget_name, total_usd, per_day_usd)
+        return Budget(total_usd, per_day_usd)
+
+    async def _reserve(self, request: GenerationRequest, provider: str) -> Reservation | None:
+        """Hold the request's expected cost on `provider` (a shared budget's store is asked off the loop)."""
+        if not self.budget.limited:
+            return None
+        expected = self.expected_cost(request, provider) or 0.0
+        what = f"request for {request.num_images} image(s) on {provider}"
+        if isinstance(self.budget, SharedBudget):
+            ttl = HOLD_S if request.timeout_s is None else request.timeout_s + 60.0
+            return await asyncio.to_thread(self.budget.reserve, expected, what=what, ttl_s=ttl)
+        return self.budget.reserve(expected, what=what)
 
     # -- choosing ------------------------------------------------------------------------
 
@@ -408,6 +427,7 @@ class Router(ClosingContext):
     # -- observing ----------------------------------------------------------------------
 
     def _on_event(self, event: AttemptEvent, attempt: Attempt, candidate: _Candidate) -> None:
+        attempt.budget = self.budget_name
         self.ledger.record(event, attempt)
         dispatch(self.hooks, event, attempt)
         if event == "end" and attempt.outcome != "skipped":
