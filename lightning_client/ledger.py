@@ -98,7 +98,8 @@ def _row(attempt: Attempt) -> dict[str, Any]:
     }
 
 
-def _attempt(row: Mapping[str, Any]) -> Attempt:
+def attempt_from_row(row: Mapping[str, Any]) -> Attempt:
+    """The `Attempt` a stored row describes."""
     return Attempt(
         attempt_id=row["attempt_id"],
         provider=row["provider"],
@@ -403,7 +404,7 @@ class Ledger:
                 found = [a for a in self._attempts.values() if provider is None or a.provider == provider]
             return sorted(found, key=lambda a: a.started_at)
         self.flush()
-        return [_attempt(row) for row in self.store.attempts(provider)]
+        return [attempt_from_row(row) for row in self.store.attempts(provider)]
 
     def records(self, provider: str | None = None) -> list[Attempt]:
         """Copies of the stored attempts in start order, optionally of one provider."""

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,6 +60,7 @@ from lightning_client.routing.policies import Policy, Stats, make_policy
 
 if TYPE_CHECKING:
     from lightning_client.config import Config
+    from lightning_client.state.recovery import Recovered
 
 __all__ = ["DeadlineExceededError", "HedgeConfig", "Router"]
 
@@ -295,6 +297,22 @@ class Router(ClosingContext):
     ) -> GenerationResult:
         """Synchronous `agenerate`."""
         return run_sync(self.agenerate(request, providers=providers, **fields))
+
+    async def arecover(self, folder: str | Path | None = None, *, wait: bool = False) -> list[Recovered]:
+        """Collect what processes that died left running: attempts of the ledger without an outcome.
+
+        For each (whose provider is one of this router's generators) the provider is asked for
+        its job by id: a finished result is returned (its images saved into `folder` when given)
+        and the ledger row completed with outcome and billed cost; a job still running is
+        cancelled, or awaited when `wait`. No job is ever created.
+        """
+        from lightning_client.state.recovery import arecover
+
+        return await arecover(self, folder, wait=wait)
+
+    def recover(self, folder: str | Path | None = None, *, wait: bool = False) -> list[Recovered]:
+        """Synchronous `arecover`."""
+        return run_sync(self.arecover(folder, wait=wait))
 
     def realtime(self, *, throttle_s: float = 0.1, providers: Sequence[str] | None = None) -> RealtimeSession:
         """A realtime session on the first generator that can serve it, moving to the next when that one fails."""

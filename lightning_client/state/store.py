@@ -210,6 +210,14 @@ class Store(ABC):
             )
         return bool(found)
 
+    def claim_release(self, attempt_id: str) -> None:
+        """Give back a claimed orphan that could not be recovered now (a later `recover()` tries again)."""
+        with self._lock, self._transaction():
+            self._execute(
+                "UPDATE attempts SET owner = NULL WHERE attempt_id = ? AND owner = ? AND outcome IS NULL",
+                (attempt_id, self.owner),
+            )
+
     # -- budgets --------------------------------------------------------------------------------
 
     def _totals(self, budget: str) -> Totals:
