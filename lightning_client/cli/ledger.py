@@ -12,10 +12,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from lightning_client.cli._commands import Group
-from lightning_client.cli._common import Debug, UsageError, console, fail
+from lightning_client.cli._common import (
+    ConfigFile,
+    Debug,
+    SandboxUrl,
+    UsageError,
+    build_generators,
+    console,
+    fail,
+    maybe_sandbox,
+    open_configured_router,
+    run,
+)
 from lightning_client.errors import ConfigurationError
 from lightning_client.ledger import Ledger
 from lightning_client.state import is_url
+from lightning_client.state.recovery import Recovered
 
 ledger_app = typer.Typer(
     cls=Group, help="Summaries, exports and crash recovery of an attempt ledger.", no_args_is_help=True
@@ -107,3 +119,61 @@ def export(
     with book:
         path = book.to_csv(out) if chosen == "csv" else book.to_json(out)
         console.print(f"wrote {len(book)} attempt(s) to {escape(str(path))}")
+
+
+@ledger_app.command()
+def recover(
+    ledger: LedgerFile,
+    config: ConfigFile = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the images of collected jobs.", file_okay=False)
+    ] = Path("recovered"),
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for jobs still running instead of cancelling them.")
+    ] = False,
+    sandbox_url: SandboxUrl = None,
+    debug: Debug = False,
+) -> None:
+    """Collect the jobs that processes which died left running; never creates a job.
+
+    The generators are the --config file's, else one per provider of the open attempts (with
+    its API key from the environment, or pointed at --sandbox-url).
+    """
+    if config is not None and sandbox_url is not None:
+        fail(UsageError("--config and --sandbox-url cannot be combined"), debug=debug, code=2)
+    book = _open(ledger, debug)
+
+    async def main() -> list[Recovered]:
+        from lightning_client.routing.router import Router
+
+        if config is not None:
+            async with open_configured_router(config, ledger_path=ledger) as router:
+                return await router.arecover(out, wait=wait)
+        providers = sorted({row["provider"] for row in book.store.orphans()})
+        if not providers:
+            return []
+        async with (
+            maybe_sandbox(False, sandbox_url) as sb,
+            Router(build_generators(providers, sb), ledger=book) as router,
+        ):
+            return await router.arecover(out, wait=wait)
+
+    with book:
+        recovered = run(main, debug=debug, command="ledger recover")
+    if not recovered:
+        console.print("nothing to recover: no open attempt of a process that is gone")
+        return
+    table = Table(title="recovered", box=box.SIMPLE_HEAD)
+    for column in ("attempt", "provider", "job", "action", "cost", "images"):
+        table.add_column(column)
+    for item in recovered:
+        attempt = item.attempt
+        table.add_row(
+            attempt.attempt_id[:12],
+            attempt.provider,
+            attempt.request_id or "–",
+            item.action,
+            str(attempt.cost),
+            ", ".join(str(p) for p in item.paths) or "–",
+        )
+    console.print(table)

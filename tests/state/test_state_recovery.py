@@ -92,3 +92,54 @@ def test_an_attempt_whose_create_never_answered_ends_unknown(pg_url: str, sb: Sa
     assert sb.fal.stats().get("created", 0) == 0
     with lc.Ledger(pg_url) as ledger:
         assert [a.outcome for a in ledger.records()] == ["unknown"]
+
+
+def test_ledger_recover_on_the_command_line(sb: Sandbox, tmp_path: Path) -> None:
+    where = str(tmp_path / "ledger.sqlite")
+    sb.fal.configure(inference_s=3.0)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, where, "fal", sb.fal_url])
+    watcher = lc.Ledger(where)
+    try:
+        deadline = time.monotonic() + 120
+        while not _started(watcher, with_id=True):
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+        watcher.close()
+    config = tmp_path / "lightning.toml"
+    config.write_text(f'[[generators]]\nkind = "fal"\napi_key = "fal-test"\nbase_url = "{sb.fal_url}"\n')
+    out = tmp_path / "images"
+    command = [sys.executable, "-m", "lightning_client.cli", "ledger", "recover", "--ledger", where]
+    done = subprocess.run(
+        [*command, "--config", str(config), "--out", str(out), "--wait"], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    assert "collected" in done.stdout and len(list(out.iterdir())) == 1
+    assert sb.fal.stats()["created"] == 1
+    with lc.Ledger(where) as ledger:
+        assert [a.outcome for a in ledger.records()] == ["succeeded"]
+
+
+def test_a_job_still_running_is_cancelled_unless_waited_for(pg_url: str, sb: Sandbox) -> None:
+    sb.fal.configure(inference_s=30.0)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, pg_url, "fal", sb.fal_url])
+    watcher = lc.Ledger(pg_url)
+    try:
+        deadline = time.monotonic() + 120
+        while not _started(watcher, with_id=True):
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+        watcher.close()
+    with lc.Router([_generator("fal", sb)], ledger=lc.Ledger(pg_url)) as router:
+        [recovered] = router.recover()
+        router.ledger.close()
+    assert recovered.action == "canceled" and recovered.result is None
+    assert sb.fal.stats()["created"] == 1
+    with lc.Ledger(pg_url) as ledger:
+        [attempt] = ledger.records()
+    assert attempt.outcome == "canceled" and attempt.cost.basis
