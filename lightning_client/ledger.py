@@ -142,7 +142,8 @@ def _cost(row: Mapping[str, Any]) -> Cost:
 class ProviderSummary(BaseModel):
     """One provider's line of `Ledger.summary()`.
 
-    `count` is the attempts actually sent (skipped ones are counted apart);
+    `count` is the attempts actually sent (skipped ones and results served from the cache are
+    counted apart);
     `success_rate` is succeeded / (succeeded + failed): a cancelled hedge loser is not
     a failure. Latency percentiles are of successful attempts' total seconds.
     `cost_per_image` divides every dollar spent with the provider (failed and cancelled
@@ -161,6 +162,7 @@ class ProviderSummary(BaseModel):
     canceled: int
     skipped: int
     unknown: int = 0
+    cached: int = 0
     success_rate: float | None
     p50_s: float | None
     p95_s: float | None
@@ -176,7 +178,7 @@ class ProviderSummary(BaseModel):
 
 
 def _summarize(provider: str, attempts: list[Attempt]) -> ProviderSummary:
-    sent = [a for a in attempts if a.outcome != "skipped"]
+    sent = [a for a in attempts if a.outcome not in ("skipped", "cached")]
     by_outcome = {o: sum(a.outcome == o for a in sent) for o in ("succeeded", "failed", "canceled", "unknown")}
     decided = by_outcome["succeeded"] + by_outcome["failed"] + by_outcome["unknown"]
     totals = [a.timings.total_s for a in sent if a.succeeded and a.timings.total_s is not None]
@@ -196,7 +198,8 @@ def _summarize(provider: str, attempts: list[Attempt]) -> ProviderSummary:
         failed=by_outcome["failed"],
         canceled=by_outcome["canceled"],
         unknown=by_outcome["unknown"],
-        skipped=len(attempts) - len(sent),
+        skipped=sum(a.outcome == "skipped" for a in attempts),
+        cached=sum(a.outcome == "cached" for a in attempts),
         success_rate=by_outcome["succeeded"] / decided if decided else None,
         p50_s=pct(50),
         p95_s=pct(95),

@@ -59,6 +59,7 @@ from lightning_client.routing.hooks import AttemptHook, as_hooks, dispatch
 from lightning_client.routing.policies import Policy, Stats, make_policy
 
 if TYPE_CHECKING:
+    from lightning_client.cache import CacheMode, ResultCache
     from lightning_client.config import Config
     from lightning_client.state.recovery import Recovered
 
@@ -169,6 +170,8 @@ class Router(ClosingContext):
             persistent ledger (a file or a `postgresql://` URL) they hold across every process
             using it with the same `budget_name` (`SharedBudget`).
         budget_name: the budget this router's attempts count against in a shared ledger.
+        cache: a `ResultCache`: explicit-seed requests identical in every image-changing field
+            are served from it (`result.cached`), identical ones in flight share one call.
         hooks: callables `hook(event, attempt)`; default: OpenTelemetry spans if installed.
         weights: provider weights for the "weighted" policy.
         prices: the price table used for cost priors.
@@ -195,6 +198,7 @@ class Router(ClosingContext):
         budget_usd: float | None = None,
         budget_usd_per_day: float | None = None,
         budget_name: str = "default",
+        cache: ResultCache | None = None,
         hooks: AttemptHook | Iterable[AttemptHook] | None = None,
         weights: Mapping[str, float] | None = None,
         prices: PriceTable = DEFAULT_PRICES,
@@ -228,6 +232,7 @@ class Router(ClosingContext):
         self._candidates = {g.name: _Candidate(g, CircuitBreaker(config)) for g in self.generators}
         self.hedge = HedgeConfig.parse(hedge)
         self.budget_name = budget_name
+        self.cache = cache
         self.budget = self._make_budget(budget_usd, budget_usd_per_day)
         self.hooks = as_hooks(hooks)
         self.stats = Stats(prices)
@@ -263,10 +268,17 @@ class Router(ClosingContext):
         request: GenerationRequest | str | None = None,
         *,
         providers: Sequence[str] | None = None,
+        cache: CacheMode | None = None,
         **fields: Any,
     ) -> GenerationResult:
-        """Generate with failover; `providers` fixes the order of the generators to try."""
+        """Generate with failover; `providers` fixes the order of the generators to try.
+
+        With a `ResultCache`, `cache` is "on" (default), "off" (bypass it) or "refresh" (call the
+        provider and replace the entry).
+        """
         req = as_request(request, fields)
+        if self.cache is not None and cache != "off":
+            return await self._through_cache(self.cache, req, providers, cache or "on")
         started = time.monotonic()
         route = _Route(req, None if req.timeout_s is None else started + req.timeout_s)
         ordered = self._order(req, providers)
@@ -293,10 +305,11 @@ class Router(ClosingContext):
         request: GenerationRequest | str | None = None,
         *,
         providers: Sequence[str] | None = None,
+        cache: CacheMode | None = None,
         **fields: Any,
     ) -> GenerationResult:
         """Synchronous `agenerate`."""
-        return run_sync(self.agenerate(request, providers=providers, **fields))
+        return run_sync(self.agenerate(request, providers=providers, cache=cache, **fields))
 
     async def arecover(self, folder: str | Path | None = None, *, wait: bool = False) -> list[Recovered]:
         """Collect what processes that died left running: attempts of the ledger without an outcome.
@@ -338,6 +351,50 @@ class Router(ClosingContext):
     def __repr__(self) -> str:
         names = ", ".join(g.name for g in self.generators)
         return f"Router([{names}], policy={self.policy.name!r})"
+
+    # -- result cache --------------------------------------------------------------------
+
+    async def _through_cache(
+        self, cache: ResultCache, request: GenerationRequest, providers: Sequence[str] | None, mode: CacheMode
+    ) -> GenerationResult:
+        """Serve from `cache` when the request has an explicit seed; record a "cached" attempt for a hit."""
+        primary = self._order(request, providers)[0].generator
+        key = cache.key(request, primary)
+        if key is None:  # a seed drawn at random: a new image every time, never cached
+            return await self.agenerate(request, providers=providers, cache="off")
+        started = time.monotonic()
+
+        def stored_under(result: GenerationResult) -> str | None:
+            served = self._candidates.get(result.provider)
+            return None if served is None else cache.key(request, served.generator)
+
+        result = await cache.serve(
+            key, mode, lambda: self.agenerate(request, providers=providers, cache="off"), store_key=stored_under
+        )
+        if result.cached:
+            now = utcnow()
+            attempt = Attempt(
+                provider=result.provider,
+                model=result.model,
+                request_id=result.request_id,
+                outcome="cached",
+                started_at=now,
+                ended_at=now,
+                seed=result.seed,
+                steps=result.steps,
+                num_images=len(result.images),
+                cost=Cost(
+                    usd=0.0, basis=f"served from the result cache (first made by {result.request_id})", estimated=False
+                ),
+                note="result cache hit: no provider call",
+                budget=self.budget_name,
+            )
+            attempt.timings.total_s = time.monotonic() - started
+            self.ledger.record("end", attempt)
+            dispatch(self.hooks, "end", attempt)
+            result.attempts, result.cost = [attempt.snapshot()], attempt.cost
+            result.timings.total_s = attempt.timings.total_s
+        return result
 
     # -- budget --------------------------------------------------------------------------
 

@@ -92,6 +92,16 @@ def _v2(db: Migrator) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS budget_holds_budget ON budget_holds (budget)")
 
 
+def _v3(db: Migrator) -> None:
+    """The result cache's index: one entry per request key, "pending" while its one provider call runs."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS cache_entries (key TEXT PRIMARY KEY, state TEXT NOT NULL, owner TEXT NOT NULL,"
+        " result TEXT, bytes BIGINT NOT NULL DEFAULT 0, created_at DOUBLE PRECISION NOT NULL,"
+        " used_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION)"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS cache_entries_used ON cache_entries (used_at)")
+
+
 #: Migration `i + 1` is `MIGRATIONS[i]`.
-MIGRATIONS: tuple[Callable[[Migrator], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[Migrator], None], ...] = (_v1, _v2, _v3)
 VERSION = len(MIGRATIONS)

@@ -218,6 +218,88 @@ class Store(ABC):
                 (attempt_id, self.owner),
             )
 
+    # -- result cache ---------------------------------------------------------------------------
+
+    def cache_lookup(self, key: str) -> tuple[str, Row | None]:
+        """("ready", entry), ("pending", None) while a live process computes it, or ("missing", None)."""
+        now = time.time()
+        with self._lock:
+            rows = self._execute(
+                "SELECT c.*, o.host, o.pid, o.heartbeat_at FROM cache_entries c"
+                " LEFT JOIN owners o ON o.owner = c.owner WHERE c.key = ?",
+                (key,),
+            )
+            if not rows:
+                return "missing", None
+            row = rows[0]
+            if row["state"] == "ready":
+                if row["expires_at"] is not None and row["expires_at"] <= now:
+                    return "missing", None
+                self._execute("UPDATE cache_entries SET used_at = ? WHERE key = ?", (now, key))
+                return "ready", row
+            if self._gone(row["owner"], row["host"], row["pid"], row["heartbeat_at"]):
+                return "missing", None
+            return "pending", None
+
+    def cache_claim(self, key: str) -> bool:
+        """Become the one process computing `key` (False: a live process already is, or it is ready)."""
+        now = time.time()
+        with self._lock, self._transaction(lock=f"lightning-client-cache:{key}"):
+            state, _ = self.cache_lookup(key)
+            if state != "missing":
+                return False
+            self._execute("DELETE FROM cache_entries WHERE key = ?", (key,))
+            self._execute(
+                "INSERT INTO cache_entries (key, state, owner, created_at, used_at) VALUES (?, 'pending', ?, ?, ?)",
+                (key, self.owner, now, now),
+            )
+        return True
+
+    def cache_store(self, key: str, result: str, size: int, ttl_s: float | None) -> None:
+        now = time.time()
+        with self._lock, self._transaction():
+            self._execute("DELETE FROM cache_entries WHERE key = ?", (key,))
+            self._execute(
+                "INSERT INTO cache_entries (key, state, owner, result, bytes, created_at, used_at, expires_at)"
+                " VALUES (?, 'ready', ?, ?, ?, ?, ?, ?)",
+                (key, self.owner, result, size, now, now, None if ttl_s is None else now + ttl_s),
+            )
+
+    def cache_drop(self, key: str, *, pending_only: bool = False) -> None:
+        with self._lock, self._transaction():
+            self._execute(
+                "DELETE FROM cache_entries WHERE key = ?"
+                + (" AND state = 'pending' AND owner = ?" if pending_only else ""),
+                (key, self.owner) if pending_only else (key,),
+            )
+
+    def cache_evict(self, max_bytes: int | None, max_entries: int | None) -> list[str]:
+        """Drop expired entries, then the least recently used until within the bounds; their results."""
+        now = time.time()
+        with self._lock, self._transaction(lock="lightning-client-cache-evict"):
+            dropped = self._execute(
+                "SELECT key, result FROM cache_entries WHERE state = 'ready' AND expires_at IS NOT NULL AND expires_at <= ?",
+                (now,),
+            )
+            ready = self._execute(
+                "SELECT key, result, bytes FROM cache_entries WHERE state = 'ready'"
+                " AND (expires_at IS NULL OR expires_at > ?) ORDER BY used_at DESC",
+                (now,),
+            )
+            total = 0
+            for count, row in enumerate(ready, start=1):
+                total += int(row["bytes"])
+                if (max_bytes is not None and total > max_bytes) or (max_entries is not None and count > max_entries):
+                    dropped.append(row)
+            for row in dropped:
+                self._execute("DELETE FROM cache_entries WHERE key = ?", (row["key"],))
+        return [str(row["result"]) for row in dropped]
+
+    def cache_results(self) -> list[str]:
+        """Every ready entry's result (to tell which image files are still referenced)."""
+        with self._lock:
+            return [str(r["result"]) for r in self._execute("SELECT result FROM cache_entries WHERE state = 'ready'")]
+
     # -- budgets --------------------------------------------------------------------------------
 
     def _totals(self, budget: str) -> Totals:
