@@ -93,3 +93,25 @@ def test_two_processes_sharing_a_postgresql_cache_create_one_job(pg_url: str, sb
     outputs = [json.loads(child.communicate(timeout=180)[0].strip().splitlines()[-1]) for child in children]
     assert sb.fal.stats()["created"] == 1
     assert sorted(o["cached"] for o in outputs) == [False, True]
+
+
+def test_cache_and_budget_name_from_a_configuration_file(pg_url: str, sb: Sandbox, tmp_path: Path) -> None:
+    router = lc.load_config(
+        {
+            "generators": [{"kind": "fal", "api_key": "fal-test", "base_url": sb.fal_url}],
+            "router": {"budget_usd": 1.0, "budget_name": "team-a"},
+            "ledger": {"path": pg_url},
+            "cache": {"path": str(tmp_path / "cache"), "max_entries": 10},
+        }
+    )
+    with router:
+        assert router.budget_name == "team-a" and router.ledger.url == pg_url
+        assert router.cache is not None and router.cache.max_entries == 10
+        router.generate("configured", seed=1, width=256, height=256)
+        assert router.generate("configured", seed=1, width=256, height=256).cached
+        assert router.budget.spent_usd > 0
+    router.ledger.close()
+    assert router.cache is not None
+    router.cache.close()
+    with lc.Ledger(pg_url) as ledger:
+        assert {a.budget for a in ledger.records()} == {"team-a"}
