@@ -93,7 +93,7 @@ def serve_ray(
             server=settings,
             hosted=hosted,
             sandbox=endpoints,
-            ledger=None if ledger is None or is_url(ledger) else str(Path(ledger).resolve()),
+            ledger=None if ledger is None else str(ledger) if is_url(ledger) else str(Path(ledger).resolve()),
             max_wait_s=max_wait_s,
         )
         serve_on_ray(app_config, host=host, port=port, on_ready=_ready)
