@@ -29,6 +29,7 @@ from lightning_client.generator import Generator
 from lightning_client.request import GenerationRequest
 from lightning_client.result import GeneratedImage, GenerationResult
 from lightning_client.state import Store, is_url, open_store
+from lightning_client.state.store import HEARTBEAT_S
 
 __all__ = ["CacheMode", "ResultCache"]
 
@@ -221,6 +222,13 @@ class ResultCache:
                 continue  # another process claimed it a moment ago
             return await self._call(local, key, call, store_key)
 
+    async def _keep_alive(self) -> None:
+        """Refresh this process's heartbeat while it computes an entry, so waiters elsewhere keep waiting."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._store.heartbeat)
+
     async def _call(
         self,
         local: tuple[int, str],
@@ -231,6 +239,7 @@ class ResultCache:
         future: asyncio.Future[GenerationResult | None] = asyncio.get_running_loop().create_future()
         self._in_flight[local] = future
         result: GenerationResult | None = None
+        alive = asyncio.ensure_future(self._keep_alive())  # others wait on our pending entry meanwhile
         try:
             result = await call()
             target = store_key(result) or key
@@ -242,6 +251,7 @@ class ResultCache:
                 logger.exception("result cache: could not store an entry")
             return result
         finally:
+            alive.cancel()
             if result is None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(asyncio.to_thread(self._store.cache_drop, key, pending_only=True))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from lightning_client.credentials import get_logger
 from lightning_client.errors import LightningError
@@ -43,8 +43,6 @@ class Recovered(BaseModel):
     (the job failed; its cost is recorded), "canceled" (it still ran and was cancelled),
     "unknown" (no job id was recorded, or its provider cannot look jobs up).
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     attempt: Attempt
     action: Action
