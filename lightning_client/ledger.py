@@ -37,23 +37,13 @@ from lightning_client.state import Store, is_url, open_store
 from lightning_client.state.schema import COLUMNS
 from lightning_client.state.store import HEARTBEAT_S
 
-__all__ = ["COLUMNS", "Ledger", "ProviderSummary", "percentile", "recording_request"]
+__all__ = ["COLUMNS", "Ledger", "ProviderSummary", "attempt_from_row", "percentile"]
 
 logger = get_logger("lightning_client")
 
 _TIMINGS = ("queue_s", "inference_s", "download_s", "load_s", "total_s")
 #: The request being served in this context (JSON), stored with its attempts' rows for recovery.
 _current_request: ContextVar[str | None] = ContextVar("lightning_client_ledger_request", default=None)
-
-
-@contextlib.contextmanager
-def recording_request(request: GenerationRequest) -> Iterator[None]:
-    """Store `request` with the rows of the attempts made in this context (a router sets it)."""
-    token = _current_request.set(request.model_dump_json(exclude={"provider_options", "timeout_s"}))
-    try:
-        yield
-    finally:
-        _current_request.reset(token)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -358,6 +348,19 @@ class Ledger:
     def open(cls, path: str | Path) -> Ledger:
         """Open (or create) a SQLite ledger file, or a PostgreSQL ledger by URL."""
         return cls(path)
+
+    @contextlib.contextmanager
+    def recording(self, request: GenerationRequest) -> Iterator[None]:
+        """Store `request` with the rows of the attempts made in this context, for recovery (a router
+        sets it; nothing to do in memory)."""
+        if not self.persistent:
+            yield
+            return
+        token = _current_request.set(request.model_dump_json(exclude={"provider_options", "timeout_s"}))
+        try:
+            yield
+        finally:
+            _current_request.reset(token)
 
     def _stored_row(self, attempt: Attempt, owner: str) -> dict[str, Any]:
         return {**_row(attempt), "owner": owner, "request": _current_request.get()}

@@ -48,7 +48,7 @@ from lightning_client.generator import (
     expected_wait,
     observe_attempts,
 )
-from lightning_client.ledger import Ledger, recording_request
+from lightning_client.ledger import Ledger
 from lightning_client.pricing import DEFAULT_PRICES, PriceTable
 from lightning_client.realtime.session import RealtimeSession
 from lightning_client.request import GenerationRequest
@@ -287,7 +287,7 @@ class Router(ClosingContext):
         candidates = self._spill(route, self._eligible(route, ordered))
         reservation = await self._reserve(req, candidates[0].generator.name)
         try:
-            with recording_request(req):
+            with self.ledger.recording(req):
                 result = await self._rounds(route, candidates)
         finally:
             if reservation is not None:
