@@ -34,11 +34,24 @@ class PostgresStore(Store):
             ) from None
         self.url = url
         self.where = _redacted(url)
+        self._psycopg, self._dict_row = psycopg, dict_row
         try:
-            self._db: Any = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+            self._db: Any = self._connect()
         except psycopg.Error as exc:
             raise ConfigurationError(f"cannot connect to the ledger database {self.where}: {exc}") from None
         super().__init__()
+
+    def _connect(self) -> Any:
+        return self._psycopg.connect(self.url, autocommit=True, row_factory=self._dict_row, connect_timeout=10)
+
+    def _reconnect(self) -> bool:
+        if not self._db.closed and not self._db.broken:
+            return False  # the connection is fine: the error was something else
+        try:
+            self._db = self._connect()
+        except self._psycopg.Error:
+            return False
+        return True
 
     @contextlib.contextmanager
     def _transaction(self, *, lock: str | None = None) -> Iterator[None]:

@@ -11,6 +11,7 @@ holds of a gone owner no longer count, and its attempts left without an outcome 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import threading
@@ -20,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from lightning_client.state.schema import MIGRATIONS, STORED_COLUMNS, VERSION, Migrator
 
@@ -67,6 +68,26 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _reconnecting(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
+    """Run `method`; after a lost connection (a server restart, a dropped link), once more on a new one."""
+
+    def run(self: Store, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception:
+                if not self._reconnect():
+                    raise
+                return method(self, *args, **kwargs)
+
+    functools.update_wrapper(run, method)
+    return run
+
+
 @dataclass(frozen=True)
 class Totals:
     """A budget's dollars: spent in total, spent today (UTC), and held by live requests in flight."""
@@ -110,6 +131,10 @@ class Store(ABC):
     @abstractmethod
     def _close(self) -> None: ...
 
+    def _reconnect(self) -> bool:
+        """After a lost connection: connect again (True), where the implementation can."""
+        return False
+
     # -- schema ---------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
@@ -144,6 +169,7 @@ class Store(ABC):
 
     # -- owners ---------------------------------------------------------------------------------
 
+    @_reconnecting
     def heartbeat(self) -> None:
         """Say this process is alive (the writer thread calls it every `HEARTBEAT_S`)."""
         now = time.time()
@@ -169,6 +195,7 @@ class Store(ABC):
 
     # -- attempts -------------------------------------------------------------------------------
 
+    @_reconnecting
     def write(self, rows: Sequence[Row], released: Sequence[str] = ()) -> None:
         """Upsert attempt rows, then drop the budget holds `released`, in one transaction (in that order:
         a hold ends only once the cost it stood for is counted)."""
@@ -180,15 +207,18 @@ class Store(ABC):
             if self.heartbeat_due():
                 self.heartbeat()
 
+    @_reconnecting
     def attempts(self, provider: str | None = None) -> list[Row]:
         query = "SELECT * FROM attempts" + (" WHERE provider = ?" if provider else "") + " ORDER BY started_at"
         with self._lock:
             return self._execute(query, (provider,) if provider else ())
 
+    @_reconnecting
     def count(self) -> int:
         with self._lock:
             return int(self._execute("SELECT COUNT(*) AS n FROM attempts")[0]["n"])
 
+    @_reconnecting
     def orphans(self) -> list[Row]:
         """Attempts without an outcome whose writing process is gone (the oldest first)."""
         with self._lock:
@@ -312,11 +342,13 @@ class Store(ABC):
                 reserved += float(row["b"] or 0.0)
         return Totals(spent=spent, spent_today=spent_today, reserved=reserved)
 
+    @_reconnecting
     def totals(self, budget: str) -> Totals:
         """What budget `budget` has spent and holds (holds of gone processes and expired ones left out)."""
         with self._lock:
             return self._totals(budget)
 
+    @_reconnecting
     def reserve(self, budget: str, usd: float, ttl_s: float, check: Callable[[Totals], None]) -> str:
         """Atomically: `check(totals)` (it raises when `usd` does not fit), then hold `usd`; the hold's id."""
         hold = uuid.uuid4().hex

@@ -79,3 +79,19 @@ def test_an_unversioned_sqlite_file_is_upgraded_in_place(tmp_path: Path) -> None
         assert [a.budget for a in ledger.records()] == [None, "team-a"]
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(attempts)")}
     assert {"budget", "owner", "request", "read_retries"} <= columns
+
+
+def test_the_writer_reconnects_after_the_connection_is_dropped(pg_url: str) -> None:
+    import psycopg
+
+    with lc.Ledger(pg_url) as ledger:
+        ledger.record("end", Attempt(provider="fal", outcome="failed"))
+        ledger.flush()
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # the server drops the ledger's connection
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ledger.record("end", Attempt(provider="fal", outcome="succeeded"))
+        ledger.flush()
+        assert sorted(a.outcome or "" for a in ledger.records()) == ["failed", "succeeded"]
