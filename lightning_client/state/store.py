@@ -75,14 +75,14 @@ R = TypeVar("R")
 def _reconnecting(method: Callable[Concatenate[Store, P], R]) -> Callable[Concatenate[Store, P], R]:
     """Run `method`; after a lost connection (a server restart, a dropped link), once more on a new one."""
 
-    def run(self: Store, *args: P.args, **kwargs: P.kwargs) -> R:
-        with self._lock:
+    def run(store: Store, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with store._lock:
             try:
-                return method(self, *args, **kwargs)
+                return method(store, *args, **kwargs)
             except Exception:
-                if not self._reconnect():
+                if not store._reconnect():
                     raise
-                return method(self, *args, **kwargs)
+                return method(store, *args, **kwargs)
 
     functools.update_wrapper(run, method)
     return run
