@@ -39,6 +39,7 @@ from lightning_client.result import (
 
 if TYPE_CHECKING:
     from lightning_client import testing, webhooks
+    from lightning_client.cache import ResultCache
     from lightning_client.config import Config, load_config, read_config
     from lightning_client.ledger import Ledger
     from lightning_client.providers.fal import FalGenerator
@@ -61,6 +62,7 @@ _LAZY = {
     "RemoteGenerator": "lightning_client.providers.remote",
     "Router": "lightning_client.routing.router",
     "Ledger": "lightning_client.ledger",
+    "ResultCache": "lightning_client.cache",
     "load_config": "lightning_client.config",
     "read_config": "lightning_client.config",
     "Config": "lightning_client.config",
@@ -105,6 +107,7 @@ __all__ = [
     "RateLimitError",
     "RemoteGenerator",
     "ReplicateGenerator",
+    "ResultCache",
     "Router",
     "Timings",
     "UnknownProviderError",

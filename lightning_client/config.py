@@ -43,11 +43,13 @@ from lightning_client.routing.breaker import BreakerConfig
 from lightning_client.routing.router import HedgeConfig
 
 if TYPE_CHECKING:
+    from lightning_client.cache import ResultCache
     from lightning_client.generator import Generator
     from lightning_client.routing.router import Router
 
 __all__ = [
     "CONFIG_ENV",
+    "CacheSettings",
     "Config",
     "GeneratorSettings",
     "LedgerSettings",
@@ -69,7 +71,7 @@ SECTIONS: dict[str, type[BaseModel] | str | None] = {
     "server": None,
     "ray": "lightning_client.serving.ray_settings:RaySettings",
 }
-_OWN_TABLES = ("generators", "router", "ledger")
+_OWN_TABLES = ("generators", "router", "ledger", "cache")
 
 
 def register_section(name: str, schema: type[BaseModel] | str | None) -> None:
@@ -104,6 +106,7 @@ class RouterSettings(_Strict):
     hedge: _Hedge | float | str | None = None
     budget_usd: float | None = Field(default=None, gt=0)
     budget_usd_per_day: float | None = Field(default=None, gt=0)
+    budget_name: str = Field(default="default", min_length=1)
     max_wait_s: float | None = Field(default=None, gt=0)
 
     @field_validator("hedge")
@@ -122,11 +125,35 @@ class RouterSettings(_Strict):
         return value
 
 
-class LedgerSettings(_Strict):
-    """The `[ledger]` table: `path` of a SQLite file (relative to the working directory); none: in memory."""
+def _path_or_url(value: Any) -> Any:
+    """A `postgresql://` URL as given; anything else a path."""
+    from lightning_client.state import is_url
 
-    path: Path | None = None
+    if value is None or (isinstance(value, str) and is_url(value)):
+        return value
+    return Path(value)
+
+
+class LedgerSettings(_Strict):
+    """The `[ledger]` table: `path` of a SQLite file (relative to the working directory), or a
+    `postgresql://` URL shared by many processes; none: in memory."""
+
+    path: Path | str | None = None
     max_records: int = Field(default=100_000, ge=1)
+
+    _path = field_validator("path", mode="before")(lambda value: _path_or_url(value))
+
+
+class CacheSettings(_Strict):
+    """The `[cache]` table: a `ResultCache` at `path` (a folder) or a `postgresql://` URL; none: no cache."""
+
+    path: Path | str | None = None
+    folder: Path | None = None
+    ttl_s: float | None = Field(default=86_400.0, gt=0)
+    max_bytes: int | None = Field(default=1 << 30, gt=0)
+    max_entries: int | None = Field(default=None, gt=0)
+
+    _path = field_validator("path", mode="before")(lambda value: _path_or_url(value))
 
 
 class GeneratorSettings(_Strict):
@@ -158,6 +185,7 @@ class Config(_Strict):
     generators: list[GeneratorSettings]
     router: RouterSettings = RouterSettings()
     ledger: LedgerSettings = LedgerSettings()
+    cache: CacheSettings = CacheSettings()
     #: Tables owned by other parts of the package (`[server]`, `[ray]`), validated or as given.
     sections: dict[str, Any] = Field(default_factory=dict)
     source: str | None = None
@@ -204,6 +232,7 @@ class Config(_Strict):
         generators = self.build_generators(environ, replace=replace)
         settings = self.router
         ledger = Ledger(settings_path(self.ledger.path), max_records=self.ledger.max_records)
+        cache = self._cache()
         breaker: BreakerConfig | bool | None = settings.breaker
         hedge: HedgeConfig | float | str | None = settings.hedge
         try:
@@ -216,6 +245,8 @@ class Config(_Strict):
                 hedge=hedge,
                 budget_usd=settings.budget_usd,
                 budget_usd_per_day=settings.budget_usd_per_day,
+                budget_name=settings.budget_name,
+                cache=cache,
                 weights=settings.weights,
                 max_wait_s=settings.max_wait_s,
             )
@@ -223,14 +254,31 @@ class Config(_Strict):
             for generator in generators:
                 generator.close()
             ledger.close()
+            if cache is not None:
+                cache.close()
             raise _error(self.source, [("router", str(exc))]) from None
         router.config = self
         return router
 
+    def _cache(self) -> ResultCache | None:
+        """The `[cache]` table's `ResultCache` (None when it names no path)."""
+        settings = self.cache
+        if settings.path is None:
+            return None
+        from lightning_client.cache import ResultCache
 
-def settings_path(path: Path | None) -> Path | None:
-    """A ledger path with `~` expanded."""
-    return None if path is None else path.expanduser()
+        return ResultCache(
+            settings_path(settings.path) or settings.path,
+            folder=settings_path(settings.folder),
+            ttl_s=settings.ttl_s,
+            max_bytes=settings.max_bytes,
+            max_entries=settings.max_entries,
+        )
+
+
+def settings_path(path: Path | str | None) -> Path | str | None:
+    """A ledger path with `~` expanded (a database URL as it is)."""
+    return path.expanduser() if isinstance(path, Path) else path
 
 
 def load_config(
@@ -276,6 +324,7 @@ def read_config(
             if name not in {g.name for g in generators}:
                 problems.append((f"router.weights.{name}", "names no generator"))
     ledger = _validated(LedgerSettings, data.get("ledger", {}), "ledger", problems)
+    cache = _validated(CacheSettings, data.get("cache", {}), "cache", problems)
     sections: dict[str, Any] = {}
     for name, schema in SECTIONS.items():
         if name not in data:
@@ -293,8 +342,8 @@ def read_config(
             sections[name] = checked
     if problems:
         raise _error(where, problems)
-    assert router is not None and ledger is not None
-    return Config(generators=generators, router=router, ledger=ledger, sections=sections, source=where)
+    assert router is not None and ledger is not None and cache is not None
+    return Config(generators=generators, router=router, ledger=ledger, cache=cache, sections=sections, source=where)
 
 
 # -- reading ----------------------------------------------------------------------------------------

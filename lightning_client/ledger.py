@@ -1,11 +1,12 @@
-"""`Ledger`: one record per attempt, in memory or in a SQLite file, with summaries and export.
+"""`Ledger`: one record per attempt, in memory, in a SQLite file or in PostgreSQL, with summaries and export.
 
-Feed it attempt events (`with ledger.observe(): ...`, or give it to a `Router`). With a
-path, every event is written to SQLite (WAL mode) by a background thread, batched,
-within milliseconds: an attempt's row exists from its start, gains its remote job id as
-soon as the provider returns one, and is completed at its end, so a crash loses at most
-the last few milliseconds and `open_jobs()` (also after a reopen) finds remote jobs that
-were started but never finished. The event loop never waits on the disk.
+Feed it attempt events (`with ledger.observe(): ...`, or give it to a `Router`). With a path
+(SQLite) or a `postgresql://` URL, every event is written by a background thread, batched,
+within milliseconds: an attempt's row exists from its start, gains its remote job id as soon
+as the provider returns one, and is completed at its end, so a crash loses at most the last
+few milliseconds and `Router.recover()` (also from another process) finds remote jobs that
+were started but never finished. The event loop never waits on the database. The store
+behind a persistent ledger is `lightning_client.state` (`SqliteStore`, `PostgresStore`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import csv
+import functools
 import json
 import math
 import queue
-import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -29,53 +31,19 @@ from pydantic import BaseModel
 
 from lightning_client.credentials import get_logger, mask_secrets
 from lightning_client.generator import AttemptEvent, observe_attempts
+from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, Cost, Timings
+from lightning_client.state import Store, is_url, open_store
+from lightning_client.state.schema import COLUMNS
+from lightning_client.state.store import HEARTBEAT_S
 
-__all__ = ["Ledger", "ProviderSummary", "percentile"]
+__all__ = ["COLUMNS", "Ledger", "ProviderSummary", "attempt_from_row", "percentile"]
 
 logger = get_logger("lightning_client")
 
-#: Columns of the `attempts` table and of CSV exports, in order.
-COLUMNS: tuple[str, ...] = (
-    "attempt_id",
-    "provider",
-    "model",
-    "request_id",
-    "remote_ids",
-    "outcome",
-    "error_type",
-    "error_message",
-    "status_code",
-    "retryable",
-    "started_at",
-    "ended_at",
-    "queue_s",
-    "inference_s",
-    "download_s",
-    "load_s",
-    "total_s",
-    "cost_usd",
-    "cost_known_usd",
-    "cost_basis",
-    "cost_estimated",
-    "num_images",
-    "seed",
-    "steps",
-    "hedge",
-    "note",
-    "served_by",
-    "read_retries",
-)
 _TIMINGS = ("queue_s", "inference_s", "download_s", "load_s", "total_s")
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS attempts (
-    attempt_id TEXT PRIMARY KEY,
-    {", ".join(f"{c}" for c in COLUMNS[1:])}
-);
-CREATE INDEX IF NOT EXISTS attempts_provider ON attempts (provider);
-CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at);
-"""
-_INSERT = f"INSERT OR REPLACE INTO attempts ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+#: The request being served in this context (JSON), stored with its attempts' rows for recovery.
+_current_request: ContextVar[str | None] = ContextVar("lightning_client_ledger_request", default=None)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -116,10 +84,12 @@ def _row(attempt: Attempt) -> dict[str, Any]:
         "note": attempt.note,
         "served_by": attempt.served_by,
         "read_retries": attempt.read_retries,
+        "budget": attempt.budget,
     }
 
 
-def _attempt(row: sqlite3.Row) -> Attempt:
+def attempt_from_row(row: Mapping[str, Any]) -> Attempt:
+    """The `Attempt` a stored row describes."""
     return Attempt(
         attempt_id=row["attempt_id"],
         provider=row["provider"],
@@ -142,10 +112,11 @@ def _attempt(row: sqlite3.Row) -> Attempt:
         note=row["note"],
         served_by=row["served_by"],
         read_retries=row["read_retries"] or 0,
+        budget=row.get("budget"),
     )
 
 
-def _cost(row: sqlite3.Row) -> Cost:
+def _cost(row: Mapping[str, Any]) -> Cost:
     basis = row["cost_basis"] or ""
     usd = row["cost_usd"]
     if usd is None and not basis:
@@ -161,7 +132,8 @@ def _cost(row: sqlite3.Row) -> Cost:
 class ProviderSummary(BaseModel):
     """One provider's line of `Ledger.summary()`.
 
-    `count` is the attempts actually sent (skipped ones are counted apart);
+    `count` is the attempts actually sent (skipped ones and results served from the cache are
+    counted apart);
     `success_rate` is succeeded / (succeeded + failed): a cancelled hedge loser is not
     a failure. Latency percentiles are of successful attempts' total seconds.
     `cost_per_image` divides every dollar spent with the provider (failed and cancelled
@@ -180,6 +152,7 @@ class ProviderSummary(BaseModel):
     canceled: int
     skipped: int
     unknown: int = 0
+    cached: int = 0
     success_rate: float | None
     p50_s: float | None
     p95_s: float | None
@@ -195,7 +168,7 @@ class ProviderSummary(BaseModel):
 
 
 def _summarize(provider: str, attempts: list[Attempt]) -> ProviderSummary:
-    sent = [a for a in attempts if a.outcome != "skipped"]
+    sent = [a for a in attempts if a.outcome not in ("skipped", "cached")]
     by_outcome = {o: sum(a.outcome == o for a in sent) for o in ("succeeded", "failed", "canceled", "unknown")}
     decided = by_outcome["succeeded"] + by_outcome["failed"] + by_outcome["unknown"]
     totals = [a.timings.total_s for a in sent if a.succeeded and a.timings.total_s is not None]
@@ -215,7 +188,8 @@ def _summarize(provider: str, attempts: list[Attempt]) -> ProviderSummary:
         failed=by_outcome["failed"],
         canceled=by_outcome["canceled"],
         unknown=by_outcome["unknown"],
-        skipped=len(attempts) - len(sent),
+        skipped=sum(a.outcome == "skipped" for a in attempts),
+        cached=sum(a.outcome == "cached" for a in attempts),
         success_rate=by_outcome["succeeded"] / decided if decided else None,
         p50_s=pct(50),
         p95_s=pct(95),
@@ -232,19 +206,23 @@ def _summarize(provider: str, attempts: list[Attempt]) -> ProviderSummary:
 
 
 class _Writer:
-    """Writes rows to SQLite on its own thread, in batches, so the event loop never waits on disk."""
+    """Writes rows to the store on its own thread, in batches, so the event loop never waits on the database.
 
-    def __init__(self, path: Path) -> None:
-        self._queue: queue.SimpleQueue[Attempt | threading.Event | None] = queue.SimpleQueue()
-        self._db = _connect(path)
-        self._thread = threading.Thread(target=self._run, name=f"lightning-client-ledger {path.name}", daemon=True)
+    Items are attempt rows, budget holds to release (after the rows queued before them), flush
+    markers, and None to stop. Between batches it keeps the store's owner heartbeat fresh.
+    """
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self._queue: queue.SimpleQueue[dict[str, Any] | str | threading.Event | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"lightning-client-ledger {name}", daemon=True)
         self._thread.start()
 
-    def put(self, attempt: Attempt) -> None:
-        self._queue.put(attempt)
+    def put(self, item: dict[str, Any] | str) -> None:
+        self._queue.put(item)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued so far is on disk."""
+        """Wait until everything queued so far is written."""
         done = threading.Event()
         self._queue.put(done)
         return done.wait(timeout)
@@ -256,49 +234,41 @@ class _Writer:
     def _run(self) -> None:
         stop = False
         while not stop:
-            batch: list[Attempt] = []
+            rows: dict[str, dict[str, Any]] = {}
+            released: list[str] = []
             markers: list[threading.Event] = []
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                self._safely(self._store.heartbeat)
+                continue
             while True:
                 if item is None:
                     stop = True
                 elif isinstance(item, threading.Event):
                     markers.append(item)
+                elif isinstance(item, str):
+                    released.append(item)
                 else:
-                    batch.append(item)
-                if len(batch) >= 256:
+                    rows.pop(item["attempt_id"], None)  # the latest state of an attempt is enough
+                    rows[item["attempt_id"]] = item
+                if len(rows) >= 256:
                     break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if batch:
-                self._write(batch)
+            if rows or released:
+                self._safely(functools.partial(self._store.write, list(rows.values()), released), len(rows))
             for marker in markers:
                 marker.set()
-        self._db.close()
 
-    def _write(self, batch: list[Attempt]) -> None:
-        rows = [_row(a) for a in batch]
+    @staticmethod
+    def _safely(write: Callable[[], None], count: int = 0) -> None:
         try:
-            with self._db:
-                self._db.executemany(_INSERT, [[row[c] for c in COLUMNS] for row in rows])
-        except sqlite3.Error:  # a full disk or a locked file must not kill the writer
-            logger.exception("ledger: could not write %d attempt row(s)", len(rows))
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, timeout=10.0)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(_SCHEMA)
-    present = {row["name"] for row in db.execute("PRAGMA table_info(attempts)")}
-    for column in COLUMNS:
-        if column not in present:  # a file written by an older version: add the new columns
-            db.execute(f"ALTER TABLE attempts ADD COLUMN {column}")
-    return db
+            write()
+        except Exception:  # a full disk, a locked file or a lost connection must not kill the writer
+            logger.exception("ledger: could not write %d attempt row(s)", count)
 
 
 def _snapshot(attempt: Attempt) -> Attempt:
@@ -322,58 +292,108 @@ def _flush_open_ledgers() -> None:
 
 
 class Ledger:
-    """Every attempt, successful or not; in memory, or in a SQLite file when given a path.
+    """Every attempt, successful or not; in memory, in a SQLite file (a path), or in PostgreSQL (a URL).
 
     Safe to share between threads and tasks. In memory, the most recent `max_records`
-    attempts are kept. With a file, nothing is held in memory: rows are written by a
-    background thread within milliseconds of each event (`flush()` waits for them;
-    `close()` and interpreter exit flush too; a closed ledger still records, writing
-    each row at once), and reads (`records()`, `summary()`, exports) query the file, so
-    they also see rows other processes wrote. Opening an existing file keeps its rows.
+    attempts are kept. With a file or a database, nothing is held in memory: rows are
+    written by a background thread within milliseconds of each event (`flush()` waits for
+    them; `close()` and interpreter exit flush too; a closed ledger still records, writing
+    each row at once), and reads (`records()`, `summary()`, exports) query the store, so
+    they also see rows other processes wrote. Opening an existing store keeps its rows and
+    upgrades its schema. `Ledger("postgresql://user@host:5432/db")` needs the `postgres` extra.
     """
 
     def __init__(self, path: str | Path | None = None, *, max_records: int = 100_000) -> None:
         if max_records < 1:
             raise ValueError(f"max_records must be >= 1, got {max_records}")
-        self.path = None if path is None else Path(path)
+        #: The SQLite file (None in memory and for a database URL).
+        self.path = None if path is None or is_url(path) else Path(path)
+        #: The PostgreSQL URL (None otherwise).
+        self.url = str(path) if path is not None and is_url(path) else None
         self.max_records = max_records
         self._lock = threading.Lock()
         self._attempts: dict[str, Attempt] = {}
         self._writer: _Writer | None = None
-        if self.path is not None:
-            _connect(self.path).close()  # create or validate the file now, not on the first write
-            self._writer = _Writer(self.path)
+        self._store: Store | None = None
+        where = self.url or self.path
+        if where is not None:
+            self._store = open_store(where)  # create, migrate or validate it now, not on the first write
+            self._writer = _Writer(self._store, self.where)
             _open_ledgers.add(self)
+
+    @property
+    def where(self) -> str:
+        """Where the rows are: "memory", a file path, or the database URL (password hidden)."""
+        if self._store is not None:
+            return self._store.where
+        return "memory" if self.path is None and self.url is None else str(self.url or self.path)
+
+    @property
+    def persistent(self) -> bool:
+        """True for a file or a database: rows outlive the process and other processes may share them."""
+        return self.path is not None or self.url is not None
+
+    @property
+    def store(self) -> Store:
+        """The open store of a persistent ledger (a new connection once the ledger is closed)."""
+        with self._lock:
+            if self._store is None:
+                where = self.url or self.path
+                if where is None:
+                    raise RuntimeError("an in-memory ledger has no store")
+                self._store = open_store(where)
+            return self._store
 
     @classmethod
     def open(cls, path: str | Path) -> Ledger:
-        """Open (or create) a SQLite ledger file."""
+        """Open (or create) a SQLite ledger file, or a PostgreSQL ledger by URL."""
         return cls(path)
+
+    @contextlib.contextmanager
+    def recording(self, request: GenerationRequest) -> Iterator[None]:
+        """Store `request` with the rows of the attempts made in this context, for recovery (a router
+        sets it; nothing to do in memory)."""
+        if not self.persistent:
+            yield
+            return
+        token = _current_request.set(request.model_dump_json(exclude={"provider_options", "timeout_s"}))
+        try:
+            yield
+        finally:
+            _current_request.reset(token)
+
+    def _stored_row(self, attempt: Attempt, owner: str) -> dict[str, Any]:
+        return {**_row(attempt), "owner": owner, "request": _current_request.get()}
 
     def record(self, event: AttemptEvent, attempt: Attempt) -> None:
         """Store the current state of `attempt` (an `observe_attempts` callback)."""
         snapshot = _snapshot(attempt)
         with self._lock:
-            if self._writer is not None:
-                self._writer.put(snapshot)
+            if self._writer is not None and self._store is not None:
+                self._writer.put(self._stored_row(snapshot, self._store.owner))
                 return
-            if self.path is None:
+            if not self.persistent:
                 self._attempts.pop(snapshot.attempt_id, None)
                 self._attempts[snapshot.attempt_id] = snapshot
                 while len(self._attempts) > self.max_records:
                     del self._attempts[next(iter(self._attempts))]
                 return
-        db = _connect(self.path)  # closed: write through
-        try:
-            with db:
-                db.execute(_INSERT, [_row(snapshot)[c] for c in COLUMNS])
-        finally:
-            db.close()
+        store = self.store  # closed: write through
+        store.write([self._stored_row(snapshot, store.owner)])
 
     __call__ = record
 
+    def release_hold(self, hold: str) -> None:
+        """End a budget hold once every row recorded before this call is written (`SharedBudget`)."""
+        with self._lock:
+            writer = self._writer
+            if writer is not None:
+                writer.put(hold)
+                return
+        self.store.release(hold)
+
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every event recorded so far is in the SQLite file (True: done)."""
+        """Wait until every event recorded so far is in the store (True: done)."""
         writer = self._writer
         return True if writer is None else writer.flush(timeout)
 
@@ -385,22 +405,17 @@ class Ledger:
 
     def _sorted(self, provider: str | None = None) -> list[Attempt]:
         """Stored attempts in start order (memory snapshots are replaced, never changed)."""
-        if self.path is None:
+        if not self.persistent:
             with self._lock:
                 found = [a for a in self._attempts.values() if provider is None or a.provider == provider]
             return sorted(found, key=lambda a: a.started_at)
         self.flush()
-        db = _connect(self.path)
-        try:
-            query = "SELECT * FROM attempts" + (" WHERE provider = ?" if provider else "") + " ORDER BY started_at"
-            return [_attempt(row) for row in db.execute(query, (provider,) if provider else ())]
-        finally:
-            db.close()
+        return [attempt_from_row(row) for row in self.store.attempts(provider)]
 
     def records(self, provider: str | None = None) -> list[Attempt]:
         """Copies of the stored attempts in start order, optionally of one provider."""
         found = self._sorted(provider)
-        return found if self.path is not None else [_snapshot(a) for a in found]
+        return found if self.persistent else [_snapshot(a) for a in found]
 
     def open_jobs(self) -> list[Attempt]:
         """Attempts that started a remote job and never recorded an end (e.g. after a crash)."""
@@ -455,23 +470,22 @@ class Ledger:
         return target
 
     def __len__(self) -> int:
-        if self.path is None:
+        if not self.persistent:
             with self._lock:
                 return len(self._attempts)
         self.flush()
-        db = _connect(self.path)
-        try:
-            return int(db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0])
-        finally:
-            db.close()
+        return self.store.count()
 
     def close(self) -> None:
-        """Flush the SQLite file and stop its writer thread (later records are written at once)."""
+        """Flush the store, stop its writer thread and close it (later records are written at once)."""
         with self._lock:
             writer, self._writer = self._writer, None
+            store, self._store = self._store, None
         if writer is not None:
             writer.close()
             _open_ledgers.discard(self)
+        if store is not None:
+            store.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -480,5 +494,4 @@ class Ledger:
         self.close()
 
     def __repr__(self) -> str:
-        where = "memory" if self.path is None else str(self.path)
-        return f"Ledger({where}, records={len(self)})"
+        return f"Ledger({self.where}, records={len(self)})"

@@ -26,7 +26,8 @@ __all__ = [
 
 WarningKind = Literal["unsupported", "emulated", "ignored", "converted", "resized"]
 #: "unknown": a create was sent but whether it made a job is not known (it may run and be billed).
-Outcome = Literal["succeeded", "failed", "canceled", "skipped", "unknown"]
+#: "cached": served from the result cache, no provider call.
+Outcome = Literal["succeeded", "failed", "canceled", "skipped", "unknown", "cached"]
 
 
 def utcnow() -> datetime:
@@ -141,6 +142,8 @@ class Attempt(BaseModel):
     served_by: str | None = None
     #: Reads (status polls, status stream, result, downloads) retried in place within this attempt.
     read_retries: int = 0
+    #: The budget (`Router(budget_name=...)`) this attempt's cost counts against; None: "default".
+    budget: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -239,6 +242,8 @@ class GenerationResult(BaseModel):
     warnings: list[GenerationWarning] = Field(default_factory=list)
     #: Which replica of a self-hosted worker pool served the images (a Ray Serve replica id), if any.
     served_by: str | None = None
+    #: True when served from the result cache (`Router(cache=...)`) without a provider call.
+    cached: bool = False
 
     @model_validator(mode="after")
     def _stamp_images(self) -> GenerationResult:

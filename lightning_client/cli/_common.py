@@ -56,7 +56,12 @@ ConfigFile = Annotated[
     ),
 ]
 LedgerPath = Annotated[
-    Path | None, typer.Option("--ledger", help="Record every attempt in this SQLite ledger file.", dir_okay=False)
+    str | None,
+    typer.Option(
+        "--ledger",
+        help="Record every attempt in this ledger: a SQLite file path, or a postgresql://user@host:port/db URL "
+        "(shared by processes: one ledger and one budget).",
+    ),
 ]
 Size = Annotated[str | None, typer.Option("--size", help="Image size WxH, e.g. 1024x1024 (multiples of 64).")]
 AspectRatio = Annotated[
@@ -310,13 +315,13 @@ async def open_router(
     providers: Sequence[str],
     sandbox: Endpoints | None,
     *,
-    ledger_path: Path | None,
+    ledger_path: str | Path | None,
     folder: Path | None = None,
     provider_options: Mapping[str, Mapping[str, Any]] | None = None,
     wrap: Callable[[Generator], Generator] | None = None,
     **options: Any,
 ) -> AsyncIterator[Router]:
-    """A router over `providers` (each optionally wrapped), recording into a SQLite ledger when given a path.
+    """A router over `providers` (each optionally wrapped), recording into a ledger when given a path or URL.
 
     On exit the generators and the ledger are closed.
     """
@@ -335,7 +340,7 @@ async def open_router(
 
 
 @contextlib.asynccontextmanager
-async def open_configured_router(path: Path, *, ledger_path: Path | None = None) -> AsyncIterator[Router]:
+async def open_configured_router(path: Path, *, ledger_path: str | Path | None = None) -> AsyncIterator[Router]:
     """The router a configuration file describes (`--ledger` replaces its [ledger] path); closed on exit."""
     from lightning_client.config import read_config
 

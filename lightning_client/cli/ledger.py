@@ -1,4 +1,4 @@
-"""`lightning-client ledger summary|export`: read a SQLite attempt ledger written with --ledger."""
+"""`lightning-client ledger summary|export|recover`: read (and complete) a ledger written with --ledger."""
 
 from __future__ import annotations
 
@@ -12,26 +12,46 @@ from rich.markup import escape
 from rich.table import Table
 
 from lightning_client.cli._commands import Group
-from lightning_client.cli._common import Debug, UsageError, console, fail
+from lightning_client.cli._common import (
+    ConfigFile,
+    Debug,
+    SandboxUrl,
+    UsageError,
+    build_generators,
+    console,
+    fail,
+    maybe_sandbox,
+    open_configured_router,
+    run,
+)
+from lightning_client.errors import ConfigurationError
 from lightning_client.ledger import Ledger
+from lightning_client.state import is_url
+from lightning_client.state.recovery import Recovered
 
-ledger_app = typer.Typer(cls=Group, help="Summaries and exports of a SQLite attempt ledger.", no_args_is_help=True)
+ledger_app = typer.Typer(
+    cls=Group, help="Summaries, exports and crash recovery of an attempt ledger.", no_args_is_help=True
+)
 
 LedgerFile = Annotated[
-    Path,
+    str,
     typer.Option(
-        "--ledger", help="The SQLite ledger file (written by --ledger on generate/compare/batch/demo).", dir_okay=False
+        "--ledger",
+        help="The ledger: a SQLite file (written by --ledger on generate/compare/batch/demo/serve) or a "
+        "postgresql://user@host:port/db URL.",
     ),
 ]
 
 
-def _open(path: Path, debug: bool) -> Ledger:
-    if not path.is_file():
-        fail(UsageError(f"no ledger file at {path}"), debug=debug, code=2)
+def _open(where: str, debug: bool) -> Ledger:
+    if not is_url(where) and not Path(where).is_file():
+        fail(UsageError(f"no ledger file at {where}"), debug=debug, code=2)
     try:
-        return Ledger(path)
+        return Ledger(where)
     except sqlite3.DatabaseError as exc:
-        fail(UsageError(f"{path} is not a lightning-client ledger ({exc})"), debug=debug, code=2)
+        fail(UsageError(f"{where} is not a lightning-client ledger ({exc})"), debug=debug, code=2)
+    except (ConfigurationError, RuntimeError) as exc:
+        fail(UsageError(str(exc)), debug=debug, code=2)
 
 
 def _number(value: float | None, digits: int = 2) -> str:
@@ -41,7 +61,7 @@ def _number(value: float | None, digits: int = 2) -> str:
 def summary_table(ledger: Ledger) -> Table:
     """Per provider: attempts by outcome, success rate, latency percentiles (s) and cost ($)."""
     table = Table(
-        title=f"ledger {ledger.path or '(memory)'}",
+        title=f"ledger {ledger.where}",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -99,3 +119,61 @@ def export(
     with book:
         path = book.to_csv(out) if chosen == "csv" else book.to_json(out)
         console.print(f"wrote {len(book)} attempt(s) to {escape(str(path))}")
+
+
+@ledger_app.command()
+def recover(
+    ledger: LedgerFile,
+    config: ConfigFile = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the images of collected jobs.", file_okay=False)
+    ] = Path("recovered"),
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for jobs still running instead of cancelling them.")
+    ] = False,
+    sandbox_url: SandboxUrl = None,
+    debug: Debug = False,
+) -> None:
+    """Collect the jobs that processes which died left running; never creates a job.
+
+    The generators are the --config file's, else one per provider of the open attempts (with
+    its API key from the environment, or pointed at --sandbox-url).
+    """
+    if config is not None and sandbox_url is not None:
+        fail(UsageError("--config and --sandbox-url cannot be combined"), debug=debug, code=2)
+    book = _open(ledger, debug)
+
+    async def main() -> list[Recovered]:
+        from lightning_client.routing.router import Router
+
+        if config is not None:
+            async with open_configured_router(config, ledger_path=ledger) as router:
+                return await router.arecover(out, wait=wait)
+        providers = sorted({row["provider"] for row in book.store.orphans()})
+        if not providers:
+            return []
+        async with (
+            maybe_sandbox(False, sandbox_url) as sb,
+            Router(build_generators(providers, sb), ledger=book) as router,
+        ):
+            return await router.arecover(out, wait=wait)
+
+    with book:
+        recovered = run(main, debug=debug, command="ledger recover")
+    if not recovered:
+        console.print("nothing to recover: no open attempt of a process that is gone")
+        return
+    table = Table(title="recovered", box=box.SIMPLE_HEAD)
+    for column in ("attempt", "provider", "job", "action", "cost", "images"):
+        table.add_column(column)
+    for item in recovered:
+        attempt = item.attempt
+        table.add_row(
+            attempt.attempt_id[:12],
+            attempt.provider,
+            attempt.request_id or "–",
+            item.action,
+            str(attempt.cost),
+            ", ".join(str(p) for p in item.paths) or "–",
+        )
+    console.print(table)

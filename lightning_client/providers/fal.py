@@ -53,6 +53,7 @@ from lightning_client.providers._http import (
 )
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
+from lightning_client.state.jobs import RecoveredJob
 
 if TYPE_CHECKING:
     from lightning_client.realtime import RealtimeBackend
@@ -672,6 +673,40 @@ class FalGenerator(HttpGenerator):
         ctx.add_cost(
             await self._cost(client, key, None, ctx.request.num_images, None, note="abandoned", request=ctx.request)
         )
+
+    async def arecover_job(self, job_id: str, request: GenerationRequest, *, wait: bool = False) -> RecoveredJob:
+        """Queue request `job_id` (submitted for `request` by a process that is gone): its images when it
+        completed, its error when it failed; one still queued or running is cancelled unless `wait`.
+        Never submits."""
+        key = self._key or self._credential()
+        if key is None:
+            raise AuthenticationError(
+                "no fal key: pass api_key= or set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)", provider=self.name
+            )
+        ctx = AttemptContext(self, request)
+        job = self._job(job_id, {}, time.monotonic())
+        with self._http.lease() as client:
+            status = await self._reads(ctx).run(lambda: self._read_status(client, key, job), what=f"status of {job_id}")
+            if not self._observe(job, status):
+                if not wait:
+                    await self._abandon(ctx, client, key, job)
+                    return RecoveredJob(job_id, "canceled", ctx.cost)
+                await self._poll(ctx, client, key, job)
+            try:
+                output, units = await self._result(ctx, client, key, job)
+                images, download_s = await self._images(ctx, client, output, job_id)
+            except LightningError as exc:
+                if job.in_progress_at is None and job.completed.get("error_type") in _TIMEOUT_TYPES:
+                    cost = Cost(usd=0.0, basis="expired before it started: not billed", estimated=False)
+                else:
+                    cost = Cost.unknown(f"request completed but its result could not be read ({type(exc).__name__})")
+                return RecoveredJob(job_id, "failed", cost, error=exc)
+            inference_s = _inference_s(job.completed, output)
+            cost = await self._cost(client, key, units, len(images), inference_s, request=request)
+        timings = Timings(queue_s=_queue_s(job, inference_s), inference_s=inference_s, download_s=download_s)
+        result = ctx.result(images, model=self.model, seed=self._seed_used(ctx, output), timings=timings, cost=cost)
+        result.request_id = job_id
+        return RecoveredJob(job_id, "succeeded", cost, result=result)
 
     async def _read_status(self, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> dict[str, Any]:
         """One GET of the request's status (no retries: callers decide)."""

@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Coroutine, Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,7 +51,9 @@ from lightning_client.providers._http import (
     send,
     shielded,
 )
+from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
+from lightning_client.state.jobs import RecoveredJob
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "SANDBOX_TOKEN", "ReplicateGenerator"]
 
@@ -637,6 +639,85 @@ class ReplicateGenerator(HttpGenerator):
 
     async def _cancel(self, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]) -> dict[str, Any]:
         return await self._call(client, token, prediction, "cancel", "POST", "/cancel", what="cancel prediction")
+
+    # -- recovery ---------------------------------------------------------------------------------
+
+    async def afind_jobs(self, request: GenerationRequest, since: float, exclude: Collection[str] = ()) -> list[str]:
+        """The predictions a create for `request` sent at `since` (epoch seconds) made, when its answer was
+        lost with its process: listed predictions with its input, created since, not in `exclude` (ids
+        other attempts recorded); oldest first, one per prediction the request needs."""
+        token = self._token or self._credential()
+        if token is None:
+            raise AuthenticationError(
+                "no Replicate API token: pass api_key= or set REPLICATE_API_TOKEN", provider=self.name
+            )
+        ctx = AttemptContext(self, request)
+        with self._http.lease() as client:
+            response = await send(
+                client,
+                "GET",
+                f"{self.base_url}/v1/predictions",
+                provider=self.name,
+                what="list predictions",
+                headers=auth_header("Bearer", token),
+            )
+        listed = parse_json(response, provider=self.name, what="list predictions").get("results")
+        found: list[str] = []
+        for payload in self._inputs(ctx):
+            candidates = [
+                p
+                for p in (listed if isinstance(listed, list) else ())
+                if _made_by(p, payload, since) and p["id"] not in exclude and p["id"] not in found
+            ]
+            candidates.sort(key=lambda p: str(p.get("created_at")))
+            if candidates:
+                found.append(str(candidates[0]["id"]))
+        return found
+
+    async def arecover_job(self, job_id: str, request: GenerationRequest, *, wait: bool = False) -> RecoveredJob:
+        """Prediction `job_id` (made for `request` by a process that is gone): its images when it
+        finished, its error when it failed; one still running is cancelled unless `wait`. Never creates."""
+        token = self._token or self._credential()
+        if token is None:
+            raise AuthenticationError(
+                "no Replicate API token: pass api_key= or set REPLICATE_API_TOKEN", provider=self.name
+            )
+        ctx = AttemptContext(self, request)
+        with self._http.lease() as client:
+            prediction = await self._reads(ctx).run(
+                lambda: self._get(client, token, {"id": job_id}), what=f"get prediction {job_id}"
+            )
+            if not _ready(prediction):
+                if not wait:
+                    final: dict[str, Any] | None = None
+                    try:
+                        final = await self._cancel(client, token, prediction)
+                    except LightningError as exc:
+                        log.warning("cancel of recovered prediction %s failed: %s", job_id, exc)
+                    return RecoveredJob(job_id, "canceled", self._abandoned_cost(job_id, final, prediction))
+                prediction = await self._wait(ctx, client, token, prediction)
+            if prediction.get("status") != "succeeded" and prediction.get("status") in TERMINAL:
+                return RecoveredJob(job_id, "failed", self._cost(prediction), error=self._job_error(prediction))
+            try:
+                done = await self._collect(ctx, client, token, prediction)
+            except LightningError as exc:
+                return RecoveredJob(job_id, "failed", self._cost(prediction), error=exc)
+        images = []
+        for image in done.images:
+            if image.format != request.output_format:
+                image = await asyncio.to_thread(convert_image, image, request.output_format)
+            images.append(image.to_generated())
+        timings = Timings(
+            queue_s=self._queue_s(done.prediction),
+            inference_s=self._predict_time(done.prediction),
+            download_s=done.download_s,
+        )
+        cost = self._cost(done.prediction)
+        result = ctx.result(
+            images, model=self.model, seed=self._seed_used(ctx, done.prediction), timings=timings, cost=cost
+        )
+        result.request_id = job_id
+        return RecoveredJob(job_id, "succeeded", cost, result=result)
 
     # -- response mapping -------------------------------------------------------------------------
 

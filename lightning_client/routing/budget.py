@@ -10,11 +10,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from datetime import date, datetime, timezone
+from typing import TYPE_CHECKING
 
 from lightning_client.errors import BudgetExceededError
 from lightning_client.result import Attempt
 
-__all__ = ["Budget", "Reservation"]
+if TYPE_CHECKING:
+    from lightning_client.ledger import Ledger
+    from lightning_client.state.store import Totals
+
+__all__ = ["HOLD_S", "Budget", "Reservation", "SharedBudget"]
+
+#: How long a shared hold lasts at most when its request sets no `timeout_s` (Replicate's 30-minute job
+#: limit plus a margin); a hold also ends when its process is gone.
+HOLD_S = 1860.0
 
 
 def _day(moment: datetime | None = None) -> date:
@@ -128,3 +137,72 @@ class Budget:
     def _unreserve(self, usd: float) -> None:
         with self._lock:
             self._reserved = max(0.0, self._reserved - usd)
+
+
+class _Hold(Reservation):
+    """A hold in a shared budget's store, ended through the ledger's writer (after the rows before it)."""
+
+    def __init__(self, budget: SharedBudget, hold: str, usd: float) -> None:
+        super().__init__(budget, usd)
+        self._ledger = budget.ledger
+        self.hold = hold
+
+    def release(self) -> None:
+        if self._open:
+            self._open = False
+            self._ledger.release_hold(self.hold)
+
+
+class SharedBudget(Budget):
+    """The limits of budget `name`, counted in `ledger`'s store and shared by every process using it.
+
+    Spend is the known cost of every attempt row of that budget (today: those started this UTC
+    day); reservations are holds in the store. Reads query the store, so call `reserve` off the
+    event loop (the router does).
+    """
+
+    def __init__(self, ledger: Ledger, name: str, total_usd: float | None, per_day_usd: float | None) -> None:
+        super().__init__(total_usd, per_day_usd)
+        if not name:
+            raise ValueError("budget_name must be a non-empty string")
+        self.ledger = ledger
+        self.name = name
+
+    def seed(self, attempts: Iterable[Attempt]) -> None:
+        """Nothing to do: the store already counts every recorded attempt."""
+
+    def spend(self, usd: float, when: datetime | None = None) -> None:
+        """Nothing to do: an attempt's row in the ledger is its spend."""
+
+    def _load(self, totals: Totals) -> None:
+        self._today = _day()
+        self._spent, self._spent_today, self._reserved = totals.spent, totals.spent_today, totals.reserved
+
+    def _fresh(self) -> None:
+        totals = self.ledger.store.totals(self.name)
+        self._load(totals)
+
+    def left(self) -> float | None:
+        with self._lock:
+            self._fresh()
+            return self._left()
+
+    @property
+    def spent_usd(self) -> float:
+        return self.ledger.store.totals(self.name).spent
+
+    def check(self, expected_usd: float, *, what: str) -> None:
+        with self._lock:
+            self._fresh()
+            self._check(expected_usd, what)
+
+    def reserve(self, expected_usd: float, *, what: str, ttl_s: float = HOLD_S) -> Reservation:
+        """Atomically in the store: check, then hold `expected_usd` (for at most `ttl_s`) until released."""
+
+        def check(totals: Totals) -> None:
+            with self._lock:
+                self._load(totals)
+                self._check(expected_usd, what)
+
+        hold = self.ledger.store.reserve(self.name, expected_usd, ttl_s, check)
+        return _Hold(self, hold, expected_usd)

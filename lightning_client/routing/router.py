@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,12 +55,14 @@ from lightning_client.realtime.session import RealtimeSession
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, Cost, GenerationResult, utcnow
 from lightning_client.routing.breaker import BreakerConfig, CircuitBreaker
-from lightning_client.routing.budget import Budget
+from lightning_client.routing.budget import HOLD_S, Budget, Reservation, SharedBudget
 from lightning_client.routing.hooks import AttemptHook, as_hooks, dispatch
 from lightning_client.routing.policies import Policy, Stats, make_policy
 
 if TYPE_CHECKING:
+    from lightning_client.cache import CacheMode, ResultCache
     from lightning_client.config import Config
+    from lightning_client.state.recovery import Recovered
 
 __all__ = ["DeadlineExceededError", "HedgeConfig", "Router"]
 
@@ -164,7 +167,12 @@ class Router(ClosingContext):
         backoff: tenacity wait strategy between rounds (default exponential with jitter).
         breaker: `BreakerConfig` for every generator's circuit breaker; False disables them.
         hedge: None (off), a delay in seconds, "p90" (the running provider's p90), or `HedgeConfig`.
-        budget_usd, budget_usd_per_day: spending limits checked before anything is sent.
+        budget_usd, budget_usd_per_day: spending limits checked before anything is sent; with a
+            persistent ledger (a file or a `postgresql://` URL) they hold across every process
+            using it with the same `budget_name` (`SharedBudget`).
+        budget_name: the budget this router's attempts count against in a shared ledger.
+        cache: a `ResultCache`: explicit-seed requests identical in every image-changing field
+            are served from it (`result.cached`), identical ones in flight share one call.
         hooks: callables `hook(event, attempt)` (spans and metrics come from `lightning_client.telemetry`).
         weights: provider weights for the "weighted" policy.
         prices: the price table used for cost priors.
@@ -190,6 +198,8 @@ class Router(ClosingContext):
         hedge: HedgeConfig | float | str | None = None,
         budget_usd: float | None = None,
         budget_usd_per_day: float | None = None,
+        budget_name: str = "default",
+        cache: ResultCache | None = None,
         hooks: AttemptHook | Iterable[AttemptHook] | None = None,
         weights: Mapping[str, float] | None = None,
         prices: PriceTable = DEFAULT_PRICES,
@@ -222,7 +232,9 @@ class Router(ClosingContext):
             config = breaker if isinstance(breaker, BreakerConfig) else BreakerConfig()
         self._candidates = {g.name: _Candidate(g, CircuitBreaker(config)) for g in self.generators}
         self.hedge = HedgeConfig.parse(hedge)
-        self.budget = Budget(budget_usd, budget_usd_per_day)
+        self.budget_name = budget_name
+        self.cache = cache
+        self.budget = self._make_budget(budget_usd, budget_usd_per_day)
         self.hooks = as_hooks(hooks)
         self.stats = Stats(prices)
         history = self.ledger.records()
@@ -257,12 +269,20 @@ class Router(ClosingContext):
         request: GenerationRequest | str | None = None,
         *,
         providers: Sequence[str] | None = None,
+        cache: CacheMode | None = None,
         **fields: Any,
     ) -> GenerationResult:
-        """Generate with failover; `providers` fixes the order of the generators to try."""
+        """Generate with failover; `providers` fixes the order of the generators to try.
+
+        With a `ResultCache`, `cache` is "on" (default), "off" (bypass it) or "refresh" (call the
+        provider and replace the entry).
+        """
         req = as_request(request, fields)
         with telemetry.generation_span(self.name, None, req) as span:
-            result = await self._route(req, providers)
+            if self.cache is not None and cache != "off":
+                result = await self._through_cache(self.cache, req, providers, cache or "on")
+            else:
+                result = await self._route(req, providers)
             if span is not None:
                 span.finish(result)
         return result
@@ -274,15 +294,10 @@ class Router(ClosingContext):
         if self._refreshers:
             await self._refresh()
         candidates = self._spill(route, self._eligible(route, ordered))
-        primary = candidates[0]
-        expected = self.expected_cost(req, primary.generator.name) or 0.0
-        reservation = (
-            self.budget.reserve(expected, what=f"request for {req.num_images} image(s) on {primary.generator.name}")
-            if self.budget.limited
-            else None
-        )
+        reservation = await self._reserve(req, candidates[0].generator.name)
         try:
-            result = await self._rounds(route, candidates)
+            with self.ledger.recording(req):
+                result = await self._rounds(route, candidates)
         finally:
             if reservation is not None:
                 reservation.release()
@@ -299,10 +314,27 @@ class Router(ClosingContext):
         request: GenerationRequest | str | None = None,
         *,
         providers: Sequence[str] | None = None,
+        cache: CacheMode | None = None,
         **fields: Any,
     ) -> GenerationResult:
         """Synchronous `agenerate`."""
-        return run_sync(self.agenerate(request, providers=providers, **fields))
+        return run_sync(self.agenerate(request, providers=providers, cache=cache, **fields))
+
+    async def arecover(self, folder: str | Path | None = None, *, wait: bool = False) -> list[Recovered]:
+        """Collect what processes that died left running: attempts of the ledger without an outcome.
+
+        For each (whose provider is one of this router's generators) the provider is asked for
+        its job by id: a finished result is returned (its images saved into `folder` when given)
+        and the ledger row completed with outcome and billed cost; a job still running is
+        cancelled, or awaited when `wait`. No job is ever created.
+        """
+        from lightning_client.state.recovery import arecover
+
+        return await arecover(self, folder, wait=wait)
+
+    def recover(self, folder: str | Path | None = None, *, wait: bool = False) -> list[Recovered]:
+        """Synchronous `arecover`."""
+        return run_sync(self.arecover(folder, wait=wait))
 
     def realtime(self, *, throttle_s: float = 0.1, providers: Sequence[str] | None = None) -> RealtimeSession:
         """A realtime session on the first generator that can serve it, moving to the next when that one fails."""
@@ -328,6 +360,67 @@ class Router(ClosingContext):
     def __repr__(self) -> str:
         names = ", ".join(g.name for g in self.generators)
         return f"Router([{names}], policy={self.policy.name!r})"
+
+    # -- result cache --------------------------------------------------------------------
+
+    async def _through_cache(
+        self, cache: ResultCache, request: GenerationRequest, providers: Sequence[str] | None, mode: CacheMode
+    ) -> GenerationResult:
+        """Serve from `cache` when the request has an explicit seed; record a "cached" attempt for a hit."""
+        primary = self._order(request, providers)[0].generator
+        key = cache.key(request, primary)
+        if key is None:  # a seed drawn at random: a new image every time, never cached
+            return await self._route(request, providers)
+        started = time.monotonic()
+
+        def stored_under(result: GenerationResult) -> str | None:
+            served = self._candidates.get(result.provider)
+            return None if served is None else cache.key(request, served.generator)
+
+        result = await cache.serve(key, mode, lambda: self._route(request, providers), store_key=stored_under)
+        if result.cached:
+            now = utcnow()
+            attempt = Attempt(
+                provider=result.provider,
+                model=result.model,
+                request_id=result.request_id,
+                outcome="cached",
+                started_at=now,
+                ended_at=now,
+                seed=result.seed,
+                steps=result.steps,
+                num_images=len(result.images),
+                cost=Cost(
+                    usd=0.0, basis=f"served from the result cache (first made by {result.request_id})", estimated=False
+                ),
+                note="result cache hit: no provider call",
+                budget=self.budget_name,
+            )
+            attempt.timings.total_s = time.monotonic() - started
+            self.ledger.record("end", attempt)
+            dispatch(self.hooks, "end", attempt)
+            result.attempts, result.cost = [attempt.snapshot()], attempt.cost
+            result.timings.total_s = attempt.timings.total_s
+        return result
+
+    # -- budget --------------------------------------------------------------------------
+
+    def _make_budget(self, total_usd: float | None, per_day_usd: float | None) -> Budget:
+        """In memory, or shared through the ledger's store when the ledger is persistent and a limit is set."""
+        if self.ledger.persistent and (total_usd is not None or per_day_usd is not None):
+            return SharedBudget(self.ledger, self.budget_name, total_usd, per_day_usd)
+        return Budget(total_usd, per_day_usd)
+
+    async def _reserve(self, request: GenerationRequest, provider: str) -> Reservation | None:
+        """Hold the request's expected cost on `provider` (a shared budget's store is asked off the loop)."""
+        if not self.budget.limited:
+            return None
+        expected = self.expected_cost(request, provider) or 0.0
+        what = f"request for {request.num_images} image(s) on {provider}"
+        if isinstance(self.budget, SharedBudget):
+            ttl = HOLD_S if request.timeout_s is None else request.timeout_s + 60.0
+            return await asyncio.to_thread(self.budget.reserve, expected, what=what, ttl_s=ttl)
+        return self.budget.reserve(expected, what=what)
 
     # -- choosing ------------------------------------------------------------------------
 
@@ -417,6 +510,7 @@ class Router(ClosingContext):
     # -- observing ----------------------------------------------------------------------
 
     def _on_event(self, event: AttemptEvent, attempt: Attempt, candidate: _Candidate) -> None:
+        attempt.budget = self.budget_name
         self.ledger.record(event, attempt)
         dispatch(self.hooks, event, attempt)
         if event == "end" and attempt.outcome != "skipped":

@@ -26,6 +26,14 @@ def local_generator(folder: Path, **options: Any) -> Generator:
     return LocalGenerator(base_model=str(folder / "base"), lightning_repo=str(folder / "lightning"), **options)
 
 
+def _configured_router(path: Path, ledger: str | Path) -> Generator:
+    """The file's router recording into `ledger` (`--ledger` replaces its [ledger] path)."""
+    from lightning_client.config import read_config
+
+    config = read_config(path)
+    return config.model_copy(update={"ledger": config.ledger.model_copy(update={"path": ledger})}).build_router()
+
+
 def _from_config(path: Path) -> Generator:
     config = importlib.import_module("lightning_client")
     load = getattr(config, "load_config", None)
@@ -50,7 +58,7 @@ def build_served(
     local_model: Path | None = None,
     folder: Path | None = None,
     hosted: Sequence[str] = (),
-    ledger_path: Path | None = None,
+    ledger_path: str | Path | None = None,
 ) -> Generator:
     """The generator to serve.
 
@@ -59,7 +67,7 @@ def build_served(
     keys; with `sandbox` both, pointed at it).
     """
     if config is not None:
-        return _from_config(config)
+        return _from_config(config) if ledger_path is None else _configured_router(config, ledger_path)
     local_model = local_model or folder  # `folder`: the command line's folder of local weights
     from lightning_client.cli._common import build_generators
 

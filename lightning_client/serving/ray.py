@@ -31,6 +31,7 @@ from ray.serve.handle import DeploymentHandle
 from lightning_client.generator import Generator
 from lightning_client.serving.ray_pool import LocalWorker, RayWorkerPool, WorkerSpec
 from lightning_client.serving.ray_settings import AutoscalingSettings, RaySettings
+from lightning_client.state import is_url
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -114,7 +115,13 @@ def served_generator(pool: RayWorkerPool, config: RayAppConfig) -> Generator:
 
         file = read_config(config.config_path)
         if config.ledger is not None:  # made absolute where the command ran
-            file = file.model_copy(update={"ledger": file.ledger.model_copy(update={"path": Path(config.ledger)})})
+            file = file.model_copy(
+                update={
+                    "ledger": file.ledger.model_copy(
+                        update={"path": config.ledger if is_url(config.ledger) else Path(config.ledger)}
+                    )
+                }
+            )
         return file.build_router(replace={pool.name: pool})
     if not config.hosted and config.ledger is None and config.max_wait_s is None:
         return pool
@@ -293,7 +300,7 @@ def config_from_file(
         server=server,
         pool_name=entry.name,
         config_path=str(path.resolve()),
-        ledger=None if ledger is None else str(ledger.resolve()),
+        ledger=str(ledger.resolve()) if isinstance(ledger, Path) else ledger,
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_client.cli._common import MissingKeysError, UsageError, hosted_providers
+from lightning_client.state import is_url
 from lightning_client.testing.endpoints import SandboxAt
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ def serve_ray(
     host: str,
     port: int,
     settings: ServerSettings,
-    ledger: Path | None,
+    ledger: str | Path | None,
     address: str | None,
     replicas: int | None,
     device: str,
@@ -92,7 +93,7 @@ def serve_ray(
             server=settings,
             hosted=hosted,
             sandbox=endpoints,
-            ledger=None if ledger is None else str(ledger.resolve()),
+            ledger=None if ledger is None else str(ledger) if is_url(ledger) else str(Path(ledger).resolve()),
             max_wait_s=max_wait_s,
         )
         serve_on_ray(app_config, host=host, port=port, on_ready=_ready)
