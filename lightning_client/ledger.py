@@ -65,6 +65,7 @@ COLUMNS: tuple[str, ...] = (
     "note",
     "served_by",
     "read_retries",
+    "client_request_id",
 )
 _TIMINGS = ("queue_s", "inference_s", "download_s", "load_s", "total_s")
 _SCHEMA = f"""
@@ -116,6 +117,7 @@ def _row(attempt: Attempt) -> dict[str, Any]:
         "note": attempt.note,
         "served_by": attempt.served_by,
         "read_retries": attempt.read_retries,
+        "client_request_id": attempt.client_request_id,
     }
 
 
@@ -142,6 +144,7 @@ def _attempt(row: sqlite3.Row) -> Attempt:
         note=row["note"],
         served_by=row["served_by"],
         read_retries=row["read_retries"] or 0,
+        client_request_id=row["client_request_id"],
     )
 
 

@@ -141,6 +141,8 @@ class Attempt(BaseModel):
     served_by: str | None = None
     #: Reads (status polls, status stream, result, downloads) retried in place within this attempt.
     read_retries: int = 0
+    #: The request id a client of `lightning-client serve` sent (`X-Request-Id`), joining its ledger to this one.
+    client_request_id: str | None = None
 
     @property
     def succeeded(self) -> bool:

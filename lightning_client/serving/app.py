@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 
 from lightning_client.credentials import get_logger
 from lightning_client.errors import InvalidRequestError, LightningError
-from lightning_client.generator import Generator, expected_wait
+from lightning_client.generator import Generator, expected_wait, for_client_request
 from lightning_client.request import GenerationRequest
 from lightning_client.result import GenerationResult
 from lightning_client.serving.admission import Admission, QueueFullError
@@ -213,7 +213,8 @@ async def _serve(
                 if providers is not None
                 else generator.agenerate(gen_request)
             )
-            result = await _watching(request, work)
+            with for_client_request(request_id):  # the server's ledger rows join the caller's
+                result = await _watching(request, work)
     except QueueFullError as exc:
         metrics.requests.labels(route, "queue_full").inc()
         raise ApiError(
