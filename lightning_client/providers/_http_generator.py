@@ -19,7 +19,8 @@ from lightning_client.pricing import DEFAULT_PRICES, PriceTable
 from lightning_client.providers._http_clients import HttpClients, make_timeout
 from lightning_client.providers._http_errors import PLAIN, ErrorHints
 from lightning_client.providers._http_exchange import ReadRetries, parse_json, salvage_id, send
-from lightning_client.providers._http_tasks import detach, run_kept, shielded
+from lightning_client.providers._http_tasks import bounded, detach, keep, run_kept, shielded
+from lightning_client.result import Cost
 
 log = get_logger("lightning_client.providers.http")
 
@@ -181,6 +182,24 @@ class HttpGenerator(BaseGenerator):
 
         read = self._http.timeout.read or 30.0
         detach(reap(), timeout=wait_s + read + self.cancel_timeout_s, what=what)
+
+    async def _settle_abandoned(
+        self, ctx: AttemptContext, pricing: Coroutine[Any, Any, Cost], *, timeout: float, what: str
+    ) -> None:
+        """Cancel and price an abandoned job in one shielded, bounded step (`pricing` does both) and add its
+        cost to the attempt, also when the caller is cancelled again meanwhile (the step is finished first).
+
+        When the step fails or runs out of time, the cost is recorded unknown, never $0.
+        """
+        task = asyncio.ensure_future(bounded(pricing, timeout, what))
+        keep(task)
+        try:
+            await asyncio.shield(task)
+        finally:
+            if not task.done():  # cancelled again: finish the bounded step, then let the cancellation go on
+                await asyncio.wait({task})
+            cost = task.result()
+            ctx.add_cost(cost if cost is not None else Cost.unknown(f"{what} did not finish: it may be billed"))
 
     def _loopback_downloads(self) -> bool:
         if self.allow_loopback_downloads is not None:

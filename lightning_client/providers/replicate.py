@@ -610,13 +610,21 @@ class ReplicateGenerator(HttpGenerator):
     async def _abandon(
         self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]
     ) -> None:
-        """Cancel a prediction we no longer wait for (shielded, bounded) and record what it cost."""
+        """Cancel a prediction we no longer wait for and record what it cost, in one shielded, bounded step."""
         pid = prediction["id"]
-        final = await shielded(
-            self._cancel(client, token, prediction), timeout=self.cancel_timeout_s, what=f"cancel of prediction {pid}"
+
+        async def cancelled_cost() -> Cost:
+            final = await shielded(
+                self._cancel(client, token, prediction),
+                timeout=self.cancel_timeout_s,
+                what=f"cancel of prediction {pid}",
+            )
+            log.debug("prediction %s abandoned; cancel answered %s", pid, final and final.get("status"))
+            return self._abandoned_cost(pid, final, prediction)
+
+        await self._settle_abandoned(
+            ctx, cancelled_cost(), timeout=self.cancel_timeout_s + 1.0, what=f"cancel of prediction {pid}"
         )
-        log.debug("prediction %s abandoned; cancel answered %s", pid, None if final is None else final.get("status"))
-        ctx.add_cost(self._abandoned_cost(pid, final, prediction))
 
     def _abandoned_cost(self, pid: str, final: dict[str, Any] | None, last: dict[str, Any]) -> Cost:
         """The cost of a prediction we cancelled: from the cancel's answer; unknown when the cancel failed
