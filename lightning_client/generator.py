@@ -209,8 +209,8 @@ class AttemptContext:
             client_request_id=_client_request.get(),
         )
         self.cost = Cost()
-        #: Creates refused (429, 503: nothing was created) and sent again in place.
-        self.creates_refused = 0
+        #: Creates sent again in place because the first created nothing (refused, or provably absent).
+        self.creates_resent = 0
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None: no deadline)."""
@@ -258,9 +258,9 @@ class AttemptContext:
         """Count one read (status, stream, result, download) retried in place."""
         self.attempt.read_retries += 1
 
-    def create_refused(self) -> None:
-        """Count one create the provider refused (nothing created) that is sent again in place."""
-        self.creates_refused += 1
+    def create_resent(self) -> None:
+        """Count one create sent again in place because the previous one created nothing."""
+        self.creates_resent += 1
 
     def result(
         self,
@@ -605,9 +605,9 @@ class BaseGenerator(ClosingContext, ABC):
         attempt.outcome = outcome
         attempt.ended_at = utcnow()
         attempt.cost = ctx.cost
-        if ctx.creates_refused:
-            refused = f"create refused {ctx.creates_refused} time(s) (nothing created) and sent again"
-            attempt.note = f"{attempt.note}; {refused}" if attempt.note else refused
+        if ctx.creates_resent:
+            resent = f"create sent again {ctx.creates_resent} time(s): the earlier one created nothing"
+            attempt.note = f"{attempt.note}; {resent}" if attempt.note else resent
         if result is not None:
             attempt.timings = result.timings.model_copy()
             attempt.num_images = len(result.images)

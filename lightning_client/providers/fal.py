@@ -142,9 +142,11 @@ class FalGenerator(HttpGenerator):
     """
 
     #: fal names error types in `X-Fal-Error-Type` and the body, flags retryability in
-    #: `X-Fal-Retryable` (older answers: `X-Fal-Needs-Retry`), and marks deadline 504s.
+    #: `X-Fal-Retryable` (older answers: `X-Fal-Needs-Retry`), and marks deadline 504s; "could not
+    #: schedule a runner" refuses a submit (nothing is queued).
     error_hints = ErrorHints(
         type_headers=("x-fal-error-type",),
+        refused_types=frozenset({"runner_scheduling_failure"}),
         filtered_types=_FILTERED_TYPES,
         timeout_types=_TIMEOUT_TYPES,
         timeout_headers=("x-fal-request-timeout-type",),
@@ -376,13 +378,13 @@ class FalGenerator(HttpGenerator):
     async def _submit(
         self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, arguments: dict[str, Any]
     ) -> _Job:
-        remaining = ctx.remaining()
         submitted = time.monotonic()
         post, answer = self._post_create(
+            ctx,
             client,
             f"{self.queue_url}/{self.app}" + ("?" + urlencode({"fal_webhook": self.webhook}) if self.webhook else ""),
             what="submit",
-            headers=self._headers(key, remaining),
+            prepare=lambda: (self._headers(key, ctx.remaining()), None),
             json_body=arguments,
         )
         try:
