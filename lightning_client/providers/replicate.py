@@ -425,15 +425,18 @@ class ReplicateGenerator(HttpGenerator):
             # The create may have made a prediction (a reset, or a gateway's 502/504): find it and adopt it,
             # so the request is served by the job already paid for. Sent again only when it is provably absent.
             found = await recover()
-            if (
-                found == ABSENT
-                and exc.status_code in _ABSENT_AFTER
-                and resent < self.create_resend_limit
-                and not expired(ctx.remaining())
-            ):
-                log.warning("create answered %s and no prediction of it is listed; sending it again", exc.status_code)
-                ctx.create_resent()
-                return await self._create(ctx, client, token, payload, resent=resent + 1)
+            if found == ABSENT and exc.status_code in _ABSENT_AFTER:
+                if resent < self.create_resend_limit and not expired(ctx.remaining()):
+                    log.warning(
+                        "create answered %s and no prediction of it is listed; sending it again", exc.status_code
+                    )
+                    ctx.create_resent()
+                    return await self._create(ctx, client, token, payload, resent=resent + 1)
+                exc.outcome_unknown = False
+                exc.message = exc.message.replace("the job may have been created, so it is not re-sent", "")
+                exc.message += "no prediction of it is listed, so none was created"
+                ctx.add_cost(Cost(usd=0.0, basis="create failed and no prediction of it exists", estimated=False))
+                raise
             if not isinstance(found, dict):
                 self._cancel_when_created(ctx, client, token, post)
                 raise
