@@ -39,6 +39,8 @@ from lightning_client.errors import (
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities, as_request
 from lightning_client.providers._http import (
     HttpClients,
+    answer_may_have_created,
+    create_refused,
     error_from_response,
     make_timeout,
     parse_retry_after,
@@ -253,7 +255,12 @@ def _error(ctx: AttemptContext, response: httpx.Response, request_id: str) -> Li
     except (ValueError, AttributeError):
         error = None
     if not isinstance(error, dict) or error.get("code") not in _BY_CODE:
-        return error_from_response(provider, response, request_id=request_id, what="generation")
+        # Not the server's own answer (a proxy's, say): a 5xx other than 503 may hide a job that runs on.
+        plain = error_from_response(provider, response, request_id=request_id, what="generation")
+        if answer_may_have_created(response.status_code) and not create_refused(response):
+            plain.outcome_unknown, plain.retryable = True, False
+            ctx.add_cost(Cost.unknown(f"the server's answer was HTTP {response.status_code}: a job may be billed"))
+        return plain
     cls = _BY_CODE[str(error["code"])]
     message = f"server answered HTTP {response.status_code}: {error.get('message', '')}"
     unknown = error.get("outcome_unknown") is True

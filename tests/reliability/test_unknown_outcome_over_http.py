@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 import lightning_client as lc
 from lightning_client.errors import AllProvidersFailedError, GenerationTimeoutError
@@ -13,6 +18,7 @@ from lightning_client.serving.app import create_app
 from lightning_client.serving.runner import ServerThread
 from lightning_client.serving.settings import ServerSettings
 from lightning_client.testing import Sandbox
+from lightning_client.testing._behaviour import GATEWAY_HTML
 
 
 @pytest.fixture
@@ -71,3 +77,36 @@ def test_the_server_deadline_is_a_margin_shorter() -> None:
     assert server_deadline(10.0, 2.0) == 8.0
     assert server_deadline(2.0, 2.0) == 1.5  # at most a quarter of what is left
     assert server_deadline(0.0, 2.0) == 0.001
+
+
+async def test_the_error_body_of_a_bare_generator_says_the_outcome_is_unknown(sb: Sandbox) -> None:
+    sb.fal.configure(fault="reset")
+    app = create_app(lc.FalGenerator.for_sandbox(sb), settings=ServerSettings(api_keys=("k",)))
+    with ServerThread(app) as url:
+        async with httpx.AsyncClient() as client:
+            response = await client.post(
+                f"{url}/v1/generations",
+                json={"prompt": "a fox", "width": 256, "height": 256},
+                headers={"Authorization": "Bearer k"},
+                timeout=30,
+            )
+    error = response.json()["error"]
+    assert response.status_code == 502
+    assert (error["outcome_unknown"], error["retryable"], error["cost"]["usd"]) == (True, False, None)
+
+
+async def test_a_proxys_502_in_front_of_the_server_is_an_unknown_outcome_never_re_sent() -> None:
+    posts: list[int] = []
+
+    async def generations(request: Request) -> Response:
+        posts.append(1)
+        return Response(GATEWAY_HTML, status_code=502, media_type="text/html")
+
+    proxy = Starlette(routes=[Route("/v1/generations", generations, methods=["POST"])])
+    with ServerThread(proxy) as url:
+        async with lc.Router([lc.RemoteGenerator(url, api_key="k")], retries=2) as client:
+            with pytest.raises(AllProvidersFailedError) as info:
+                await client.agenerate("a fox", width=256, height=256, timeout_s=30)
+    assert len(posts) == 1
+    attempt = next(a for a in info.value.attempts if a.outcome != "skipped")
+    assert attempt.outcome == "unknown" and attempt.cost.usd is None
