@@ -237,8 +237,9 @@ class HttpGenerator(BaseGenerator):
         try:
             await asyncio.shield(task)
         finally:
-            if not task.done():  # cancelled again: finish the bounded step, then let the cancellation go on
-                await asyncio.wait({task})
+            while not task.done():  # cancelled again: finish the bounded step, then let the cancellation go on
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({task})
             cost = task.result()
             ctx.add_cost(cost if cost is not None else Cost.unknown(f"{what} did not finish: it may be billed"))
 
