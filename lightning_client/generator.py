@@ -55,6 +55,7 @@ __all__ = [
     "Generator",
     "ProviderOption",
     "SandboxEndpoints",
+    "for_client_request",
     "legacy_arguments",
     "observe_attempts",
     "renamed_argument",
@@ -171,6 +172,19 @@ def observe_attempts(observer: AttemptObserver) -> Iterator[None]:
         _observers.reset(token)
 
 
+_client_request: ContextVar[str | None] = ContextVar("lightning_client_client_request", default=None)
+
+
+@contextlib.contextmanager
+def for_client_request(request_id: str | None) -> Iterator[None]:
+    """Record `request_id` (a server's caller's `X-Request-Id`) on attempts made in this context."""
+    token = _client_request.set(request_id)
+    try:
+        yield
+    finally:
+        _client_request.reset(token)
+
+
 def _notify(event: AttemptEvent, attempt: Attempt) -> None:
     for observer in _observers.get():
         try:
@@ -193,8 +207,11 @@ class AttemptContext:
             model=generator.model,
             seed=request.seed,
             steps=request.steps,
+            client_request_id=_client_request.get(),
         )
         self.cost = Cost()
+        #: Creates sent again in place because the first created nothing (refused, or provably absent).
+        self.creates_resent = 0
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None: no deadline)."""
@@ -241,6 +258,10 @@ class AttemptContext:
     def read_retried(self) -> None:
         """Count one read (status, stream, result, download) retried in place."""
         self.attempt.read_retries += 1
+
+    def create_resent(self) -> None:
+        """Count one create sent again in place because the previous one created nothing."""
+        self.creates_resent += 1
 
     def result(
         self,
@@ -566,8 +587,8 @@ class BaseGenerator(ClosingContext, ABC):
                 exc.provider = self.name
             if exc.request_id is None:
                 exc.request_id = ctx.attempt.request_id
-            if exc.outcome_unknown and exc.request_id is None:
-                # A create may have made a job nobody can name: it may run and be billed.
+            if exc.outcome_unknown and (exc.request_id is None or ctx.cost.is_unknown):
+                # A create may have made a job nobody can name or settle: it may run and be billed.
                 if not ctx.cost.recorded:
                     ctx.add_cost(Cost.unknown("create outcome unknown: a job may exist and be billed"))
                 self._finish(ctx, "unknown", exc)
@@ -599,6 +620,9 @@ class BaseGenerator(ClosingContext, ABC):
         attempt.outcome = outcome
         attempt.ended_at = utcnow()
         attempt.cost = ctx.cost
+        if ctx.creates_resent:
+            resent = f"create sent again {ctx.creates_resent} time(s): the earlier one created nothing"
+            attempt.note = f"{attempt.note}; {resent}" if attempt.note else resent
         if result is not None:
             attempt.timings = result.timings.model_copy()
             attempt.num_images = len(result.images)

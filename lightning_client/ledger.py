@@ -85,6 +85,7 @@ def _row(attempt: Attempt) -> dict[str, Any]:
         "served_by": attempt.served_by,
         "read_retries": attempt.read_retries,
         "budget": attempt.budget,
+        "client_request_id": attempt.client_request_id,
     }
 
 
@@ -113,6 +114,7 @@ def attempt_from_row(row: Mapping[str, Any]) -> Attempt:
         served_by=row["served_by"],
         read_retries=row["read_retries"] or 0,
         budget=row.get("budget"),
+        client_request_id=row["client_request_id"],
     )
 
 

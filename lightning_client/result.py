@@ -144,6 +144,8 @@ class Attempt(BaseModel):
     read_retries: int = 0
     #: The budget (`Router(budget_name=...)`) this attempt's cost counts against; None: "default".
     budget: str | None = None
+    #: The request id a client of `lightning-client serve` sent (`X-Request-Id`), joining its ledger to this one.
+    client_request_id: str | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -20,12 +20,14 @@ from lightning_client.providers._http_clients import (
 from lightning_client.providers._http_errors import (
     PLAIN,
     ErrorHints,
+    create_refused,
     error_from_response,
     parse_retry_after,
     transport_error,
 )
 from lightning_client.providers._http_exchange import (
     PollDelays,
+    answer_may_have_created,
     expired,
     parse_json,
     parse_timestamp,
@@ -44,7 +46,9 @@ __all__ = [
     "HttpGenerator",
     "PollDelays",
     "_tls_context",
+    "answer_may_have_created",
     "auth_header",
+    "create_refused",
     "detach",
     "error_from_response",
     "expired",

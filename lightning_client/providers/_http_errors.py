@@ -45,6 +45,8 @@ class ErrorHints:
     timeout_types: frozenset[str] = frozenset()
     timeout_headers: tuple[str, ...] = ()
     retryable_headers: tuple[str, ...] = ()
+    #: Error types meaning "the job was not taken" (a create so answered created nothing).
+    refused_types: frozenset[str] = frozenset()
 
 
 #: The hints of a provider that says nothing beyond the status code and body.
@@ -179,6 +181,17 @@ def error_from_response(
             error.retryable = flag in ("true", "1", "yes")
             break
     return error
+
+
+#: Statuses that answer a create without creating anything: throttled (429) or not taken (503).
+REFUSED_STATUSES = frozenset({429, 503})
+
+
+def create_refused(response: httpx.Response, hints: ErrorHints = PLAIN) -> bool:
+    """Whether a create's unsuccessful answer says the provider did not take the job (nothing was created)."""
+    if response.status_code in REFUSED_STATUSES:
+        return True
+    return bool(hints.refused_types) and bool(_error_types(_body(response), response, hints) & hints.refused_types)
 
 
 def transport_error(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -21,7 +22,14 @@ from lightning_client.errors import (
     ProviderUnavailableError,
     RateLimitError,
 )
-from lightning_client.providers._http_errors import PLAIN, ErrorHints, error_from_response, transport_error
+from lightning_client.providers._http_errors import (
+    PLAIN,
+    REFUSED_STATUSES,
+    ErrorHints,
+    create_refused,
+    error_from_response,
+    transport_error,
+)
 
 log = get_logger("lightning_client.providers.http")
 
@@ -65,7 +73,8 @@ async def send(
     """One HTTP exchange with logging and error mapping (`hints`: the provider's); returns only 2xx responses.
 
     `creates` marks a request that creates a remote job: a failure after sending then
-    raises with `outcome_unknown=True` (and the request is never re-sent).
+    raises with `outcome_unknown=True` (and the request is never re-sent), except an answer
+    refusing the job (429, 503, the provider's refused types), which created nothing.
     """
     started = time.monotonic()
     try:
@@ -90,7 +99,7 @@ async def send(
         )
     if not response.is_success:
         error = error_from_response(provider, response, request_id=request_id, what=what, hints=hints)
-        if creates and answer_may_have_created(response.status_code):
+        if creates and not create_refused(response, hints) and answer_may_have_created(response.status_code):
             # A gateway's 502/504 (typical with `Prefer: wait`), a 408 or 499 usually means the job exists.
             error.outcome_unknown = True
             error.message += "; the job may have been created, so it is not re-sent"
@@ -101,6 +110,11 @@ async def send(
 def answer_may_have_created(status: int) -> bool:
     """Whether a create answered with `status` may still have created its job (408, 499, 5xx)."""
     return status in (408, 499) or status >= 500
+
+
+def refused(error: LightningError) -> bool:
+    """Whether a create was refused with 429 or 503, which create nothing, so it may be sent again in place."""
+    return error.status_code in REFUSED_STATUSES and not error.outcome_unknown and error.retryable is not False
 
 
 def parse_json(
@@ -182,7 +196,9 @@ class ReadRetries:
     `Retry-After`, never sleeping past the deadline, at most `limit` times per read.
 
     `remaining()` gives the seconds left before the attempt's deadline (None: no deadline);
-    `on_retry()` is called once per retry (the attempt counts them).
+    `on_retry()` is called once per retry (the attempt counts them). `retryable(error)` decides
+    which failures are tried again (default `read_retryable`); a wait longer than `max_wait_s`
+    is not waited out in place.
     """
 
     def __init__(
@@ -193,22 +209,26 @@ class ReadRetries:
         limit: int = 4,
         first_s: float = 0.1,
         cap_s: float = 2.0,
+        retryable: Callable[[LightningError], bool] = read_retryable,
+        max_wait_s: float = math.inf,
     ) -> None:
         self._remaining = remaining
         self._on_retry = on_retry
+        self._retryable = retryable
         self.limit = limit
         self.first_s = first_s
         self.cap_s = cap_s
+        self.max_wait_s = max_wait_s
 
     def delay(self, retry: int, error: LightningError) -> float | None:
         """Seconds before retry number `retry` (0-based) after `error`; None when no retry fits."""
-        if retry >= self.limit or not read_retryable(error):
+        if retry >= self.limit or not self._retryable(error):
             return None
         delay: float = min(self.cap_s, self.first_s * 2**retry) * random.uniform(0.5, 1.5)
         if error.retry_after is not None:
             delay = max(delay, error.retry_after)
         remaining = self._remaining()
-        if remaining is not None and delay >= remaining:
+        if delay > self.max_wait_s or (remaining is not None and delay >= remaining):
             return None
         return delay
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from typing import Any, ClassVar
 
 import httpx
 
+from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
 from lightning_client.credentials import get_logger
 from lightning_client.errors import (
     LightningError,
@@ -18,8 +20,9 @@ from lightning_client.images import DecodedImage, download_image, is_loopback_ur
 from lightning_client.pricing import DEFAULT_PRICES, PriceTable
 from lightning_client.providers._http_clients import HttpClients, make_timeout
 from lightning_client.providers._http_errors import PLAIN, ErrorHints
-from lightning_client.providers._http_exchange import ReadRetries, parse_json, salvage_id, send
-from lightning_client.providers._http_tasks import detach, run_kept, shielded
+from lightning_client.providers._http_exchange import ReadRetries, parse_json, refused, salvage_id, send
+from lightning_client.providers._http_tasks import bounded, detach, keep, run_kept, shielded
+from lightning_client.result import Cost
 
 log = get_logger("lightning_client.providers.http")
 
@@ -42,6 +45,11 @@ class HttpGenerator(BaseGenerator):
     #: Reads (status, stream, result, download) retried in place per read, and the first backoff.
     read_retry_limit = 4
     read_retry_first_s = 0.1
+    #: Refused creates (nothing created) sent again in place, the first backoff, and the longest
+    #: `Retry-After` waited out in place (beyond it the router fails over).
+    create_retry_limit = 4
+    create_retry_first_s = 0.1
+    create_retry_max_wait_s = 5.0
 
     def __init__(
         self,
@@ -80,36 +88,70 @@ class HttpGenerator(BaseGenerator):
 
     def _post_create(
         self,
+        ctx: AttemptContext,
         client: httpx.AsyncClient,
         url: str,
         *,
         what: str,
-        headers: Mapping[str, str],
+        prepare: Callable[[], tuple[Mapping[str, str], httpx.Timeout | None]],
         json_body: Any,
-        timeout: httpx.Timeout | None = None,
         on_answer: Callable[[httpx.Response | None], None] | None = None,
     ) -> tuple[asyncio.Task[httpx.Response], asyncio.Future[httpx.Response]]:
         """Start the POST that creates a remote job, in a task that may be left running; returns the task and
         the future to await for its answer.
 
-        When the attempt is abandoned, the task runs on: its answer still names the job to cancel.
+        `prepare()` gives the headers and timeout of each send (they depend on the time left). A create the
+        provider refused (429, 503: nothing was created) is sent again in place with backoff and
+        `Retry-After`, within the deadline, until the attempt is abandoned (`create_retry_limit` times at
+        most). When the attempt is abandoned, the task runs on: its answer still names the job to cancel.
         `on_answer(response)` (None when the POST failed) runs as the POST ends, before the awaiter resumes.
         """
-        return run_kept(
-            send(
-                client,
-                "POST",
-                url,
-                provider=self.name,
-                what=what,
-                headers=headers,
-                json_body=json_body,
-                timeout=timeout,
-                creates=True,
-                hints=self.error_hints,
-            ),
-            on_answer,
+        retries = ReadRetries(
+            ctx.remaining,
+            lambda: None,
+            limit=self.create_retry_limit,
+            first_s=self.create_retry_first_s,
+            retryable=refused,
+            max_wait_s=self.create_retry_max_wait_s,
         )
+        abandoned = asyncio.Event()
+
+        async def create() -> httpx.Response:
+            retry = 0
+            while True:
+                headers, timeout = prepare()
+                try:
+                    return await send(
+                        client,
+                        "POST",
+                        url,
+                        provider=self.name,
+                        what=what,
+                        headers=headers,
+                        json_body=json_body,
+                        timeout=timeout,
+                        creates=True,
+                        hints=self.error_hints,
+                    )
+                except LightningError as exc:
+                    delay = retries.delay(retry, exc)
+                    if delay is None or abandoned.is_set():
+                        if refused(exc) and not abandoned.is_set():
+                            basis = f"create refused (HTTP {exc.status_code}): nothing was created"
+                            ctx.add_cost(Cost(usd=0.0, basis=basis, estimated=False))
+                        raise
+                    self._log.debug("%s refused (%s); sending it again in %.2f s", what, exc, delay)
+                    with contextlib.suppress(*TIMEOUT_ERRORS):
+                        async with async_timeout(delay):
+                            await abandoned.wait()
+                    if abandoned.is_set():
+                        raise
+                retry += 1
+                ctx.create_resent()
+
+        task, answer = run_kept(create(), on_answer)
+        answer.add_done_callback(lambda f: abandoned.set() if f.cancelled() else None)
+        return task, answer
 
     async def _created(
         self,
@@ -181,6 +223,25 @@ class HttpGenerator(BaseGenerator):
 
         read = self._http.timeout.read or 30.0
         detach(reap(), timeout=wait_s + read + self.cancel_timeout_s, what=what)
+
+    async def _settle_abandoned(
+        self, ctx: AttemptContext, pricing: Coroutine[Any, Any, Cost], *, timeout: float, what: str
+    ) -> None:
+        """Cancel and price an abandoned job in one shielded, bounded step (`pricing` does both) and add its
+        cost to the attempt, also when the caller is cancelled again meanwhile (the step is finished first).
+
+        When the step fails or runs out of time, the cost is recorded unknown, never $0.
+        """
+        task = asyncio.ensure_future(bounded(pricing, timeout, what))
+        keep(task)
+        try:
+            await asyncio.shield(task)
+        finally:
+            while not task.done():  # cancelled again: finish the bounded step, then let the cancellation go on
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({task})
+            cost = task.result()
+            ctx.add_cost(cost if cost is not None else Cost.unknown(f"{what} did not finish: it may be billed"))
 
     def _loopback_downloads(self) -> bool:
         if self.allow_loopback_downloads is not None:

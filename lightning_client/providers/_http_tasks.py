@@ -15,7 +15,8 @@ T = TypeVar("T")
 log = get_logger("lightning_client.providers.http")
 
 
-async def _bounded(coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T | None:
+async def bounded(coro: Coroutine[Any, Any, T], timeout: float, what: str) -> T | None:
+    """`await coro` within `timeout` seconds; None (logged) when it fails or runs out of time."""
     try:
         async with async_timeout(timeout):
             return await coro
@@ -38,7 +39,7 @@ async def shielded(coro: Coroutine[Any, Any, T], *, timeout: float, what: str) -
     caller is cancelled again while waiting, the work is still finished before the
     cancellation propagates.
     """
-    task = asyncio.ensure_future(_bounded(coro, timeout, what))
+    task = asyncio.ensure_future(bounded(coro, timeout, what))
     keep(task)
     try:
         return await asyncio.shield(task)
@@ -91,7 +92,7 @@ def retrieve_errors(future: asyncio.Future[Any]) -> None:
 
 def detach(coro: Coroutine[Any, Any, Any], *, timeout: float, what: str) -> None:
     """Run `coro` in the background, bounded by `timeout`; failures are logged."""
-    keep(asyncio.ensure_future(_bounded(coro, timeout, what)))
+    keep(asyncio.ensure_future(bounded(coro, timeout, what)))
 
 
 async def gather_all(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:

@@ -89,6 +89,8 @@ _STREAM_DRAIN_S = 0.2
 _DRAIN_ERRORS: tuple[type[BaseException], ...] = (*TIMEOUT_ERRORS, httpx.HTTPError, SSEError)
 #: How long a failed pricing lookup is remembered before it is tried again.
 _PRICING_RETRY_S = 300.0
+#: Longest a call waits for the pricing lookup before using the price table.
+_PRICING_WAIT_S = 3.5
 
 
 @dataclass
@@ -141,9 +143,11 @@ class FalGenerator(HttpGenerator):
     """
 
     #: fal names error types in `X-Fal-Error-Type` and the body, flags retryability in
-    #: `X-Fal-Retryable` (older answers: `X-Fal-Needs-Retry`), and marks deadline 504s.
+    #: `X-Fal-Retryable` (older answers: `X-Fal-Needs-Retry`), and marks deadline 504s; "could not
+    #: schedule a runner" refuses a submit (nothing is queued).
     error_hints = ErrorHints(
         type_headers=("x-fal-error-type",),
+        refused_types=frozenset({"runner_scheduling_failure"}),
         filtered_types=_FILTERED_TYPES,
         timeout_types=_TIMEOUT_TYPES,
         timeout_headers=("x-fal-request-timeout-type",),
@@ -380,13 +384,13 @@ class FalGenerator(HttpGenerator):
     async def _submit(
         self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, arguments: dict[str, Any]
     ) -> _Job:
-        remaining = ctx.remaining()
         submitted = time.monotonic()
         post, answer = self._post_create(
+            ctx,
             client,
             f"{self.queue_url}/{self.app}" + ("?" + urlencode({"fal_webhook": self.webhook}) if self.webhook else ""),
             what="submit",
-            headers=self._headers(key, remaining),
+            prepare=lambda: (self._headers(key, ctx.remaining()), None),
             json_body=arguments,
         )
         try:
@@ -648,15 +652,25 @@ class FalGenerator(HttpGenerator):
         return image
 
     async def _abandon(self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> None:
-        """Cancel a request we no longer wait for (shielded, bounded) and record what it may cost."""
+        """Cancel a request we no longer wait for and record what it may cost, in one shielded, bounded step."""
+        await self._settle_abandoned(
+            ctx,
+            self._cancelled_cost(client, key, job, ctx.request),
+            timeout=2 * self.cancel_timeout_s + _PRICING_WAIT_S,
+            what=f"cancel of fal request {job.request_id}",
+        )
+
+    async def _cancelled_cost(
+        self, client: httpx.AsyncClient, key: SecretStr, job: _Job, request: GenerationRequest
+    ) -> Cost:
+        """Cancel the request and price what it ran (unknown when the cancel failed)."""
         status = await shielded(
             self._cancel(client, key, job),
             timeout=self.cancel_timeout_s,
             what=f"cancel of fal request {job.request_id}",
         )
         if job.status == "IN_QUEUE" and status is not None and status < 300:
-            ctx.add_cost(Cost(usd=0.0, basis="cancelled while queued: not billed", estimated=False))
-            return
+            return Cost(usd=0.0, basis="cancelled while queued: not billed", estimated=False)
         if status == 400 and job.in_progress_at is None and not job.completed:
             # ALREADY_COMPLETED although we last saw it queued: ask how it ended (expired unstarted, or ran).
             await shielded(
@@ -665,14 +679,10 @@ class FalGenerator(HttpGenerator):
                 what=f"status of fal request {job.request_id}",
             )
         if job.in_progress_at is None and job.completed.get("error_type") in _TIMEOUT_TYPES:
-            ctx.add_cost(Cost(usd=0.0, basis="expired before it started: not billed", estimated=False))
-            return
+            return Cost(usd=0.0, basis="expired before it started: not billed", estimated=False)
         if status is None:
-            ctx.add_cost(Cost.unknown(f"cancel of fal request {job.request_id} failed: it may run and be billed"))
-            return
-        ctx.add_cost(
-            await self._cost(client, key, None, ctx.request.num_images, None, note="abandoned", request=ctx.request)
-        )
+            return Cost.unknown(f"cancel of fal request {job.request_id} failed: it may run and be billed")
+        return await self._cost(client, key, None, request.num_images, None, note="abandoned", request=request)
 
     async def arecover_job(self, job_id: str, request: GenerationRequest, *, wait: bool = False) -> RecoveredJob:
         """Queue request `job_id` (submitted for `request` by a process that is gone): its images when it
@@ -787,7 +797,7 @@ class FalGenerator(HttpGenerator):
             task = self._price_tasks.get(asyncio.get_running_loop())
             if task is not None:
                 try:
-                    async with async_timeout(3.5):
+                    async with async_timeout(_PRICING_WAIT_S):
                         await asyncio.shield(task)  # shared by concurrent calls: never cancel it from here
                 except TIMEOUT_ERRORS:
                     log.debug("fal pricing lookup still running; using the price table for this call")

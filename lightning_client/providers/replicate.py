@@ -12,7 +12,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -76,6 +76,11 @@ MAX_JOB_S = 31 * 60.0
 MIN_CANCEL_AFTER_S = 5
 #: Seconds kept between the server-side `Prefer: wait` and our deadline, so the create answers before it.
 _WAIT_MARGIN_S = 1.0
+#: What `_recover` finds when the prediction is provably absent.
+ABSENT: Literal["absent"] = "absent"
+#: Create answers after which a prediction missing from the list was not made (the API answered; a
+#: timeout such as 504 or 408 may still be creating it): the create is then sent again.
+_ABSENT_AFTER = frozenset({500, 502})
 #: Tolerated difference between our clock and Replicate's when matching a prediction to our create.
 _CLOCK_SKEW_S = 30.0
 #: Model inputs we set by default rather than from the request: provider options may replace them.
@@ -140,6 +145,8 @@ class ReplicateGenerator(HttpGenerator):
     #: Read when `base_url` is not given, as the official client does.
     BASE_URL_ENV = "REPLICATE_BASE_URL"
     sandboxed = True
+    #: Creates answered 500/502 whose prediction is provably absent from the list, sent again in place.
+    create_resend_limit = 2
     options = (
         ProviderOption("model", "Model: owner/name:version or owner/name."),
         ProviderOption("base_url", "API root without /v1.", env="REPLICATE_BASE_URL"),
@@ -363,27 +370,35 @@ class ReplicateGenerator(HttpGenerator):
         return done
 
     async def _create(
-        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, payload: dict[str, Any]
+        self,
+        ctx: AttemptContext,
+        client: httpx.AsyncClient,
+        token: SecretStr,
+        payload: dict[str, Any],
+        *,
+        resent: int = 0,
     ) -> dict[str, Any]:
-        remaining = ctx.remaining()
-        headers, read = self._create_headers(token, remaining)
         body: dict[str, Any] = {"input": payload, **self.webhook_fields}
         if self._version is not None:
             body["version"] = self._version
-        timeout = None if read is None else self._read_timeout(read)
+
+        def prepare() -> tuple[dict[str, str], httpx.Timeout | None]:
+            headers, read = self._create_headers(token, ctx.remaining())
+            return headers, None if read is None else self._read_timeout(read)
+
         sent_at = time.time()
         key = _claims.sending(self.base_url, payload)
         post, answer = self._post_create(
+            ctx,
             client,
             self._create_url,
             what="create prediction",
-            headers=headers,
+            prepare=prepare,
             json_body=body,
-            timeout=timeout,
             on_answer=lambda response: _claims.answered(key, ctx.attempt.attempt_id, response),
         )
 
-        def recover() -> Coroutine[Any, Any, dict[str, Any] | None]:
+        def recover() -> Coroutine[Any, Any, dict[str, Any] | Literal["absent"] | None]:
             """Find the prediction the create made (shielded and bounded: it runs while being cancelled)."""
             return shielded(
                 self._recover(ctx, client, token, payload, sent_at, key, post),
@@ -397,13 +412,13 @@ class ReplicateGenerator(HttpGenerator):
             # Abandoned with the create in flight (deadline, cancelled task, e.g. during `Prefer: wait`):
             # find the prediction and cancel it; failing that, cancel it when the create answers.
             found = await recover()
-            if found is None:
+            if not isinstance(found, dict):
                 self._cancel_when_created(ctx, client, token, post)
             else:
                 post.cancel()  # its answer is no longer needed
                 ctx.job_started(found["id"])
                 await self._abandon(ctx, client, token, found)
-            pid = None if found is None else str(found["id"])
+            pid = str(found["id"]) if isinstance(found, dict) else None
             if not expired(ctx.remaining()):
                 raise
             # The deadline: report it here, where we know whether the prediction was found.
@@ -418,9 +433,21 @@ class ReplicateGenerator(HttpGenerator):
             if not exc.outcome_unknown:
                 raise
             # The create may have made a prediction (a reset, or a gateway's 502/504): find it and adopt it,
-            # so the request is served by the job already paid for; never send the create again.
+            # so the request is served by the job already paid for. Sent again only when it is provably absent.
             found = await recover()
-            if found is None:
+            if found == ABSENT and exc.status_code in _ABSENT_AFTER:
+                if resent < self.create_resend_limit and not expired(ctx.remaining()):
+                    log.warning(
+                        "create answered %s and no prediction of it is listed; sending it again", exc.status_code
+                    )
+                    ctx.create_resent()
+                    return await self._create(ctx, client, token, payload, resent=resent + 1)
+                exc.outcome_unknown = False
+                exc.message = exc.message.replace("the job may have been created, so it is not re-sent", "")
+                exc.message += "no prediction of it is listed, so none was created"
+                ctx.add_cost(Cost(usd=0.0, basis="create failed and no prediction of it exists", estimated=False))
+                raise
+            if not isinstance(found, dict):
                 self._cancel_when_created(ctx, client, token, post)
                 raise
             log.warning("create answered %s; adopting prediction %s found in the list", exc.status_code, found["id"])
@@ -444,8 +471,10 @@ class ReplicateGenerator(HttpGenerator):
         sent_at: float,
         key: str,
         post: asyncio.Future[httpx.Response],
-    ) -> dict[str, Any] | None:
-        """After a create with an unknown outcome: the prediction it made, claimed for this attempt, or None.
+    ) -> dict[str, Any] | Literal["absent"] | None:
+        """After a create with an unknown outcome: the prediction it made, claimed for this attempt; "absent"
+        when the create has answered and two listings, the second a moment later, hold none of its input;
+        else None.
 
         Replicate predictions carry no field of ours to match on, so a listed prediction is ours when it
         has our input (seed included: it is drawn per request unless the caller fixes it), was created
@@ -453,10 +482,8 @@ class ReplicateGenerator(HttpGenerator):
         prediction every answered create made, and waits for like creates still in flight, so two
         identical concurrent requests never claim (or cancel) each other's prediction.
         """
-        await _claims.settled(key, self.cancel_timeout_s / 2, own_in_flight=not post.done())
-        for attempt in range(2):
-            if attempt:
-                await asyncio.sleep(0.25)  # the create may still be on its way to the server
+
+        async def list_once() -> dict[str, Any]:
             response = await send(
                 client,
                 "GET",
@@ -465,15 +492,28 @@ class ReplicateGenerator(HttpGenerator):
                 what="list predictions",
                 headers=auth_header("Bearer", token),
             )
-            listed = parse_json(response, provider=self.name, what="list predictions").get("results")
-            candidates = [p for p in (listed if isinstance(listed, list) else ()) if _made_by(p, payload, sent_at)]
+            return parse_json(response, provider=self.name, what="list predictions")
+
+        answered = post.done()
+        await _claims.settled(key, self.cancel_timeout_s / 2, own_in_flight=not answered)
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(0.25)  # the create may still be on its way to the server
+            page = await self._reads(ctx).run(list_once, what="list predictions")
+            listed = page.get("results")
+            listed = listed if isinstance(listed, list) else []
+            if page.get("next") and not _reaches_back(listed, sent_at):
+                answered = False  # a full page of newer predictions: ours may be on a later one
+            candidates = [p for p in listed if _made_by(p, payload, sent_at)]
             # Oldest first: the first prediction made after our create was sent is the likeliest to be ours.
             candidates.sort(key=lambda p: str(p.get("created_at")))
             for prediction in candidates:
                 if _claims.claim(self.base_url, str(prediction["id"]), ctx.attempt.attempt_id):
                     log.warning("create outcome was unknown; found prediction %s", prediction["id"])
                     return dict(prediction)
-        return None
+            if candidates:  # like predictions, all claimed by other attempts: ours may still appear
+                answered = False
+        return ABSENT if answered else None
 
     def _cancel_when_created(
         self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, post: asyncio.Future[httpx.Response]
@@ -620,13 +660,21 @@ class ReplicateGenerator(HttpGenerator):
     async def _abandon(
         self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, prediction: dict[str, Any]
     ) -> None:
-        """Cancel a prediction we no longer wait for (shielded, bounded) and record what it cost."""
+        """Cancel a prediction we no longer wait for and record what it cost, in one shielded, bounded step."""
         pid = prediction["id"]
-        final = await shielded(
-            self._cancel(client, token, prediction), timeout=self.cancel_timeout_s, what=f"cancel of prediction {pid}"
+
+        async def cancelled_cost() -> Cost:
+            final = await shielded(
+                self._cancel(client, token, prediction),
+                timeout=self.cancel_timeout_s,
+                what=f"cancel of prediction {pid}",
+            )
+            log.debug("prediction %s abandoned; cancel answered %s", pid, final and final.get("status"))
+            return self._abandoned_cost(pid, final, prediction)
+
+        await self._settle_abandoned(
+            ctx, cancelled_cost(), timeout=self.cancel_timeout_s + 1.0, what=f"cancel of prediction {pid}"
         )
-        log.debug("prediction %s abandoned; cancel answered %s", pid, None if final is None else final.get("status"))
-        ctx.add_cost(self._abandoned_cost(pid, final, prediction))
 
     def _abandoned_cost(self, pid: str, final: dict[str, Any] | None, last: dict[str, Any]) -> Cost:
         """The cost of a prediction we cancelled: from the cancel's answer; unknown when the cancel failed
@@ -910,6 +958,12 @@ def _made_by(prediction: Any, payload: dict[str, Any], sent_at: float) -> bool:
         and isinstance(echoed, dict)
         and all(echoed.get(key) == value for key, value in payload.items())
     )
+
+
+def _reaches_back(listed: list[Any], sent_at: float) -> bool:
+    """Whether a page of predictions (newest first) goes back to before our create was sent."""
+    created = [parse_timestamp(p.get("created_at")) for p in listed if isinstance(p, dict)]
+    return any(c is not None and c.timestamp() < sent_at - _CLOCK_SKEW_S for c in created)
 
 
 def _ready(prediction: dict[str, Any]) -> bool:

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 
 from lightning_client.credentials import get_logger
 from lightning_client.errors import InvalidRequestError, LightningError, ProviderUnavailableError, RateLimitError
-from lightning_client.generator import Generator, expected_wait, observe_attempts
+from lightning_client.generator import Generator, expected_wait, for_client_request, observe_attempts
 from lightning_client.ledger import Ledger
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, Cost, GenerationResult, utcnow
@@ -307,7 +307,8 @@ async def _serve(
                     if providers is not None
                     else generator.agenerate(gen_request)
                 )
-                result = await _watching(request, work, gone)
+                with for_client_request(request_id):  # the server's ledger rows join the caller's
+                    result = await _watching(request, work, gone)
     except QueueFullError as exc:
         metrics.requests.labels(route, "queue_full").inc()
         raise ApiError(

@@ -48,8 +48,10 @@ COLUMN_TYPES: dict[str, str] = {
 #: Columns added by migration 2: the budget an attempt counts against (exported too), the process that
 #: wrote it (`owners.owner`) and the request that made it (JSON, for recovery).
 V2_COLUMNS: dict[str, str] = {"budget": "TEXT", "owner": "TEXT", "request": "TEXT"}
-COLUMNS: tuple[str, ...] = (*COLUMN_TYPES, "budget")
-STORED_COLUMNS: tuple[str, ...] = (*COLUMN_TYPES, *V2_COLUMNS)
+#: Columns added by migration 4: the request id a client of `lightning-client serve` sent (`X-Request-Id`).
+V4_COLUMNS: dict[str, str] = {"client_request_id": "TEXT"}
+COLUMNS: tuple[str, ...] = (*COLUMN_TYPES, "budget", *V4_COLUMNS)
+STORED_COLUMNS: tuple[str, ...] = (*COLUMN_TYPES, *V2_COLUMNS, *V4_COLUMNS)
 
 
 class Migrator(Protocol):
@@ -102,6 +104,14 @@ def _v3(db: Migrator) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS cache_entries_used ON cache_entries (used_at)")
 
 
+def _v4(db: Migrator) -> None:
+    """The caller's request id, joining a server's ledger to its clients' ledgers."""
+    present = db.columns("attempts")
+    for name, kind in V4_COLUMNS.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE attempts ADD COLUMN {name} {kind}")
+
+
 #: Migration `i + 1` is `MIGRATIONS[i]`.
-MIGRATIONS: tuple[Callable[[Migrator], None], ...] = (_v1, _v2, _v3)
+MIGRATIONS: tuple[Callable[[Migrator], None], ...] = (_v1, _v2, _v3, _v4)
 VERSION = len(MIGRATIONS)

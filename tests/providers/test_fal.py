@@ -214,13 +214,15 @@ async def test_wrong_key_is_an_authentication_error(sb: Sandbox, gen: lc.FalGene
     assert "No user found" in err.message
 
 
-async def test_503_to_a_submit_is_an_unknown_outcome(sb: Sandbox, gen: lc.FalGenerator) -> None:
-    sb.fal.configure(error_status=503)
+async def test_503_to_a_submit_created_nothing_and_is_sent_again_in_place(sb: Sandbox, gen: lc.FalGenerator) -> None:
+    sb.fal.configure(error_status=503)  # "Could not schedule a runner": nothing is queued
     with pytest.raises(lc.ProviderUnavailableError) as info:
         await gen.agenerate(small())
     err = info.value
-    assert (err.provider, err.status_code, err.retryable, err.outcome_unknown) == ("fal", 503, True, True)
-    assert err.attempt is not None and err.attempt.outcome == "unknown" and err.attempt.cost.usd is None
+    assert (err.provider, err.status_code, err.retryable, err.outcome_unknown) == ("fal", 503, True, False)
+    assert err.attempt is not None and err.attempt.outcome == "failed" and err.attempt.cost.usd == 0.0
+    assert sb.fal.stats()["requests"]["submit"] == 1 + gen.create_retry_limit
+    assert "sent again 4 time(s)" in (err.attempt.note or "")
 
 
 async def test_invalid_input_surfaces_at_result_as_invalid_request(sb: Sandbox, gen: lc.FalGenerator) -> None:

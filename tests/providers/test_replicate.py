@@ -208,15 +208,29 @@ async def test_wrong_token_is_an_authentication_error(sb: Sandbox, gen: lc.Repli
     assert sb.replicate.stats()["created"] == 0
 
 
-async def test_503_to_a_create_is_an_unknown_outcome(sb: Sandbox, gen: lc.ReplicateGenerator) -> None:
-    # A 5xx answer to a create may come from a gateway in front of a prediction that exists.
-    sb.replicate.configure(error_status=503)
+async def test_503_to_a_create_created_nothing_and_is_sent_again_in_place(
+    sb: Sandbox, gen: lc.ReplicateGenerator
+) -> None:
+    sb.replicate.configure(error_status=503)  # the service did not take the prediction
     with pytest.raises(lc.ProviderUnavailableError) as info:
         await gen.agenerate(small())
     err = info.value
-    assert (err.provider, err.status_code, err.retryable, err.outcome_unknown) == ("replicate", 503, True, True)
-    assert err.attempt is not None and err.attempt.outcome == "unknown"
-    assert err.attempt.cost.usd is None and "unknown" in err.attempt.cost.basis
+    assert (err.provider, err.status_code, err.retryable, err.outcome_unknown) == ("replicate", 503, True, False)
+    assert err.attempt is not None and err.attempt.outcome == "failed"
+    assert err.attempt.cost.usd == 0.0 and "nothing was created" in err.attempt.cost.basis
+    assert sb.replicate.stats()["requests"]["create"] == 1 + gen.create_retry_limit
+
+
+async def test_500_to_a_create_is_not_sent_again_unless_the_prediction_is_provably_absent(
+    sb: Sandbox, gen: lc.ReplicateGenerator
+) -> None:
+    sb.replicate.configure(error_status=500)  # every create and every list fails: nothing proves absence
+    with pytest.raises(lc.ProviderUnavailableError) as info:
+        await gen.agenerate(small())
+    err = info.value
+    assert (err.status_code, err.outcome_unknown) == (500, True)
+    assert err.attempt is not None and err.attempt.outcome == "unknown" and err.attempt.cost.usd is None
+    assert sb.replicate.stats()["requests"]["create"] == 1
 
 
 async def test_429_is_a_rate_limit_error_with_retry_after(sb: Sandbox, gen: lc.ReplicateGenerator) -> None:

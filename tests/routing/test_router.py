@@ -103,14 +103,14 @@ def test_503_fails_over_and_the_first_attempt_carries_the_error(
         result = router.generate("a lighthouse", **SMALL)
         assert result.provider == "fal"
         failed = result.attempts[0]
-        # A 503 to a create may hide a created prediction: an unknown outcome, failed over, never re-sent.
+        # A 503 to a create means nothing was created: sent again in place, then failed over.
         assert (failed.provider, failed.outcome, failed.error_type, failed.status_code) == (
             "replicate",
-            "unknown",
+            "failed",
             "ProviderUnavailableError",
             503,
         )
-        assert failed.cost.usd is None
+        assert failed.cost.usd == 0.0
         assert result.attempts[1].provider == "fal" and result.attempts[1].succeeded
     rows = {row.provider: row for row in router.ledger.summary()}
     assert set(rows) == {"replicate", "fal"}
