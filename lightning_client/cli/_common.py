@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, Union
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import Progress, TaskID
 
 from lightning_client import _background
+from lightning_client._money import format_usd
 from lightning_client._sync import INTERRUPT_WAIT_S
 from lightning_client.batching.items import BatchFileError
 from lightning_client.credentials import get_logger, mask_secrets
 from lightning_client.errors import ConfigurationError, InvalidRequestError, LightningError
-from lightning_client.result import format_usd
 
 if TYPE_CHECKING:
     from lightning_client.generator import Generator
@@ -30,8 +30,27 @@ T = TypeVar("T")
 
 logger = get_logger("lightning_client.cli")
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+#: Width of output that is not a terminal (a pipe, a CI log) when COLUMNS does not say: wide enough that no table is cut.
+PIPE_WIDTH = 1000
+
+
+class WideWhenPiped(Console):
+    """A rich console that, writing to a pipe or file without COLUMNS set, never narrows tables to 80 columns."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal and "COLUMNS" not in self._environ:
+            return ConsoleDimensions(PIPE_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+console = WideWhenPiped(highlight=False)
+err_console = WideWhenPiped(stderr=True, highlight=False)
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 UseSandbox = Annotated[
@@ -487,9 +506,16 @@ def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
     logger.debug("%s: %s", context.get("message", "event loop error"), error_line(error) if error else "")
 
 
-def usd(value: float | None) -> str:
-    """Dollars with 4 decimals, or 6 for sub-tenth-of-a-cent amounts; None is an unknown cost, never $0."""
-    return format_usd(value)
+def usd(value: float | None, known: float = 0.0, *, estimated: bool = False) -> str:
+    """Dollars as every table prints them (`format_usd`): never $0 for a non-zero or unknown cost."""
+    return format_usd(value, known, estimated=estimated)
+
+
+def per_image(value: float | None, *, unknown: bool, estimated: bool) -> str:
+    """A $/image cell: "unknown" when some cost is, "–" when no image was delivered."""
+    if unknown:
+        return "unknown"
+    return "–" if value is None else usd(value, estimated=estimated)
 
 
 def seconds(value: float | None) -> str:

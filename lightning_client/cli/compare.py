@@ -33,6 +33,7 @@ from lightning_client.cli._common import (
     parse_options,
     parse_providers,
     parse_steps,
+    per_image,
     progress_bar,
     run,
     size_fields,
@@ -79,7 +80,7 @@ def stats_table(rows: Sequence[ResultRow], title: str) -> Table:
             _number(s.p50_s),
             _number(s.p95_s),
             _number(s.inference_p50_s),
-            "unknown" if s.unknown_costs else _number(s.cost_per_image, 4),
+            per_image(s.cost_per_image, unknown=bool(s.unknown_costs), estimated=s.cost_estimated),
         )
     return table
 

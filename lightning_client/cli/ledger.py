@@ -12,10 +12,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from lightning_client.cli._commands import Group
-from lightning_client.cli._common import Debug, UsageError, console, fail
+from lightning_client.cli._common import Debug, UsageError, console, fail, per_image, usd
 from lightning_client.ledger import Ledger
 
-ledger_app = typer.Typer(cls=Group, help="Summaries and exports of a SQLite attempt ledger.", no_args_is_help=True)
+ledger_app = typer.Typer(
+    cls=Group, help="Summaries and exports of a SQLite attempt ledger.", no_args_is_help=True, rich_markup_mode=None
+)
 
 LedgerFile = Annotated[
     Path,
@@ -39,30 +41,33 @@ def _number(value: float | None, digits: int = 2) -> str:
 
 
 def summary_table(ledger: Ledger) -> Table:
-    """Per provider: attempts by outcome, success rate, latency percentiles (s) and cost ($)."""
+    """Per provider: attempts by outcome (sent = ok + failed + cancel + unknown), success, latency (s), cost ($)."""
     table = Table(
         title=f"ledger {ledger.path or '(memory)'}",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
-        caption="seconds of successful attempts; dollars include failed attempts",
+        caption="unknown: the outcome is not known (the job may have run); success = ok / (ok + failed + unknown); "
+        "seconds of successful attempts; dollars include failed attempts",
     )
-    headers = ("provider", "sent", "ok", "failed", "cancel", "success", "p50", "p95", "$/image", "total $")
+    headers = (
+        "provider",
+        *("sent", "ok", "failed", "cancel", "unknown", "success"),
+        *("p50", "p95", "p99", "$/image", "total $"),
+    )
     for header in headers:
-        table.add_column(header, justify="left" if header == "provider" else "right")
+        table.add_column(header, justify="left" if header == "provider" else "right", no_wrap=True)
     for s in ledger.summary():
+        # Attempts never finished (no outcome recorded) are unknown too, so the columns add up.
+        unknown = s.count - s.succeeded - s.failed - s.canceled
         table.add_row(
             s.provider,
-            str(s.count),
-            str(s.succeeded),
-            str(s.failed),
-            str(s.canceled),
+            *(str(n) for n in (s.count, s.succeeded, s.failed, s.canceled, unknown)),
             "–" if s.success_rate is None else f"{s.success_rate:.0%}",
-            _number(s.p50_s),
-            _number(s.p95_s),
-            "unknown" if s.unknown_costs else _number(s.cost_per_image, 4),
-            f"unknown (>= {s.known_cost:.4f})" if s.unknown_costs else _number(s.total_cost, 4),
+            *(_number(p) for p in (s.p50_s, s.p95_s, s.p99_s)),
+            per_image(s.cost_per_image, unknown=bool(s.unknown_costs), estimated=s.cost_estimated),
+            usd(s.total_cost, s.known_cost, estimated=s.cost_estimated and not s.unknown_costs),
         )
     return table
 
