@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 from typing_extensions import Self
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
@@ -78,6 +78,11 @@ class Capabilities(BaseModel):
     seed: bool = True
     negative_prompt: bool = False
     guidance: bool = False
+
+    @field_serializer("native_steps", "emulated_steps", "formats", "converted_formats", when_used="json")
+    def _sorted(self, values: frozenset[Any]) -> list[Any]:
+        """Sets as sorted lists in JSON (e.g. /v1/capabilities), so every listing reads the same."""
+        return sorted(values)
 
     @property
     def steps(self) -> frozenset[int]:

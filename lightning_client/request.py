@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lightning_client._suggest import did_you_mean
 from lightning_client.errors import InvalidRequestError
 
 __all__ = [
@@ -125,7 +126,13 @@ def _describe(error: Any) -> tuple[str, str]:
         return field, f"{field}: {reason}" + (f"; allowed: {accepted}" if accepted else "")
     if error.get("type") == "extra_forbidden":
         allowed = ", ".join(sorted(GenerationRequest.model_fields))
-        return field, f"unknown field {field!r}; the fields are: {allowed}"
+        return (
+            field,
+            f"unknown field {field!r}{did_you_mean(field, GenerationRequest.model_fields)}; the fields are: {allowed}",
+        )
+    if error.get("type") == "missing":  # its input is the whole body: not worth repeating
+        accepted = _ALLOWED.get(field)
+        return field, f"{field} is required" + (f"; allowed: {accepted}" if accepted else "")
     shown = repr(error.get("input"))
     if len(shown) > 60:
         shown = shown[:57] + "..."

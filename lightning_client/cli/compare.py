@@ -196,7 +196,9 @@ def compare(
         notes = [
             f"providers: {', '.join(chosen)}; steps: {', '.join(map(str, step_list))}; "
             f"prompts: {len(prompts)}; repeats: {repeats}",
-            "backend: sandbox (emulated providers, no cost)" if sandbox or sandbox_url else "backend: live providers",
+            "backend: sandbox (emulated providers: nothing is billed; costs are priced as the live providers would bill)"
+            if sandbox or sandbox_url
+            else "backend: live providers",
         ]
         files = await write_report_async(rows, out, title="SDXL-Lightning provider comparison", notes=notes)
         console.print(stats_table(rows, "comparison"))
