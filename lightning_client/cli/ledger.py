@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import sqlite3
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +16,7 @@ from rich.table import Table
 
 from lightning_client.cli._commands import Group
 from lightning_client.cli._common import Debug, UsageError, console, fail, per_image, usd
-from lightning_client.ledger import Ledger
+from lightning_client.ledger import Ledger, ProviderSummary
 
 ledger_app = typer.Typer(
     cls=Group, help="Summaries and exports of a SQLite attempt ledger.", no_args_is_help=True, rich_markup_mode=None
@@ -72,11 +75,35 @@ def summary_table(ledger: Ledger) -> Table:
     return table
 
 
+def _machine_summary(ledger: Ledger, chosen: str) -> str:
+    """The summary rows as JSON (a list of objects) or CSV; unknown numbers are null / empty, never 0."""
+    rows = [s.model_dump(mode="json") for s in ledger.summary()]
+    if chosen == "json":
+        return json.dumps(rows, indent=2)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(ProviderSummary.model_fields), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return buffer.getvalue().rstrip("\n")
+
+
 @ledger_app.command()
-def summary(ledger: LedgerFile, debug: Debug = False) -> None:
+def summary(
+    ledger: LedgerFile,
+    summary_format: Annotated[
+        str, typer.Option("--format", help="table (for people), csv or json (for machines: every field, unrounded).")
+    ] = "table",
+    debug: Debug = False,
+) -> None:
     """Per provider: attempts, success rate, p50/p95/p99 latency and cost per image."""
+    chosen = summary_format.strip().lower()
+    if chosen not in ("table", "csv", "json"):
+        raise typer.BadParameter(f"{summary_format!r} is invalid; allowed: table, csv or json", param_hint="--format")
     book = _open(ledger, debug)
     with book:
+        if chosen != "table":
+            typer.echo(_machine_summary(book, chosen))
+            return
         if not len(book):
             console.print(f"{escape(str(ledger))}: no attempts recorded")
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,17 @@ def test_report_plot_and_contact_sheet_print_the_same_figure(tmp_path: Path) -> 
     (stats,) = group_stats([row])
     assert cost_note(stats) == "$0.000049"
     assert caption(row, "replicate", 1).endswith("\n$0.000049")
+
+
+def test_ledger_summary_for_machines_is_csv_or_json(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as ledger:
+        ledger.record("end", _tiny_attempt())
+    as_json = runner.invoke(app, ["ledger", "summary", "--ledger", str(path), "--format", "json"])
+    assert as_json.exit_code == 0, as_json.output
+    (row,) = json.loads(as_json.output)
+    assert row["provider"] == "replicate" and row["total_cost"] == TINY and row["count"] == 1
+    as_csv = runner.invoke(app, ["ledger", "summary", "--ledger", str(path), "--format", "csv"])
+    assert as_csv.exit_code == 0 and as_csv.output.startswith("provider,count,succeeded,failed,canceled")
+    bad = runner.invoke(app, ["ledger", "summary", "--ledger", str(path), "--format", "xml"])
+    assert bad.exit_code == 2 and "--format" in bad.output and "table, csv or json" in bad.output
