@@ -44,10 +44,12 @@ def test_compare_into_a_pipe_cuts_no_cell(tmp_path: Path) -> None:
 
 
 def test_help_at_80_columns_cuts_no_option_name() -> None:
-    for command in (["serve"], ["batch"], ["compare"], ["ledger", "summary"]):
+    for command in ([], ["ledger"], ["serve"], ["batch"], ["compare"], ["ledger", "summary"]):
         result = _cli(*command, "--help", COLUMNS="80")
         assert result.returncode == 0, result.stderr
         assert "…" not in result.stdout, result.stdout
+        commands = result.stdout.partition("Commands:")[2]
+        assert "..." not in commands, commands  # a group's command summaries are whole
         assert max(len(line) for line in result.stdout.splitlines()) <= 80
     serve = _cli("serve", "--help", COLUMNS="80").stdout
     assert "--allow-unauthenticated" in serve and "--max-concurrency" in serve
