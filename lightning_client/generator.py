@@ -52,6 +52,7 @@ __all__ = [
     "Capabilities",
     "ClosingContext",
     "Generator",
+    "LightningDeprecationWarning",
     "ProviderOption",
     "SandboxEndpoints",
     "legacy_arguments",
@@ -387,6 +388,10 @@ class SandboxEndpoints(Protocol):
     def fal_rest_url(self) -> str: ...
 
 
+class LightningDeprecationWarning(DeprecationWarning):
+    """A deprecated spelling of this package's own API (an old argument name, positional arguments)."""
+
+
 def legacy_arguments(owner: str, values: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
     """Map deprecated positional arguments onto their keyword names (with a DeprecationWarning)."""
     if not values:
@@ -395,7 +400,7 @@ def legacy_arguments(owner: str, values: Sequence[Any], names: Sequence[str]) ->
         raise TypeError(f"{owner}() takes at most {len(names)} positional arguments ({len(values)} given)")
     warnings.warn(
         f"positional arguments to {owner}() are deprecated; pass them by keyword ({', '.join(names[: len(values)])}=)",
-        DeprecationWarning,
+        LightningDeprecationWarning,
         stacklevel=3,
     )
     return dict(zip(names, values, strict=False))
@@ -407,7 +412,7 @@ def renamed_argument(owner: str, old: str, old_value: Any, new: str, new_value: 
         return new_value
     if new_value is not None:
         raise TypeError(f"{owner}() got both {new}= and its deprecated spelling {old}=; pass only {new}=")
-    warnings.warn(f"{owner}({old}=...) is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
+    warnings.warn(f"{owner}({old}=...) is deprecated; use {new}=", LightningDeprecationWarning, stacklevel=3)
     return old_value
 
 
