@@ -15,7 +15,7 @@ def plural(count: int, noun: str) -> str:
 
 
 def steps_label(provider: str, steps: int | None, emulated: bool) -> str:
-    """'fal · 4 steps', 'replicate · 1 step (emulated)', or the provider alone without a step count."""
+    """'acme · 4 steps', 'acme · 1 step (emulated)', or the provider alone without a step count."""
     if steps is None:
         return provider
     return f"{provider} · {plural(steps, 'step')}" + (" (emulated)" if emulated else "")
