@@ -12,4 +12,4 @@ def test_a_sub_cent_budget_error_never_reads_zero() -> None:
     with pytest.raises(BudgetExceededError) as info:
         Budget(0.00004).check(0.000049, what="request")
     assert "expected cost $0.000049 exceeds the $0.000040 left" in info.value.message
-    assert "$0.0000 " not in info.value.message
+    assert "total $0.000040 (spent $0.0000)" in info.value.message  # a known zero stays $0.0000
