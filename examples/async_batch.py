@@ -1,8 +1,8 @@
 """An async batch: many prompts, bounded concurrency, per-provider limits, resumable after Ctrl-C.
 
-    python examples/async_batch.py          # emulated providers (no keys, no cost)
+    python examples/async_batch.py          # emulated providers (no keys, nothing billed)
 
-Finished items are journaled in `batch-out/manifest.jsonl`; run it again and only the
+Finished items are journaled in `out/batch/manifest.jsonl` (`out/` is ignored by git); run it again and only the
 unfinished ones are generated. `lightning-client batch` is the same with a progress bar.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning_client as lc
 from lightning_client.batching import LimitedGenerator, parse_items, run_batch
+from lightning_client.result import format_usd
 from lightning_client.testing import Sandbox
 
 PROMPTS = [
@@ -38,8 +39,8 @@ async def main(out: Path) -> None:
             )
             router.ledger.close()
     print(f"done {summary.done}, skipped {summary.skipped}, failed {summary.failed}, failovers {summary.failovers}")
-    print(f"cost ${summary.cost_usd:.4f} in {summary.elapsed_s:.1f} s; images in {out / 'images'}")
+    print(f"cost {format_usd(summary.cost_usd)} in {summary.elapsed_s:.1f} s; images in {out / 'images'}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path("batch-out")))
+    asyncio.run(main(Path("out/batch")))

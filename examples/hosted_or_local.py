@@ -45,10 +45,8 @@ def main() -> None:
     backend = os.environ.get("LIGHTNING_BACKEND", "hosted" if has_keys else "sandbox")
     with make_generator(backend) as generator:
         result = generator.generate(lc.GenerationRequest(prompt=prompt, steps=4, width=512, height=512, seed=1234))
-    paths = result.save(Path("outputs"))
-    print(
-        f"{backend}: {result.provider} drew seed {result.seed} in {result.timings.total_s:.2f} s for ${result.cost.usd:.5f}"
-    )
+    paths = result.save(Path("out"))  # out/ is ignored by git
+    print(f"{backend}: {result.provider} drew seed {result.seed} in {result.timings.total_s:.2f} s for {result.cost}")
     for warning in result.warnings:
         print(f"  warning: {warning}")
     print(f"  saved {', '.join(str(p) for p in paths)}")

@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import lightning_client as lc
 from lightning_client.realtime import RealtimeResult
@@ -53,8 +54,10 @@ def main() -> None:
     frames = asyncio.run(type_prompt(prompt))
     for frame in frames:
         print(f"#{frame.send_id:<3} {frame.latency_s * 1000:5.0f} ms  {frame.transport:<9} {frame.prompt!r}")
-    frames[-1].images[0].save("realtime-last.jpg")
-    print(f"last frame is {frames[-1].prompt!r}: realtime-last.jpg")
+    last = Path("out/realtime-last.jpg")  # out/ is ignored by git
+    last.parent.mkdir(parents=True, exist_ok=True)
+    frames[-1].images[0].save(last)
+    print(f"last frame is {frames[-1].prompt!r}: {last}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ def main() -> None:
         )
         extra = response.model_extra or {}
         assert response.data
-        path = Path("lighthouse.png")
+        path = Path("out/lighthouse.png")  # out/ is ignored by git
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(response.data[0].b64_json or ""))
         print(f"{extra['provider']} drew seed {extra['seed']} in {extra['timings']['total_s']:.2f} s -> {path}")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 from typing_extensions import Self
 
 from lightning_client import telemetry
@@ -53,6 +53,7 @@ __all__ = [
     "Capabilities",
     "ClosingContext",
     "Generator",
+    "LightningDeprecationWarning",
     "ProviderOption",
     "SandboxEndpoints",
     "for_client_request",
@@ -80,6 +81,11 @@ class Capabilities(BaseModel):
     seed: bool = True
     negative_prompt: bool = False
     guidance: bool = False
+
+    @field_serializer("native_steps", "emulated_steps", "formats", "converted_formats", when_used="json")
+    def _sorted(self, values: frozenset[Any]) -> list[Any]:
+        """Sets as sorted lists in JSON (e.g. /v1/capabilities), so every listing reads the same."""
+        return sorted(values)
 
     @property
     def steps(self) -> frozenset[int]:
@@ -404,6 +410,10 @@ class SandboxEndpoints(Protocol):
     def fal_rest_url(self) -> str: ...
 
 
+class LightningDeprecationWarning(DeprecationWarning):
+    """A deprecated spelling of this package's own API (an old argument name, positional arguments)."""
+
+
 def legacy_arguments(owner: str, values: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
     """Map deprecated positional arguments onto their keyword names (with a DeprecationWarning)."""
     if not values:
@@ -412,7 +422,7 @@ def legacy_arguments(owner: str, values: Sequence[Any], names: Sequence[str]) ->
         raise TypeError(f"{owner}() takes at most {len(names)} positional arguments ({len(values)} given)")
     warnings.warn(
         f"positional arguments to {owner}() are deprecated; pass them by keyword ({', '.join(names[: len(values)])}=)",
-        DeprecationWarning,
+        LightningDeprecationWarning,
         stacklevel=3,
     )
     return dict(zip(names, values, strict=False))
@@ -424,7 +434,7 @@ def renamed_argument(owner: str, old: str, old_value: Any, new: str, new_value: 
         return new_value
     if new_value is not None:
         raise TypeError(f"{owner}() got both {new}= and its deprecated spelling {old}=; pass only {new}=")
-    warnings.warn(f"{owner}({old}=...) is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
+    warnings.warn(f"{owner}({old}=...) is deprecated; use {new}=", LightningDeprecationWarning, stacklevel=3)
     return old_value
 
 

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lightning_client._suggest import did_you_mean
 from lightning_client.errors import InvalidRequestError
 
 __all__ = [
@@ -133,8 +134,13 @@ def _describe(error: Any) -> tuple[str, str]:
         return field, f"{field}: {reason}" + (f"; allowed: {accepted}" if accepted else "")
     if error.get("type") == "extra_forbidden":
         allowed = ", ".join(sorted(GenerationRequest.model_fields))
-        return field, f"unknown field {field!r}; the fields are: {allowed}"
+        return (
+            field,
+            f"unknown field {field!r}{did_you_mean(field, GenerationRequest.model_fields)}; the fields are: {allowed}",
+        )
     accepted = _ALLOWED.get(field)
+    if error.get("type") == "missing":  # its input is the whole body: not worth repeating
+        return field, f"{field} is required" + (f"; allowed: {accepted}" if accepted else "")
     if error.get("type") == "string_too_long":
         return field, f"{field} has {len(error.get('input', ''))} characters; allowed: {accepted or reason}"
     shown = repr(error.get("input"))

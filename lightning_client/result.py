@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lightning_client._money import format_usd
+
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
@@ -107,13 +109,6 @@ class Cost(BaseModel):
 
     def __str__(self) -> str:
         return format_usd(self.usd, self.known_usd)
-
-
-def format_usd(usd: float | None, known_usd: float = 0.0) -> str:
-    """Dollars for people: "$0.0040", "unknown", or "unknown (at least $0.0040)" -- never $0 for an unknown."""
-    if usd is None:
-        return f"unknown (at least {format_usd(known_usd)})" if known_usd else "unknown"
-    return f"${usd:.6f}" if 0 < usd < 0.001 else f"${usd:.4f}"
 
 
 class Attempt(BaseModel):

@@ -17,6 +17,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Third-party DeprecationWarnings that pyproject's filterwarnings ignores by module stay ignored under
+    `-W error::DeprecationWarning` too (a command-line filter outranks the ini list, a test's mark outranks both)."""
+    ignored = [f for f in config.getini("filterwarnings") if f.startswith("ignore::DeprecationWarning:")]
+    for item in items:
+        for entry in ignored:
+            item.add_marker(pytest.mark.filterwarnings(entry))
+
+
 @pytest.fixture
 def script_module() -> Callable[[str], ModuleType]:
     """Loads a file of the repository that is in no package (a benchmark script, another test file) by its

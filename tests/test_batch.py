@@ -30,10 +30,10 @@ from lightning_client.testing.sandbox import ProviderHandle, Sandbox
 
 
 def _router(sandbox: Sandbox, *, fal_only: bool = False) -> lc.Router:
-    fal = lc.FalGenerator(key="sandbox:key", queue_url=sandbox.fal_url, rest_url=sandbox.fal_rest_url)
+    fal = lc.FalGenerator(api_key="sandbox:key", base_url=sandbox.fal_url, rest_url=sandbox.fal_rest_url)
     if fal_only:
         return lc.Router([fal])
-    rep = lc.ReplicateGenerator(api_token="r8_sandbox", base_url=sandbox.replicate_url)
+    rep = lc.ReplicateGenerator(api_key="r8_sandbox", base_url=sandbox.replicate_url)
     return lc.Router([rep, fal])
 
 
@@ -161,7 +161,7 @@ async def test_provider_concurrency_limit_holds(
 ) -> None:
     fal_sandbox.configure(inference_s=0.2)
     fal = lc.FalGenerator(
-        key="sandbox:key", queue_url=lightning_sandbox.fal_url, rest_url=lightning_sandbox.fal_rest_url
+        api_key="sandbox:key", base_url=lightning_sandbox.fal_url, rest_url=lightning_sandbox.fal_rest_url
     )
     limited = LimitedGenerator(fal, concurrency=2)
     peak = 0

@@ -63,7 +63,9 @@ def test_the_example_file_builds_a_router_that_serves_a_request(sb: Sandbox, tmp
     assert router.config is not None and router.config.source == str(EXAMPLE)
     assert [row.provider for row in router.ledger.summary()] == ["replicate"]
     router.ledger.close()
-    assert (tmp_path / "lightning-ledger.sqlite").exists()  # the [ledger] path, relative to the working directory
+    assert (
+        tmp_path / "out" / "lightning-ledger.sqlite"
+    ).exists()  # the [ledger] path, relative to the working directory
 
 
 def test_the_example_names_an_unset_secret_variable(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,7 +238,7 @@ def test_the_cli_reads_the_config_from_the_environment_variable(sb: Sandbox, tmp
     done = cli(["generate", "a cat", "--size", "256x256", "--provider", "fal", "--out", "out"], tmp_path, env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sb.fal.stats()["created"] == 1  # --provider picks a configured generator by name
-    assert (tmp_path / "lightning-ledger.sqlite").exists()
+    assert (tmp_path / "out" / "lightning-ledger.sqlite").exists()
 
 
 def test_the_cli_reports_a_bad_config_in_one_line_with_exit_2(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from lightning_client._suggest import did_you_mean
 from lightning_client.errors import InvalidRequestError
 from lightning_client.request import GenerationRequest
 
@@ -18,6 +19,8 @@ __all__ = ["BatchFileError", "BatchItem", "file_stem", "load_items", "parse_item
 
 #: Turns a provider name as written in a line into the registered one, or raises ValueError.
 ProviderLookup = Callable[[str], str]
+#: Fields a batch line may hold besides the `GenerationRequest` fields.
+BATCH_FIELDS = ("id", "provider", "providers")
 
 
 class BatchFileError(InvalidRequestError):
@@ -138,6 +141,18 @@ def parse_items(
     return items
 
 
+def _check_names(fields: Mapping[str, Any]) -> None:
+    """Unknown field names as the line wrote them, each with a suggestion, and every field a line may hold."""
+    request_fields = sorted(GenerationRequest.model_fields)
+    unknown = [name for name in fields if name not in GenerationRequest.model_fields and name not in BATCH_FIELDS]
+    if unknown:
+        named = "; ".join(f"unknown field {n!r}{did_you_mean(n, [*request_fields, *BATCH_FIELDS])}" for n in unknown)
+        raise InvalidRequestError(
+            f"{named}; the fields are: {', '.join(request_fields)}, and for batch lines {', '.join(BATCH_FIELDS)}",
+            field=unknown[0],
+        )
+
+
 def _parse_line(
     text: str, number: int, seen: Mapping[str, int], defaults: Mapping[str, Any], lookup: ProviderLookup | None
 ) -> BatchItem:
@@ -150,6 +165,7 @@ def _parse_line(
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object or string, got {type(record).__name__}")
     fields = dict(record)
+    _check_names(fields)
     explicit_id = fields.pop("id", None)
     providers: tuple[str, ...] | None = None
     if "providers" in fields:

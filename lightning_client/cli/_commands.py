@@ -1,4 +1,5 @@
-"""Command classes behind the typer app: one-line usage errors (exit 2) and boolean options shown as flags."""
+"""Command classes behind the typer app: one-line usage errors (exit 2), boolean options shown as flags,
+whole command summaries in help."""
 
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ class Group(TyperGroup):
         if command is not None:
             _flags_without_type(command.get_params(ctx))
         return command
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Each command with its first help sentence in full, wrapped (click cuts it to the width with '...')."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         try:

@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, Union
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import Progress, TaskID
 
 from lightning_client import _background
+from lightning_client._money import format_usd
+from lightning_client._suggest import did_you_mean
 from lightning_client._sync import INTERRUPT_WAIT_S
 from lightning_client.batching.items import BatchFileError
 from lightning_client.credentials import get_logger, mask_secrets
 from lightning_client.errors import ConfigurationError, InvalidRequestError, LightningError
-from lightning_client.result import format_usd
 
 if TYPE_CHECKING:
     from lightning_client.generator import Generator
@@ -30,12 +31,31 @@ T = TypeVar("T")
 
 logger = get_logger("lightning_client.cli")
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+#: Width of output that is not a terminal (a pipe, a CI log) when COLUMNS does not say: wide enough that no table is cut.
+PIPE_WIDTH = 1000
+
+
+class WideWhenPiped(Console):
+    """A rich console that, writing to a pipe or file without COLUMNS set, never narrows tables to 80 columns."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not self.is_terminal and "COLUMNS" not in self._environ:
+            return ConsoleDimensions(PIPE_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
+console = WideWhenPiped(highlight=False)
+err_console = WideWhenPiped(stderr=True, highlight=False)
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 UseSandbox = Annotated[
-    bool, typer.Option("--sandbox", help="Start an in-process provider sandbox (offline, no keys, no cost).")
+    bool, typer.Option("--sandbox", help="Start an in-process provider sandbox (offline, no keys, nothing billed).")
 ]
 SandboxUrl = Annotated[
     str | None,
@@ -154,30 +174,44 @@ def parse_policy(text: str) -> str:
     return name
 
 
+def provider_choices(*, auto: bool = False) -> str:
+    """The one wording of the provider choices: "auto or one of a, b" or "a comma-separated list of a, b"."""
+    from lightning_client.registry import provider_kinds
+
+    kinds = ", ".join(provider_kinds())
+    return f"auto or one of {kinds}" if auto else f"a comma-separated list of {kinds}"
+
+
 def provider_name(text: str) -> str:
-    """The registered provider kind for `text`, case-insensitive (ValueError lists every kind)."""
+    """The registered provider kind for `text`, case-insensitive (ValueError lists every kind, with a suggestion)."""
     from lightning_client.errors import UnknownProviderError
     from lightning_client.registry import provider_kinds
 
     kind = text.strip().lower()
     if kind not in provider_kinds():
-        raise UnknownProviderError(f"provider {text!r} is unknown; allowed: {', '.join(provider_kinds())}")
+        raise UnknownProviderError(
+            f"provider {text!r} is unknown{did_you_mean(kind, provider_kinds())}; allowed: {', '.join(provider_kinds())}"
+        )
     return kind
 
 
-def parse_providers(text: str, *, option: str = "--providers") -> list[str]:
-    """'Acme,other,acme' -> ['acme', 'other']: registered kinds, case-insensitive, duplicates dropped."""
-    from lightning_client.registry import provider_kinds
+def parse_providers(text: str, *, option: str = "--providers", single: bool = False) -> list[str]:
+    """'Acme,other,acme' -> ['acme', 'other']: registered kinds, case-insensitive, duplicates dropped.
 
-    names = [p for p in text.split(",") if p.strip()]
+    With `single` (`--provider`), exactly one kind, and the message offers auto too.
+    """
+    names = [p.strip() for p in text.split(",") if p.strip()]
     try:
-        if not names:
-            raise ValueError("no provider given")
+        if not names or (single and len(names) > 1):
+            raise ValueError("one provider" if single else "no provider given")
         kinds = [provider_name(p) for p in names]
     except ValueError:
+        from lightning_client.registry import provider_kinds
+
+        wrong = next((n for n in names if n.lower() not in provider_kinds()), None)
+        unknown = did_you_mean(wrong, provider_kinds()) if wrong else ""
         raise typer.BadParameter(
-            f"{text!r} is invalid; allowed: a comma-separated list of {', '.join(provider_kinds())}",
-            param_hint=option,
+            f"{text!r} is invalid{unknown}; allowed: {provider_choices(auto=single)}", param_hint=option
         ) from None
     return list(dict.fromkeys(kinds))
 
@@ -216,14 +250,16 @@ def parse_options(values: Sequence[str] | None, providers: Sequence[str]) -> dic
     return chosen
 
 
-def parse_steps(text: str) -> list[int]:
+def parse_steps(text: str, *, option: str = "--steps") -> list[int]:
     """'1,2,4,8' -> [1, 2, 4, 8]."""
     try:
         steps = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         steps = []
     if not steps or any(s not in (1, 2, 4, 8) for s in steps):
-        raise typer.BadParameter(f"{text!r} is invalid; allowed: 1, 2, 4 or 8, comma-separated (e.g. 1,2,4,8)")
+        raise typer.BadParameter(
+            f"{text!r} is invalid; allowed: 1, 2, 4 or 8, comma-separated (e.g. 1,2,4,8)", param_hint=option
+        )
     return list(dict.fromkeys(steps))
 
 
@@ -492,9 +528,16 @@ def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
     logger.debug("%s: %s", context.get("message", "event loop error"), error_line(error) if error else "")
 
 
-def usd(value: float | None) -> str:
-    """Dollars with 4 decimals, or 6 for sub-tenth-of-a-cent amounts; None is an unknown cost, never $0."""
-    return format_usd(value)
+def usd(value: float | None, known: float = 0.0, *, estimated: bool = False) -> str:
+    """Dollars as every table prints them (`format_usd`): never $0 for a non-zero or unknown cost."""
+    return format_usd(value, known, estimated=estimated)
+
+
+def per_image(value: float | None, *, unknown: bool, estimated: bool) -> str:
+    """A $/image cell: "unknown" when some cost is, "–" when no image was delivered."""
+    if unknown:
+        return "unknown"
+    return "–" if value is None else usd(value, estimated=estimated)
 
 
 def seconds(value: float | None) -> str:

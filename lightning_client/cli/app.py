@@ -12,6 +12,8 @@ app = typer.Typer(
     help="SDXL-Lightning over hosted providers and your own GPU: generate, compare, batch, serve, mcp, sandbox, demo.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    # Plain help (click's): it wraps at any width, where rich's option tables cut long names at 80 columns.
+    rich_markup_mode=None,
 )
 
 

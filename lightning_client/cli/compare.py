@@ -33,6 +33,7 @@ from lightning_client.cli._common import (
     parse_options,
     parse_providers,
     parse_steps,
+    per_image,
     progress_bar,
     run,
     size_fields,
@@ -79,7 +80,7 @@ def stats_table(rows: Sequence[ResultRow], title: str) -> Table:
             _number(s.p50_s),
             _number(s.p95_s),
             _number(s.inference_p50_s),
-            "unknown" if s.unknown_costs else _number(s.cost_per_image, 4),
+            per_image(s.cost_per_image, unknown=bool(s.unknown_costs), estimated=s.cost_estimated),
         )
     return table
 
@@ -195,7 +196,9 @@ def compare(
         notes = [
             f"providers: {', '.join(chosen)}; steps: {', '.join(map(str, step_list))}; "
             f"prompts: {len(prompts)}; repeats: {repeats}",
-            "backend: sandbox (emulated providers, no cost)" if sandbox or sandbox_url else "backend: live providers",
+            "backend: sandbox (emulated providers: nothing is billed; costs are priced as the live providers would bill)"
+            if sandbox or sandbox_url
+            else "backend: live providers",
         ]
         files = await write_report_async(rows, out, title="SDXL-Lightning provider comparison", notes=notes)
         console.print(stats_table(rows, "comparison"))

@@ -134,10 +134,8 @@ def generate(
     chosen = (
         None
         if provider.strip().lower() == "auto" or config is not None
-        else parse_providers(provider, option="--provider")
+        else parse_providers(provider, option="--provider", single=True)
     )
-    if chosen is not None and len(chosen) != 1:
-        raise typer.BadParameter("give one provider, or auto", param_hint="--provider")
     if chosen is not None and (sandbox or sandbox_url) and not provider_class(chosen[0]).sandboxed:
         raise typer.BadParameter(f"the sandbox does not emulate {chosen[0]}; drop --sandbox", param_hint="--sandbox")
     fields: dict[str, Any] = {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import sqlite3
 from pathlib import Path
 from typing import Annotated
@@ -22,15 +25,20 @@ from lightning_client.cli._common import (
     fail,
     maybe_sandbox,
     open_configured_router,
+    per_image,
     run,
+    usd,
 )
 from lightning_client.errors import ConfigurationError
-from lightning_client.ledger import Ledger
+from lightning_client.ledger import Ledger, ProviderSummary
 from lightning_client.state import is_url
 from lightning_client.state.recovery import Recovered
 
 ledger_app = typer.Typer(
-    cls=Group, help="Summaries, exports and crash recovery of an attempt ledger.", no_args_is_help=True
+    cls=Group,
+    help="Summaries, exports and crash recovery of an attempt ledger.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 LedgerFile = Annotated[
@@ -59,39 +67,66 @@ def _number(value: float | None, digits: int = 2) -> str:
 
 
 def summary_table(ledger: Ledger) -> Table:
-    """Per provider: attempts by outcome, success rate, latency percentiles (s) and cost ($)."""
+    """Per provider: attempts by outcome (sent = ok + failed + cancel + unknown), success, latency (s), cost ($)."""
     table = Table(
         title=f"ledger {ledger.where}",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
-        caption="seconds of successful attempts; dollars include failed attempts",
+        caption="unknown: the outcome is not known (the job may have run); success = ok / (ok + failed + unknown); "
+        "seconds of successful attempts; dollars include failed attempts",
     )
-    headers = ("provider", "sent", "ok", "failed", "cancel", "success", "p50", "p95", "$/image", "total $")
+    headers = (
+        "provider",
+        *("sent", "ok", "failed", "cancel", "unknown", "success"),
+        *("p50", "p95", "p99", "$/image", "total $"),
+    )
     for header in headers:
-        table.add_column(header, justify="left" if header == "provider" else "right")
+        table.add_column(header, justify="left" if header == "provider" else "right", no_wrap=True)
     for s in ledger.summary():
+        # Attempts never finished (no outcome recorded) are unknown too, so the columns add up.
+        unknown = s.count - s.succeeded - s.failed - s.canceled
         table.add_row(
             s.provider,
-            str(s.count),
-            str(s.succeeded),
-            str(s.failed),
-            str(s.canceled),
+            *(str(n) for n in (s.count, s.succeeded, s.failed, s.canceled, unknown)),
             "–" if s.success_rate is None else f"{s.success_rate:.0%}",
-            _number(s.p50_s),
-            _number(s.p95_s),
-            "unknown" if s.unknown_costs else _number(s.cost_per_image, 4),
-            f"unknown (>= {s.known_cost:.4f})" if s.unknown_costs else _number(s.total_cost, 4),
+            *(_number(p) for p in (s.p50_s, s.p95_s, s.p99_s)),
+            per_image(s.cost_per_image, unknown=bool(s.unknown_costs), estimated=s.cost_estimated),
+            usd(s.total_cost, s.known_cost, estimated=s.cost_estimated and not s.unknown_costs),
         )
     return table
 
 
+def _machine_summary(ledger: Ledger, chosen: str) -> str:
+    """The summary rows as JSON (a list of objects) or CSV; unknown numbers are null / empty, never 0."""
+    rows = [s.model_dump(mode="json") for s in ledger.summary()]
+    if chosen == "json":
+        return json.dumps(rows, indent=2)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(ProviderSummary.model_fields), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return buffer.getvalue().rstrip("\n")
+
+
 @ledger_app.command()
-def summary(ledger: LedgerFile, debug: Debug = False) -> None:
+def summary(
+    ledger: LedgerFile,
+    summary_format: Annotated[
+        str, typer.Option("--format", help="table (for people), csv or json (for machines: every field, unrounded).")
+    ] = "table",
+    debug: Debug = False,
+) -> None:
     """Per provider: attempts, success rate, p50/p95/p99 latency and cost per image."""
+    chosen = summary_format.strip().lower()
+    if chosen not in ("table", "csv", "json"):
+        raise typer.BadParameter(f"{summary_format!r} is invalid; allowed: table, csv or json", param_hint="--format")
     book = _open(ledger, debug)
     with book:
+        if chosen != "table":
+            typer.echo(_machine_summary(book, chosen))
+            return
         if not len(book):
             console.print(f"{escape(str(ledger))}: no attempts recorded")
             return

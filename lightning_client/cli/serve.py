@@ -35,7 +35,7 @@ def serve(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", exists=True, dir_okay=False, help="Configuration file: its router, and its \\[server] table."
+            "--config", exists=True, dir_okay=False, help="Configuration file: its router, and its [server] table."
         ),
     ] = None,
     sandbox: Annotated[
@@ -115,7 +115,7 @@ def serve(
         typer.Option("--address", help="With --ray: join this Ray cluster ('auto': the one on this machine)."),
     ] = None,
     replicas: Annotated[
-        int | None, typer.Option("--replicas", min=1, help="With --ray: worker replicas (default: \\[ray] or 1).")
+        int | None, typer.Option("--replicas", min=1, help="With --ray: worker replicas (default: [ray] or 1).")
     ] = None,
     device: Annotated[
         str, typer.Option("--device", help="With --ray: the replicas' torch device (auto, cpu, cuda, ...).")

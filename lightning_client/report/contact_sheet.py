@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lightning_client._money import format_usd
+from lightning_client.report.labels import plural, steps_label
 from lightning_client.report.rows import ResultRow
-from lightning_client.result import format_usd
 
 if TYPE_CHECKING:
     from PIL.ImageFont import FreeTypeFont, ImageFont
@@ -18,7 +19,7 @@ __all__ = ["slug", "write_contact_sheets"]
 
 TILE = 224
 PAD = 12
-HEADER = 28
+HEADER = 40
 CAPTION = 34
 BACKGROUND = (250, 250, 250)
 INK = (30, 30, 30)
@@ -41,13 +42,14 @@ def _font(size: int) -> FreeTypeFont | ImageFont:
         return ImageFont.load_default()
 
 
-def _caption(row: ResultRow | None) -> str:
-    if row is None:
-        return "not run"
+def caption(row: ResultRow | None, provider: str, column_repeats: int) -> str:
+    if row is None:  # this column ran fewer repeats than another one
+        return f"not run: {provider} ran {plural(column_repeats, 'repeat')}"
     if not row.succeeded:
         return f"{row.outcome}: {row.error_type or ''}"
     latency = "" if row.total_s is None else f" · {row.total_s:.2f} s"
-    return f"seed {row.seed}{latency} · {format_usd(row.cost_usd, row.cost_known_usd)}"
+    estimated = row.cost_estimated and row.cost_usd != 0.0
+    return f"seed {row.seed}{latency}\n{format_usd(row.cost_usd, row.cost_known_usd, estimated=estimated)}"
 
 
 def _sheet(prompt: str, rows: Sequence[ResultRow], base: Path, path: Path) -> Path:
@@ -71,8 +73,11 @@ def _sheet(prompt: str, rows: Sequence[ResultRow], base: Path, path: Path) -> Pa
         draw.text((PAD, PAD + 22 * i), line, fill=INK, font=title_font)
     for c, (provider, steps) in enumerate(columns):
         x = PAD + c * (TILE + PAD)
-        label = f"{provider} · {steps} steps" if multi_steps else provider
-        draw.text((x, top), label, fill=INK, font=label_font)
+        emulated = any(r.steps_emulated for r in rows if (r.provider, r.steps) == (provider, steps))
+        label = steps_label(provider, steps if multi_steps or emulated else None, emulated)
+        column_repeats = len({r.repeat for r in rows if (r.provider, r.steps) == (provider, steps)})
+        # "(emulated)" goes on its own line so a long label stays inside its column.
+        draw.multiline_text((x, top), label.replace(" (emulated)", "\n(emulated)"), fill=INK, font=label_font)
         for r, repeat in enumerate(repeats):
             y = top + HEADER + r * (TILE + CAPTION + PAD)
             row = cells.get((provider, steps, repeat))
@@ -85,7 +90,7 @@ def _sheet(prompt: str, rows: Sequence[ResultRow], base: Path, path: Path) -> Pa
             else:
                 draw.rectangle((x, y, x + TILE - 1, y + TILE - 1), fill=FAILED)
                 draw.text((x + 10, y + TILE // 2 - 8), "no image", fill=MUTED, font=label_font)
-            draw.text((x, y + TILE + 6), _caption(row), fill=MUTED, font=small_font)
+            draw.multiline_text((x, y + TILE + 4), caption(row, provider, column_repeats), fill=MUTED, font=small_font)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, format="PNG")
     return path

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning_client._money import format_usd
+from lightning_client.report.labels import plural
 from lightning_client.report.rows import ResultRow
 from lightning_client.report.stats import GroupStats, group_stats
-from lightning_client.result import format_usd
 
 __all__ = ["failovers", "write_markdown"]
 
@@ -16,24 +17,19 @@ def _seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f} s"
 
 
-def _usd(value: float | None, estimated: bool) -> str:
-    if value is None:
-        return "–"
-    return f"${value:.4f}" + (" (est.)" if estimated else "")
-
-
 def _per_image(s: GroupStats) -> str:
     if s.unknown_costs:
-        return f"unknown ({s.unknown_costs} attempt(s) of unknown cost)"
-    return _usd(s.cost_per_image, s.cost_estimated)
+        return f"unknown ({plural(s.unknown_costs, 'attempt')} of unknown cost)"
+    return "–" if s.cost_per_image is None else format_usd(s.cost_per_image, estimated=s.cost_estimated)
 
 
 def _total(rows: Sequence[ResultRow]) -> str:
     known = sum(r.cost_known_usd for r in rows)
     unknown = sum(r.cost_usd is None for r in rows)
     if unknown:
-        return f"{format_usd(None, known)}; {unknown} attempt(s) of unknown cost"
-    return f"${known:.4f}"
+        return f"{format_usd(None, known)}; {plural(unknown, 'attempt')} of unknown cost"
+    estimated = any(r.cost_estimated for r in rows if r.cost_usd != 0.0)
+    return format_usd(known, estimated=estimated)
 
 
 def failovers(rows: Sequence[ResultRow]) -> int:
@@ -118,7 +114,8 @@ def write_markdown(
             not_sent.setdefault((row.provider, row.steps), []).append(row)
         for (provider, steps), group in not_sent.items():
             why = group[0].error_message or group[0].note or "not eligible"
-            lines.append(f"- {provider} · {steps} steps: not attempted x{len(group)} (first reason: {why})")
+            where = provider if steps is None else f"{provider} · {plural(steps, 'step')}"
+            lines.append(f"- {where}: not attempted x{len(group)} (first reason: {why})")
         lines.append("")
     if plots:
         lines += ["## Plots", ""]

@@ -10,12 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_client._money import format_usd
+from lightning_client.report.labels import provider_color, steps_label
 from lightning_client.report.rows import ResultRow
-from lightning_client.report.stats import group_stats
+from lightning_client.report.stats import GroupStats, group_stats
 
 __all__ = ["plots_available", "write_plots"]
 
-_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
+#: Phases of the latency breakdown: greys and one accent, so they are not read as providers.
+_PHASE_COLORS = ("#B0B0B0", "#4A4A4A", "#8FA8C8", "#E2E2E2")
+_LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def plots_available() -> bool:
@@ -36,19 +40,32 @@ def _figure(width: float, height: float) -> Any:
 def _label(row: ResultRow, multi_steps: bool) -> str:
     if row.steps is None or not (multi_steps or row.steps_emulated):
         return row.provider
-    return f"{row.provider} · {row.steps} steps" + (" (emulated)" if row.steps_emulated else "")
+    return steps_label(row.provider, row.steps, row.steps_emulated)
+
+
+def _tick_label(label: str) -> str:
+    """A bar's x label on two lines (provider, then steps) so neighbours never overlap."""
+    return label.replace(" · ", "\n", 1)
 
 
 def latency_cdf(rows: Sequence[ResultRow], path: Path) -> Path:
     """Empirical CDF of end-to-end latency of successful attempts, one line per provider (x steps)."""
     multi = len({r.steps for r in rows}) > 1
     series: dict[str, list[float]] = {}
+    providers: dict[str, str] = {}
     for row in rows:
         if row.succeeded and row.total_s is not None:
-            series.setdefault(_label(row, multi), []).append(row.total_s)
+            label = _label(row, multi)
+            series.setdefault(label, []).append(row.total_s)
+            providers[label] = row.provider
     fig = _figure(7, 4.2)
     ax = fig.add_subplot()
-    for i, (label, values) in enumerate(series.items()):
+    seen: dict[str, int] = {}
+    for label, values in series.items():
+        provider = providers[label]
+        # One colour per provider; its step counts differ by line style.
+        style = _LINE_STYLES[seen.get(provider, 0) % len(_LINE_STYLES)]
+        seen[provider] = seen.get(provider, 0) + 1
         ordered = sorted(values)
         fractions = [(k + 1) / len(ordered) for k in range(len(ordered))]
         ax.step(
@@ -56,7 +73,8 @@ def latency_cdf(rows: Sequence[ResultRow], path: Path) -> Path:
             [0.0, *fractions],
             where="post",
             label=f"{label} (n={len(ordered)})",
-            color=_COLORS[i % len(_COLORS)],
+            color=provider_color(provider),
+            linestyle=style,
         )
     ax.set_xlabel("end-to-end latency (s)")
     ax.set_ylabel("fraction of images")
@@ -71,20 +89,34 @@ def latency_cdf(rows: Sequence[ResultRow], path: Path) -> Path:
     return path
 
 
+def cost_note(s: GroupStats) -> str:
+    """The label above a bar: its dollars, or why there is no bar."""
+    if s.unknown_costs:
+        return "cost unknown"
+    if s.cost_per_image is None:
+        return "no image"
+    return format_usd(s.cost_per_image, estimated=s.cost_estimated)
+
+
 def cost_per_image(rows: Sequence[ResultRow], path: Path) -> Path:
-    """Bar chart of dollars per delivered image, per provider x steps."""
-    stats = [s for s in group_stats(rows) if s.cost_per_image is not None]
-    fig = _figure(7, 4.2)
+    """Bar chart of dollars per delivered image, per provider x steps; a group without a figure says why."""
+    stats = group_stats(rows)
+    fig = _figure(max(7.0, 1.1 * len(stats) + 1.5), 4.2)
     ax = fig.add_subplot()
-    labels = [s.label for s in stats]
+    labels = [_tick_label(s.label) for s in stats]
     values = [s.cost_per_image or 0.0 for s in stats]
-    bars = ax.bar(labels, values, color=[_COLORS[i % len(_COLORS)] for i in range(len(stats))])
-    ax.bar_label(bars, labels=[f"${v:.4f}" for v in values], padding=3)
+    bars = ax.bar(labels, values, color=[provider_color(s.provider) for s in stats])
+    ax.bar_label(bars, labels=[cost_note(s) for s in stats], padding=3, fontsize="small")
     ax.set_ylabel("USD per image")
     ax.set_title("Cost per image (failed attempts included)")
     ax.margins(y=0.2)
     ax.grid(axis="y", alpha=0.3)
-    ax.tick_params(axis="x", labelrotation=15)
+    if len(stats) > 6:
+        ax.tick_params(axis="x", labelrotation=30)
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
+    if not stats:
+        ax.text(0.5, 0.5, "no attempts", ha="center", va="center", transform=ax.transAxes)
     fig.savefig(path, format="png")
     return path
 
@@ -104,7 +136,7 @@ def latency_breakdown(rows: Sequence[ResultRow], path: Path) -> Path:
         parts["other"].append(max((s.p50_s or 0.0) - queue - inference - download, 0.0))
     left = [0.0] * len(stats)
     for i, (name, values) in enumerate(parts.items()):
-        ax.barh(labels, values, left=left, label=name, color=_COLORS[i])
+        ax.barh(labels, values, left=left, label=name, color=_PHASE_COLORS[i])
         left = [a + b for a, b in zip(left, values, strict=True)]
     ax.invert_yaxis()
     ax.set_xlabel("median seconds")

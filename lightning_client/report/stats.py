@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pydantic import BaseModel
 
 from lightning_client.ledger import percentile
+from lightning_client.report.labels import steps_label
 from lightning_client.report.rows import ResultRow
 
 __all__ = ["GroupStats", "group_stats"]
@@ -42,9 +43,7 @@ class GroupStats(BaseModel):
 
     @property
     def label(self) -> str:
-        if self.steps is None:
-            return self.provider
-        return f"{self.provider} · {self.steps} steps" + (" (emulated)" if self.steps_emulated else "")
+        return steps_label(self.provider, self.steps, self.steps_emulated)
 
     @property
     def success_rate(self) -> float:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING
 
+from lightning_client._money import format_usd
 from lightning_client.errors import BudgetExceededError
 from lightning_client.result import Attempt
 
@@ -118,12 +119,12 @@ class Budget:
         if left <= 0 or expected_usd > left:
             limits = []
             if self.total_usd is not None:
-                limits.append(f"total ${self.total_usd:.4f} (spent ${self._spent:.4f})")
+                limits.append(f"total {format_usd(self.total_usd)} (spent {format_usd(self._spent)})")
             if self.per_day_usd is not None:
-                limits.append(f"per day ${self.per_day_usd:.4f} (spent today ${self._spent_today:.4f})")
+                limits.append(f"per day {format_usd(self.per_day_usd)} (spent today {format_usd(self._spent_today)})")
             raise BudgetExceededError(
-                f"{what}: expected cost ${expected_usd:.4f} exceeds the ${max(left, 0.0):.4f} left of the budget "
-                f"({'; '.join(limits)}; ${self._reserved:.4f} reserved by requests in flight)",
+                f"{what}: expected cost {format_usd(expected_usd)} exceeds the {format_usd(max(left, 0.0))} left of the "
+                f"budget ({'; '.join(limits)}; {format_usd(self._reserved)} reserved by requests in flight)",
                 provider="router",
             )
 

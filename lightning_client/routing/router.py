@@ -826,6 +826,7 @@ class Router(ClosingContext):
 def _union(capabilities: Iterable[Capabilities]) -> Capabilities:
     caps = list(capabilities)
     native = frozenset().union(*(c.native_steps for c in caps))
+    formats = frozenset().union(*(c.formats for c in caps))
     return Capabilities(
         native_steps=native,
         emulated_steps=frozenset().union(*(c.emulated_steps for c in caps)) - native,
@@ -833,8 +834,9 @@ def _union(capabilities: Iterable[Capabilities]) -> Capabilities:
         max_side=max(c.max_side for c in caps),
         max_images=max(c.max_images for c in caps),
         max_images_per_call=max(c.max_images_per_call for c in caps),
-        formats=frozenset().union(*(c.formats for c in caps)),
-        converted_formats=frozenset().union(*(c.converted_formats for c in caps)),
+        formats=formats,
+        # A format some generator serves natively is listed there only.
+        converted_formats=frozenset().union(*(c.converted_formats for c in caps)) - formats,
         seed=any(c.seed for c in caps),
         negative_prompt=any(c.negative_prompt for c in caps),
         guidance=any(c.guidance for c in caps),

@@ -331,7 +331,7 @@ class _PlaygroundSocket:
 
 
 def playground_router() -> APIRouter:
-    """The page at `/`, its script, and the realtime socket `/v1/realtime`, to include in the app."""
+    """The page at `/`, its script and icon, and the realtime socket `/v1/realtime`, to include in the app."""
     router = APIRouter()
     ledger = Ledger()  # for a served generator that keeps none of its own (a Router has one)
 
@@ -342,6 +342,10 @@ def playground_router() -> APIRouter:
     @router.get("/playground.js", include_in_schema=False)
     async def script() -> Response:
         return Response(_asset("playground.js"), media_type="text/javascript")
+
+    @router.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response((_STATIC / "favicon.ico").read_bytes(), media_type="image/x-icon")
 
     @router.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:

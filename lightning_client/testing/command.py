@@ -40,15 +40,19 @@ def load_config(path: Path) -> dict[str, Any]:
         try:
             import tomllib
         except ModuleNotFoundError as exc:  # Python 3.10
-            raise typer.BadParameter(f"{path}: TOML configs need Python 3.11 or later; use JSON") from exc
+            raise typer.BadParameter(
+                f"{path}: TOML configs need Python 3.11 or later; use JSON", param_hint="--config"
+            ) from exc
         data: Any = tomllib.loads(text)
     else:
         data = json.loads(text)
     if not isinstance(data, dict):
-        raise typer.BadParameter(f"{path}: expected an object with keys seed, replicate, fal")
+        raise typer.BadParameter(f"{path}: expected an object with keys seed, replicate, fal", param_hint="--config")
     unknown = set(data) - {"seed", "replicate", "fal"}
     if unknown:
-        raise typer.BadParameter(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: seed, replicate, fal")
+        raise typer.BadParameter(
+            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: seed, replicate, fal", param_hint="--config"
+        )
     for provider in ("replicate", "fal"):
         settings = data.get(provider, {})
         for key in ("inference_s", "queue_s"):
@@ -56,7 +60,7 @@ def load_config(path: Path) -> dict[str, Any]:
                 try:
                     settings[key] = _latency(settings[key])
                 except (TypeError, ValueError) as exc:
-                    raise typer.BadParameter(f"{path}: {provider}.{key}: {exc}") from exc
+                    raise typer.BadParameter(f"{path}: {provider}.{key}: {exc}", param_hint="--config") from exc
     return data
 
 
@@ -85,7 +89,7 @@ def sandbox(
         sb.replicate.configure(**settings.get("replicate", {}))
         sb.fal.configure(**settings.get("fal", {}))
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise typer.BadParameter(str(exc), param_hint="--config") from exc
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

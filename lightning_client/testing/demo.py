@@ -131,7 +131,7 @@ def demo(
                 ledger = router.ledger
                 await asyncio.to_thread(ledger.to_csv, out / "ledger.csv")
                 notes = [
-                    "backend: in-process sandbox (emulated providers, no cost)",
+                    "backend: in-process sandbox (emulated providers: nothing is billed; costs are priced as the live providers would bill)",
                     f"Replicate degraded: {ERROR_RATE:.0%} of its requests answer 503",
                 ]
                 files = await write_report_async(rows, out / "compare", title="Demo: provider comparison", notes=notes)

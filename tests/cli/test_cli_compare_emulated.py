@@ -43,4 +43,4 @@ async def test_marks_come_from_capabilities_not_names(lightning_sandbox: Sandbox
     marked = {(r.provider, r.steps) for r in rows if r.steps_emulated}
     assert marked == {("hosted-a", 1)}
     files = write_report(rows, tmp_path, title="t", notes=[], contact_sheets=False)
-    assert "hosted-a · 1 steps (emulated)" in files.markdown.read_text()
+    assert "hosted-a · 1 step (emulated)" in files.markdown.read_text()

@@ -33,11 +33,26 @@ def test_demo_runs_offline_and_writes_images_reports_and_plots(runner: CliRunner
     with (out / "ledger.csv").open(newline="") as handle:
         ledger_rows = list(csv.DictReader(handle))
     assert any(r["provider"] == "replicate" and r["outcome"] in ("failed", "unknown") for r in ledger_rows)
+    _summary_adds_up(runner, out / "ledger.sqlite")
 
     # Running it again replaces the earlier demo instead of skipping everything.
     again = runner.invoke(app, ["demo", "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert len((out / "batch" / "manifest.jsonl").read_text().splitlines()) == 6
+
+
+def _summary_adds_up(runner: CliRunner, ledger: Path) -> None:
+    """Every row of `ledger summary`: sent == ok + failed + cancel + unknown."""
+    summary = runner.invoke(app, ["ledger", "summary", "--ledger", str(ledger)])
+    assert summary.exit_code == 0, summary.output
+    lines = summary.output.splitlines()
+    header = next(line.split() for line in lines if line.split()[:2] == ["provider", "sent"])
+    assert header[1:6] == ["sent", "ok", "failed", "cancel", "unknown"]
+    rows = [line.split() for line in lines if line.split()[:1] in (["replicate"], ["fal"])]
+    assert len(rows) == 2
+    for row in rows:
+        sent, ok, failed, cancel, unknown = (int(n) for n in row[1:6])
+        assert sent == ok + failed + cancel + unknown, row
 
 
 def test_ledger_summary_and_export(runner: CliRunner, tmp_path: Path) -> None:

@@ -137,8 +137,7 @@ def test_a_token_with_a_trailing_newline_is_stripped_and_never_shown(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="lightning_client")
     ledger = lc.Ledger()
-    with pytest.warns(DeprecationWarning):
-        rep = lc.ReplicateGenerator(api_token="r8_secret\n", base_url=sb.replicate_url)
+    rep = lc.ReplicateGenerator(api_key="r8_secret\n", base_url=sb.replicate_url)
     with lc.Router([rep], ledger=ledger) as router:
         result = router.generate("a cat", **SMALL)
     assert result.images

@@ -30,7 +30,7 @@ def sb(sandbox: Sandbox) -> Sandbox:
 
 
 def make(sb: Sandbox, **kwargs: Any) -> lc.FalGenerator:
-    return lc.FalGenerator(key=KEY, queue_url=sb.fal_url, rest_url=sb.fal_rest_url, **kwargs)
+    return lc.FalGenerator(api_key=KEY, base_url=sb.fal_url, rest_url=sb.fal_rest_url, **kwargs)
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ async def test_pricing_unreachable_falls_back_to_the_price_table(sb: Sandbox) ->
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    async with lc.FalGenerator(key=KEY, queue_url=sb.fal_url, rest_url=closed) as gen:
+    async with lc.FalGenerator(api_key=KEY, base_url=sb.fal_url, rest_url=closed) as gen:
         result = await gen.agenerate(small())
     assert result.cost.usd == pytest.approx(0.002) and result.cost.estimated
     assert "price table" in result.cost.basis
@@ -198,7 +198,7 @@ def test_sync_generate_and_close(sb: Sandbox) -> None:
 async def test_missing_key_names_the_variables_and_sends_nothing(sb: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET"):
         monkeypatch.delenv(name, raising=False)
-    async with lc.FalGenerator(queue_url=sb.fal_url, rest_url=sb.fal_rest_url) as gen:
+    async with lc.FalGenerator(base_url=sb.fal_url, rest_url=sb.fal_rest_url) as gen:
         with pytest.raises(lc.AuthenticationError, match="FAL_KEY_ID and FAL_KEY_SECRET") as info:
             await gen.agenerate(small())
     assert info.value.provider == "fal" and "FAL_KEY" in info.value.message

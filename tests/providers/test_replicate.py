@@ -34,7 +34,7 @@ def sb(sandbox: Sandbox) -> Sandbox:
 
 @pytest.fixture
 async def gen(sb: Sandbox) -> AsyncIterator[lc.ReplicateGenerator]:
-    generator = lc.ReplicateGenerator(api_token=TOKEN, base_url=sb.replicate_url)
+    generator = lc.ReplicateGenerator(api_key=TOKEN, base_url=sb.replicate_url)
     yield generator
     await generator.aclose()
 
@@ -64,7 +64,7 @@ async def test_cost_is_exact_once_the_hardware_is_confirmed(sb: Sandbox) -> None
         replicate_model_hardware={"bytedance/sdxl-lightning-4step": "gpu-a100-large"},
         replicate_hardware_confirmed=frozenset({"bytedance/sdxl-lightning-4step"}),
     )
-    async with lc.ReplicateGenerator(api_token=TOKEN, base_url=sb.replicate_url, prices=prices) as gen:
+    async with lc.ReplicateGenerator(api_key=TOKEN, base_url=sb.replicate_url, prices=prices) as gen:
         result = await gen.agenerate(small())
     assert result.cost.estimated is False and "gpu-a100-large" in result.cost.basis
     assert result.cost.usd > 0
@@ -129,7 +129,7 @@ async def test_six_images_are_split_over_two_concurrent_predictions(sb: Sandbox,
 
 async def test_polling_path_without_prefer_wait(sb: Sandbox) -> None:
     sb.replicate.configure(inference_s=0.3, queue_s=0.2)
-    async with lc.ReplicateGenerator(api_token=TOKEN, base_url=sb.replicate_url, wait_s=0) as gen:
+    async with lc.ReplicateGenerator(api_key=TOKEN, base_url=sb.replicate_url, wait_s=0) as gen:
         result = await gen.agenerate(small())
     assert len(result.images) == 1
     requests = sb.replicate.stats()["requests"]
@@ -140,7 +140,7 @@ async def test_polling_path_without_prefer_wait(sb: Sandbox) -> None:
 
 async def test_converted_format_and_official_model_route(sb: Sandbox) -> None:
     async with lc.ReplicateGenerator(
-        api_token=TOKEN, base_url=sb.replicate_url, model="bytedance/sdxl-lightning-4step"
+        api_key=TOKEN, base_url=sb.replicate_url, model="bytedance/sdxl-lightning-4step"
     ) as gen:
         result = await gen.agenerate(small(output_format="jpeg"))
     assert result.images[0].content_type == "image/jpeg" and result.images[0].data[:3] == b"\xff\xd8\xff"
@@ -172,7 +172,7 @@ async def test_cancel_after_only_for_deadlines_of_at_least_5_s(sb: Sandbox, gen:
 
 
 def test_sync_generate_and_close(sb: Sandbox) -> None:
-    with lc.ReplicateGenerator(api_token=TOKEN, base_url=sb.replicate_url) as gen:
+    with lc.ReplicateGenerator(api_key=TOKEN, base_url=sb.replicate_url) as gen:
         first = gen.generate(small())
         second = gen.generate(small(seed=8))
     assert first.images[0].data != second.images[0].data
@@ -294,7 +294,7 @@ async def test_deadline_during_prefer_wait_then_polling(sb: Sandbox, gen: lc.Rep
 async def test_cancelling_the_task_while_polling_cancels_remotely(sb: Sandbox) -> None:
     sb.replicate.configure(inference_s=5)
     events: list[tuple[str, Attempt]] = []
-    async with lc.ReplicateGenerator(api_token=TOKEN, base_url=sb.replicate_url, wait_s=0) as gen:
+    async with lc.ReplicateGenerator(api_key=TOKEN, base_url=sb.replicate_url, wait_s=0) as gen:
         with observe_attempts(lambda event, attempt: events.append((event, attempt.model_copy()))):
             task = asyncio.ensure_future(gen.agenerate(small()))
             await wait_for(lambda: sb.replicate.stats()["running"] == 1)
@@ -348,7 +348,7 @@ async def test_fault_hang_with_deadline(sb: Sandbox, gen: lc.ReplicateGenerator)
 
 async def test_fault_hang_without_deadline_times_out_the_read_then_adopts(sb: Sandbox) -> None:
     sb.replicate.configure(fault="hang", inference_s=1)
-    async with lc.ReplicateGenerator(api_token=TOKEN, base_url=sb.replicate_url, wait_s=0, timeout=0.5) as gen:
+    async with lc.ReplicateGenerator(api_key=TOKEN, base_url=sb.replicate_url, wait_s=0, timeout=0.5) as gen:
         result = await gen.agenerate(small())
     (job,) = sb.replicate.jobs()
     assert result.request_id == job["id"] and sb.replicate.stats()["created"] == 1

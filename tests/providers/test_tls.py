@@ -12,8 +12,8 @@ REQUEST = lc.GenerationRequest(prompt="a lighthouse", width=512, height=512, see
 
 def _generators(sb: Sandbox) -> list[lc.Generator]:
     return [
-        lc.ReplicateGenerator(api_token="r8_test", base_url=sb.replicate_url),
-        lc.FalGenerator(key="id:secret", queue_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url),
+        lc.ReplicateGenerator(api_key="r8_test", base_url=sb.replicate_url),
+        lc.FalGenerator(api_key="id:secret", base_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url),
     ]
 
 

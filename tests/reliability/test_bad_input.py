@@ -132,12 +132,12 @@ def invalid_fields(fields: dict[str, Any]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def clients(lightning_sandbox: Sandbox) -> Iterator[tuple[lc.ReplicateGenerator, lc.FalGenerator, lc.Router]]:
-    replicate = lc.ReplicateGenerator(api_token="r8_fuzz_token", base_url=lightning_sandbox.replicate_url)
-    fal = lc.FalGenerator(key="fuzz:key", queue_url=lightning_sandbox.fal_url)
+    replicate = lc.ReplicateGenerator(api_key="r8_fuzz_token", base_url=lightning_sandbox.replicate_url)
+    fal = lc.FalGenerator(api_key="fuzz:key", base_url=lightning_sandbox.fal_url)
     router = lc.Router(
         [
-            lc.ReplicateGenerator(api_token="r8_fuzz_token", base_url=lightning_sandbox.replicate_url),
-            lc.FalGenerator(key="fuzz:key", queue_url=lightning_sandbox.fal_url),
+            lc.ReplicateGenerator(api_key="r8_fuzz_token", base_url=lightning_sandbox.replicate_url),
+            lc.FalGenerator(api_key="fuzz:key", base_url=lightning_sandbox.fal_url),
         ]
     )
     yield replicate, fal, router

@@ -248,8 +248,8 @@ def elsewhere() -> Iterator[Hostile]:
 
 def _generator(provider: str, url: str) -> BaseGenerator:
     if provider == "replicate":
-        return lc.ReplicateGenerator(api_token="r8_hostile_token", base_url=url, cancel_timeout_s=1.0)
-    return lc.FalGenerator(key="hostile:key", queue_url=url, rest_url=url, cancel_timeout_s=1.0)
+        return lc.ReplicateGenerator(api_key="r8_hostile_token", base_url=url, cancel_timeout_s=1.0)
+    return lc.FalGenerator(api_key="hostile:key", base_url=url, rest_url=url, cancel_timeout_s=1.0)
 
 
 REQUEST = lc.GenerationRequest(prompt="a red fox", width=256, height=256, seed=1, timeout_s=DEADLINE_S)

@@ -86,8 +86,8 @@ async def test_tokens_never_leak_anywhere(
     sb.replicate.reset()
     sb.fal.reset()
     ledger = lc.Ledger(tmp_path / "ledger.sqlite")
-    replicate = lc.ReplicateGenerator(api_token=REPLICATE_TOKEN, base_url=sb.replicate_url)
-    fal = lc.FalGenerator(key=FAL_KEY, queue_url=sb.fal_url, rest_url=sb.fal_rest_url)
+    replicate = lc.ReplicateGenerator(api_key=REPLICATE_TOKEN, base_url=sb.replicate_url)
+    fal = lc.FalGenerator(api_key=FAL_KEY, base_url=sb.fal_url, rest_url=sb.fal_rest_url)
     router = lc.Router([replicate, fal], ledger=ledger, retries=0)
     texts: dict[str, str] = {"router repr": repr(router), "replicate repr": repr(replicate), "fal repr": repr(fal)}
     results: list[lc.GenerationResult] = []
@@ -153,9 +153,9 @@ async def test_a_provider_that_quotes_the_token_back_does_not_leak_it(
 ) -> None:
     generator: lc.ReplicateGenerator | lc.FalGenerator
     if provider == "replicate":
-        generator = lc.ReplicateGenerator(api_token=REPLICATE_TOKEN, base_url=echo_server)
+        generator = lc.ReplicateGenerator(api_key=REPLICATE_TOKEN, base_url=echo_server)
     else:
-        generator = lc.FalGenerator(key=FAL_KEY, queue_url=echo_server, rest_url=echo_server)
+        generator = lc.FalGenerator(api_key=FAL_KEY, base_url=echo_server, rest_url=echo_server)
     ledger = lc.Ledger()
     try:
         with ledger.observe(), pytest.raises(lc.AuthenticationError) as caught:

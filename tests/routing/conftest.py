@@ -25,13 +25,13 @@ def sb(module_sandbox: Sandbox) -> Sandbox:
 
 @pytest.fixture
 def rep(sb: Sandbox) -> Iterator[lc.ReplicateGenerator]:
-    generator = lc.ReplicateGenerator(api_token="r8_test", base_url=sb.replicate_url)
+    generator = lc.ReplicateGenerator(api_key="r8_test", base_url=sb.replicate_url)
     yield generator
     generator.close()
 
 
 @pytest.fixture
 def fal(sb: Sandbox) -> Iterator[lc.FalGenerator]:
-    generator = lc.FalGenerator(key="fal-test", queue_url=sb.fal_url)
+    generator = lc.FalGenerator(api_key="fal-test", base_url=sb.fal_url)
     yield generator
     generator.close()

@@ -302,7 +302,7 @@ def test_rate_limit_longer_than_the_deadline_fails_over_and_benches(
 def test_outcome_unknown_is_not_resent_to_the_same_provider(
     sb: Sandbox, fal: lc.FalGenerator, dropping_server: DroppingServer
 ) -> None:
-    rep = lc.ReplicateGenerator(api_token="r8_test", base_url=dropping_server.url)
+    rep = lc.ReplicateGenerator(api_key="r8_test", base_url=dropping_server.url)
     alone = lc.Router([rep], retries=3, backoff=wait_fixed(0.01))
     with pytest.raises(lc.AllProvidersFailedError) as caught:
         alone.generate("x", **SMALL)
@@ -452,7 +452,7 @@ def test_refused_connection_fails_over_and_breaker_false_never_opens(sb: Sandbox
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    dead = lc.ReplicateGenerator(api_token="r8_test", base_url=closed)
+    dead = lc.ReplicateGenerator(api_key="r8_test", base_url=closed)
     router = lc.Router([dead, fal], breaker=False, retries=0)
     for _ in range(6):
         result = router.generate("x", **SMALL)

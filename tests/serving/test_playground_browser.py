@@ -13,6 +13,7 @@ import lightning_client as lc
 from lightning_client.serving.app import create_app
 from lightning_client.serving.playground import playground_router
 from lightning_client.serving.runner import ServerThread
+from lightning_client.serving.settings import ServerSettings
 from lightning_client.testing import Sandbox
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is part of the dev environment")
@@ -79,5 +80,49 @@ def test_typing_a_prompt_shows_images_that_follow_it(url: str, tmp_path: Path) -
             shot = tmp_path / "playground.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def keyed_url() -> Iterator[str]:
+    """The playground of a server started with an API key ("k")."""
+    with Sandbox() as sb:
+        router = lc.Router(
+            [
+                lc.FalGenerator(
+                    api_key="sandbox:key", base_url=sb.fal_url, run_url=sb.fal_run_url, rest_url=sb.fal_rest_url
+                )
+            ],
+            retries=0,
+        )
+        app = create_app(router, settings=ServerSettings(api_keys=("k",)), routers=[playground_router()])
+        with ServerThread(app) as base:
+            yield base
+
+
+def test_a_server_with_keys_asks_for_one_and_connects_with_it(keyed_url: str) -> None:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            icon = page.request.get(f"{keyed_url}/favicon.ico")
+            assert icon.status == 200 and icon.headers["content-type"] == "image/x-icon"
+            page.goto(f"{keyed_url}/")
+            expect = sync_api.expect
+            key = page.locator("#api-key")
+            expect(key).to_be_visible(timeout=30_000)
+            expect(page.locator("#status")).to_contain_text("needs an API key")
+            key.fill("wrong")
+            page.locator("#key-form button").click()
+            expect(page.locator("#status")).to_contain_text("refused this API key (401", timeout=30_000)
+            expect(page.locator("#error")).to_contain_text("invalid or missing API key")
+            key.fill("k")
+            page.locator("#key-form button").click()
+            expect(page.locator("#status")).to_have_text("connected", timeout=30_000)
+            expect(key).to_be_hidden()
+            assert page.evaluate("() => sessionStorage.getItem('lightning-client.api-key')") == "k"
+            page.locator("#prompt").press_sequentially("a lighthouse", delay=40)
+            expect(page.locator("#frame")).to_have_attribute("data-prompt", "a lighthouse", timeout=30_000)
         finally:
             browser.close()
