@@ -126,7 +126,7 @@ def test_duration_histogram_and_cost_counter_per_attempt(
     sb: Sandbox, rep: lc.ReplicateGenerator, fal: lc.FalGenerator, reader: InMemoryMetricReader
 ) -> None:
     before = sum(p.value for p in _points(reader, COST_METRIC, "fal"))
-    sb.replicate.configure(error_status=503)
+    sb.replicate.configure(error_status=504)
     router = lc.Router([rep, fal], retries=0)
     result = router.generate("x", **SMALL)
     assert result.attempts[0].outcome == "unknown"
@@ -138,7 +138,7 @@ def test_duration_histogram_and_cost_counter_per_attempt(
     assert served and served[0].attributes["gen_ai.request.model"] == fal.model and served[0].sum > 0
     spent = sum(p.value for p in _points(reader, COST_METRIC, "fal")) - before
     assert spent == pytest.approx(result.attempts[-1].cost.usd)
-    # The 503'd create may have made a job: its cost is unknown, never counted as $0.
+    # The 504 on the create may hide a job: its cost is unknown, never counted as $0.
     assert result.cost.usd is None
     assert any(p.attributes["lightning_client.cost_unknown"] for p in _points(reader, COST_METRIC, "replicate"))
     router.close()
