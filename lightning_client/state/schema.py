@@ -66,20 +66,22 @@ def _v1(db: Migrator) -> None:
     """The attempts table (also completing a table written by an unversioned release)."""
     columns = ", ".join(f"{name} {kind}" for name, kind in COLUMN_TYPES.items())
     db.execute(f"CREATE TABLE IF NOT EXISTS attempts ({columns})")
-    present = db.columns("attempts")
-    for name, kind in COLUMN_TYPES.items():
-        if name not in present:
-            db.execute(f"ALTER TABLE attempts ADD COLUMN {name} {kind}")
+    _add_columns(db, COLUMN_TYPES)
     db.execute("CREATE INDEX IF NOT EXISTS attempts_provider ON attempts (provider)")
     db.execute("CREATE INDEX IF NOT EXISTS attempts_started ON attempts (started_at)")
 
 
-def _v2(db: Migrator) -> None:
-    """Shared budgets, process owners (for recovery and expiring holds) and the request per attempt."""
+def _add_columns(db: Migrator, columns: dict[str, str]) -> None:
+    """Add to `attempts` each of `columns` (name: SQL type) that it lacks."""
     present = db.columns("attempts")
-    for name, kind in V2_COLUMNS.items():
+    for name, kind in columns.items():
         if name not in present:
             db.execute(f"ALTER TABLE attempts ADD COLUMN {name} {kind}")
+
+
+def _v2(db: Migrator) -> None:
+    """Shared budgets, process owners (for recovery and expiring holds) and the request per attempt."""
+    _add_columns(db, V2_COLUMNS)
     db.execute("CREATE INDEX IF NOT EXISTS attempts_budget ON attempts (budget, started_at)")
     db.execute("CREATE INDEX IF NOT EXISTS attempts_open ON attempts (outcome, owner)")
     db.execute(
@@ -106,10 +108,7 @@ def _v3(db: Migrator) -> None:
 
 def _v4(db: Migrator) -> None:
     """The caller's request id, joining a server's ledger to its clients' ledgers."""
-    present = db.columns("attempts")
-    for name, kind in V4_COLUMNS.items():
-        if name not in present:
-            db.execute(f"ALTER TABLE attempts ADD COLUMN {name} {kind}")
+    _add_columns(db, V4_COLUMNS)
 
 
 #: Migration `i + 1` is `MIGRATIONS[i]`.
