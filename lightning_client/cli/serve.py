@@ -99,7 +99,7 @@ def serve(
         list[str] | None,
         typer.Option(
             "--allow-provider-option",
-            help="A PROVIDER.KEY callers may set in provider_options, e.g. fal.expand_prompt (repeatable).",
+            help="A PROVIDER.KEY callers may set in provider_options, e.g. PROVIDER.expand_prompt (repeatable).",
         ),
     ] = None,
     docs: Annotated[

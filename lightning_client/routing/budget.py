@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["HOLD_S", "Budget", "Reservation", "SharedBudget"]
 
-#: How long a shared hold lasts at most when its request sets no `timeout_s` (Replicate's 30-minute job
-#: limit plus a margin); a hold also ends when its process is gone.
+#: How long a shared hold lasts at most when its request sets no `timeout_s` (the longest hosted job
+#: limit, 30 minutes, plus a margin); a hold also ends when its process is gone.
 HOLD_S = 1860.0
 
 
