@@ -59,11 +59,14 @@ def serve(
         typer.Option("--allow-unauthenticated", help="Listen beyond loopback without any API key (not recommended)."),
     ] = False,
     max_queue: Annotated[
-        int | None, typer.Option("--max-queue", min=0, help="Requests that may wait; past it 429 (default 64).")
+        int | None,
+        typer.Option("--max-queue", min=0, help="Requests that may wait; past it 429 (default: from what is served)."),
     ] = None,
     max_concurrency: Annotated[
         int | None,
-        typer.Option("--max-concurrency", min=1, help="Requests handed to the generator at once (default 8)."),
+        typer.Option(
+            "--max-concurrency", min=1, help="Requests handed to the generator at once (default: from what is served)."
+        ),
     ] = None,
     grace_s: Annotated[
         float | None,
@@ -137,12 +140,17 @@ def serve(
             debug=debug,
             code=2,
         )
+    # Admission limits neither given here nor in [server] come from what is served (`serving.limits`).
+    admission = {
+        key: _pick(given, getattr(section, key))
+        for key, given in (("max_queue", max_queue), ("max_concurrency", max_concurrency))
+        if given is not None or key in section.model_fields_set
+    }
     settings = ServerSettings(
         api_keys=tuple(SecretStr(k) for k in keys),
-        max_queue=_pick(max_queue, section.max_queue),
-        max_concurrency=_pick(max_concurrency, section.max_concurrency),
         grace_s=grace_s,
         file_retention_s=_pick(file_retention_s, section.file_retention_s),
+        **admission,
     )
     if ray:
         from lightning_client.serving.ray_command import serve_ray
