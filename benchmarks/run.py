@@ -6,7 +6,8 @@
 Each benchmark is a module here with `run(quick) -> dict`: lag, cpu_cost, concurrency,
 import_time (ours), failover and hedging (the router's), serving (the server's added cost), realtime
 (sessions), ray_scaling (Ray Serve worker replicas on the tiny CPU pipeline), local_batching
-(LocalGenerator's dynamic batching against none, tiny CPU pipeline), plus the sandbox's own throughput
+(LocalGenerator's dynamic batching against none, tiny CPU pipeline), gateway (the server in front of
+hosted fal with its default limits, and one Router at 10,000 in flight), plus the sandbox's own throughput
 script, run as a subprocess. A benchmark that fails is reported as such; the others still run.
 Only the section of docs/benchmarks.md between the run.py markers is rewritten.
 """
@@ -49,6 +50,7 @@ BENCHMARKS = (
     "realtime",
     "ray_scaling",
     "local_batching",
+    "gateway",
 )
 
 
@@ -334,6 +336,63 @@ def _local_batching_targets(report: dict[str, Any]) -> list[Target]:
     ]
 
 
+def _gateway_targets(report: dict[str, Any]) -> list[Target]:
+    goal = report["targets"]
+    vs, lat, scale, clients = report["server_vs_direct"], report["added_latency"], report["scale"], report["clients"]
+    small, large = scale["small"], scale["large"]
+
+    def every_one(row: dict[str, Any]) -> bool:
+        return sum(row["outcomes"].values()) == row.get("requests", row.get("clients")) and not row.get(
+            "unclassified_errors"
+        )
+
+    return [
+        Target(
+            "gateway, 64-way at 0.5 s",
+            f"server (default limits) <= {goal['wall_ratio']:g}x direct wall",
+            f"{vs['wall_server_s']:.2f} vs {vs['wall_direct_s']:.2f} s ({vs['ratio']:.2f}x)",
+            vs["ratio"] <= goal["wall_ratio"],
+        ),
+        Target(
+            "gateway, sequential at 0.5 s",
+            f"added p50 <= {goal['added_p50_ms']:g} ms (paired)",
+            f"{lat['added_paired_p50_ms']:+.2f} ms (p95 {lat['added_paired_p95_ms']:+.2f} ms)",
+            lat["added_paired_p50_ms"] <= goal["added_p50_ms"],
+        ),
+        Target(
+            "gateway, sequential at 0.5 s",
+            f"server CPU <= {goal['server_cpu_ms']:g} ms per request",
+            f"{lat['server_cpu_ms_per_request']:.2f} ms",
+            lat["server_cpu_ms_per_request"] <= goal["server_cpu_ms"],
+        ),
+        Target(
+            f"gateway, {large['requests']:,}-way Router",
+            "every request a result or a classified error; nothing left",
+            f"{large['outcomes']}; {large['tasks_left']} tasks, {large['fds_left']} fds left; {large['wall_s']:.1f} s",
+            every_one(large) and large["tasks_left"] <= 0 and large["fds_left"] <= 0,
+        ),
+        Target(
+            f"gateway, {large['requests']:,}-way Router",
+            f"peak RSS <= {goal['peak_rss_mb']:g} MiB",
+            f"{large['peak_rss_mb']:.0f} MiB ({small['requests']:,}-way: {small['peak_rss_mb']:.0f} MiB)",
+            large["peak_rss_mb"] <= goal["peak_rss_mb"],
+        ),
+        Target(
+            f"gateway, {large['requests']:,}-way Router",
+            f"client CPU/request <= {goal['cpu_growth']:g}x the {small['requests']:,}-way",
+            f"{large['client_cpu_ms_per_request']:.2f} vs {small['client_cpu_ms_per_request']:.2f} ms "
+            f"({scale['cpu_growth']:.2f}x)",
+            scale["cpu_growth"] <= goal["cpu_growth"],
+        ),
+        Target(
+            f"gateway, {clients['clients']:,} clients via the server",
+            "every client a result or a classified error",
+            f"{clients['outcomes']} in {clients['wall_s']:.1f} s",
+            every_one(clients),
+        ),
+    ]
+
+
 TARGETS: dict[str, Callable[[dict[str, Any]], list[Target]]] = {
     "lag": _lag_targets,
     "cpu_cost": _cpu_targets,
@@ -345,6 +404,7 @@ TARGETS: dict[str, Callable[[dict[str, Any]], list[Target]]] = {
     "realtime": _realtime_targets,
     "ray_scaling": _ray_targets,
     "local_batching": _local_batching_targets,
+    "gateway": _gateway_targets,
 }
 
 

@@ -6,6 +6,7 @@ kind = "replicate"                    # a registry kind (case-insensitive), plug
 name = "rep-a"                        # optional; default: the kind
 api_key_env = "REPLICATE_API_TOKEN"   # <option>_env: the option's value from an environment variable
 wait_s = 30                           # any other constructor option of the kind
+requests_per_s = 10                   # hosted kinds: a rate limit (and max_in_flight), see docs/serving.md
 
 [router]
 policy = "fastest"
@@ -38,6 +39,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from lightning_client.errors import ConfigurationError, InvalidRequestError, LightningError
+from lightning_client.providers._http_generator import HttpGenerator
+from lightning_client.providers._rate_limit import RateLimiter
 from lightning_client.registry import generator_class
 from lightning_client.routing.breaker import BreakerConfig
 from lightning_client.routing.router import HedgeConfig
@@ -72,6 +75,8 @@ SECTIONS: dict[str, type[BaseModel] | str | None] = {
     "ray": "lightning_client.serving.ray_settings:RaySettings",
 }
 _OWN_TABLES = ("generators", "router", "ledger", "cache")
+#: Keys of a hosted generator's entry that set its `rate_limit` rather than a constructor option.
+RATE_LIMIT_KEYS = ("requests_per_s", "max_in_flight")
 
 
 def register_section(name: str, schema: type[BaseModel] | str | None) -> None:
@@ -167,6 +172,8 @@ class GeneratorSettings(_Strict):
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
+    #: `requests_per_s` and `max_in_flight` for the generator's `rate_limit` (hosted kinds).
+    rate_limit: dict[str, Any] = Field(default_factory=dict)
 
 
 class _Invalid(Exception):
@@ -499,11 +506,16 @@ def _generator_settings(
         return None, [(f"{here}.kind", exc.message)]
     model, _ = _options_model(cls)
     accepted = set(model.model_fields)
+    limited = issubclass(cls, HttpGenerator)
     options: dict[str, Any] = {}
     variables: dict[str, str] = {}
+    limits: dict[str, Any] = {}
     problems: list[tuple[str, str]] = []
     for key, value in raw.items():
         if key == "kind":
+            continue
+        if limited and key in RATE_LIMIT_KEYS and key not in accepted:
+            limits[key] = value
             continue
         option = key[: -len(ENV_SUFFIX)] if key.endswith(ENV_SUFFIX) and key not in accepted else None
         if option is not None and option in accepted:
@@ -516,7 +528,7 @@ def _generator_settings(
         elif key in accepted:
             options[key] = value
         else:
-            choices = ", ".join(sorted(accepted))
+            choices = ", ".join(sorted(accepted | set(RATE_LIMIT_KEYS if limited else ())))
             problems.append(
                 (
                     f"{here}.{key}",
@@ -524,11 +536,17 @@ def _generator_settings(
                 )
             )
     name = options.get("name", getattr(cls, "kind", kind))
-    spec = GeneratorSettings(kind=kind.strip().lower(), name=str(name), options=options, env=variables)
+    spec = GeneratorSettings(
+        kind=kind.strip().lower(), name=str(name), options=options, env=variables, rate_limit=limits
+    )
     try:
         _resolve(spec, model, here, env)
     except _Invalid as exc:
         problems += exc.problems
+    try:
+        RateLimiter(spec.name, **limits)
+    except ConfigurationError as exc:
+        problems.append((f"{here}.{exc.path}", exc.message))
     return (None, problems) if problems else (spec, [])
 
 
@@ -576,6 +594,8 @@ def _build(spec: GeneratorSettings, index: int, env: Mapping[str, str], source: 
         raise _error(source, [(f"{here}.{exc.field}" if exc.field else here, exc.message)]) from None
     except (LightningError, ValueError, TypeError) as exc:
         raise _error(source, [(here, str(exc))]) from None
+    if spec.rate_limit and isinstance(generator, HttpGenerator):
+        generator.rate_limit.configure(**spec.rate_limit)
     return generator
 
 

@@ -534,6 +534,14 @@ class BaseGenerator(ClosingContext, ABC):
         The router awaits it for a bounded time before choosing; keep it cheap when fresh.
         """
 
+    def _admission(self, ctx: AttemptContext) -> contextlib.AbstractAsyncContextManager[object]:
+        """What an attempt waits for before it starts, within its deadline (override: a rate limit)."""
+        return contextlib.nullcontext()
+
+    async def _admitted(self, ctx: AttemptContext) -> GenerationResult:
+        async with self._admission(ctx):
+            return await self._generate(ctx)
+
     async def _close(self) -> None:
         """Release resources bound to the running loop (override)."""
 
@@ -578,11 +586,11 @@ class BaseGenerator(ClosingContext, ABC):
         _notify("start", ctx.attempt)
         try:
             if ctx.deadline is None:
-                result = await self._generate(ctx)
+                result = await self._admitted(ctx)
             else:
                 try:
                     async with async_timeout(req.timeout_s):
-                        result = await self._generate(ctx)
+                        result = await self._admitted(ctx)
                 except TIMEOUT_ERRORS:
                     raise GenerationTimeoutError(
                         f"no result within timeout_s={req.timeout_s}",

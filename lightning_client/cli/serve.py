@@ -59,11 +59,14 @@ def serve(
         typer.Option("--allow-unauthenticated", help="Listen beyond loopback without any API key (not recommended)."),
     ] = False,
     max_queue: Annotated[
-        int | None, typer.Option("--max-queue", min=0, help="Requests that may wait; past it 429 (default 64).")
+        int | None,
+        typer.Option("--max-queue", min=0, help="Requests that may wait; past it 429 (default: from what is served)."),
     ] = None,
     max_concurrency: Annotated[
         int | None,
-        typer.Option("--max-concurrency", min=1, help="Requests handed to the generator at once (default 8)."),
+        typer.Option(
+            "--max-concurrency", min=1, help="Requests handed to the generator at once (default: from what is served)."
+        ),
     ] = None,
     grace_s: Annotated[
         float | None,
@@ -176,11 +179,15 @@ def serve(
             debug=debug,
             code=2,
         )
+    # Admission limits neither given here nor in [server] come from what is served (`serving.limits`).
+    admission = {
+        key: _pick(given, getattr(section, key))
+        for key, given in (("max_queue", max_queue), ("max_concurrency", max_concurrency))
+        if given is not None or key in section.model_fields_set
+    }
     try:
         settings = ServerSettings(
             api_keys=tuple(SecretStr(k) for k in keys),
-            max_queue=_pick(max_queue, section.max_queue),
-            max_concurrency=_pick(max_concurrency, section.max_concurrency),
             grace_s=grace_s,
             file_retention_s=_pick(file_retention_s, section.file_retention_s),
             max_files=section.max_files,
@@ -192,6 +199,7 @@ def serve(
             allowed_origins=tuple(allowed_origin or section.allowed_origins),
             allowed_provider_options=tuple(allow_provider_option or section.allowed_provider_options),
             docs=_pick(docs, section.docs),
+            **admission,
         )
     except ValidationError as exc:
         fail(UsageError(_first_problem(exc)), debug=debug, code=2)

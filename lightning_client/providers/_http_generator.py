@@ -22,6 +22,7 @@ from lightning_client.providers._http_clients import HttpClients, make_timeout
 from lightning_client.providers._http_errors import PLAIN, ErrorHints
 from lightning_client.providers._http_exchange import ReadRetries, parse_json, refused, salvage_id, send
 from lightning_client.providers._http_tasks import bounded, detach, keep, run_kept, shielded
+from lightning_client.providers._rate_limit import RateLimiter
 from lightning_client.result import Cost
 
 log = get_logger("lightning_client.providers.http")
@@ -31,7 +32,8 @@ class HttpGenerator(BaseGenerator):
     """The shared part of the hosted backends: HTTP clients, polling and cancel settings, capabilities.
 
     Subclasses set `_capabilities` (and `_log`, their provider's logger) and keep the provider's
-    protocol: request mapping, job lifecycle, response parsing.
+    protocol: request mapping, job lifecycle, response parsing. Every attempt passes `rate_limit`
+    (requests per second and jobs in flight, configured or learned from the provider's answers).
     """
 
     _capabilities: Capabilities
@@ -70,10 +72,18 @@ class HttpGenerator(BaseGenerator):
         self.poll_max_s = poll_max_s
         self.cancel_timeout_s = cancel_timeout_s
         self._http = HttpClients(timeout=make_timeout(timeout), max_connections=max_connections)
+        self.rate_limit = RateLimiter(self.name)
 
     @property
     def capabilities(self) -> Capabilities:
         return self._capabilities
+
+    def _admission(self, ctx: AttemptContext) -> contextlib.AbstractAsyncContextManager[object]:
+        return self.rate_limit.slot(ctx.remaining())
+
+    def expected_wait_s(self) -> float | None:
+        """Seconds a request would wait behind this provider's rate limit (None: no limit applies)."""
+        return self.rate_limit.expected_wait_s() if self.rate_limit.limited else None
 
     async def _close(self) -> None:
         await self._http.aclose()
@@ -149,9 +159,23 @@ class HttpGenerator(BaseGenerator):
                 retry += 1
                 ctx.create_resent()
 
-        task, answer = run_kept(create(), on_answer)
+        task, answer = run_kept(create(), self._rate_limited(on_answer))
         answer.add_done_callback(lambda f: abandoned.set() if f.cancelled() else None)
         return task, answer
+
+    def _rate_limited(
+        self, on_answer: Callable[[httpx.Response | None], None] | None
+    ) -> Callable[[httpx.Response | None], None]:
+        """`on_answer`, after the rate limit has read the answer's rate-limit headers."""
+        observe = self.rate_limit.observe
+        if on_answer is None:
+            return observe
+
+        def both(response: httpx.Response | None) -> None:
+            observe(response)
+            on_answer(response)
+
+        return both
 
     async def _created(
         self,

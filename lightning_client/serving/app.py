@@ -34,6 +34,7 @@ from lightning_client.serving.admission import Admission, LeftQueueError, QueueF
 from lightning_client.serving.body_limit import BodyLimit
 from lightning_client.serving.errors import ApiError, error_for, retry_after_header
 from lightning_client.serving.files import FileStore, FileTooLargeError
+from lightning_client.serving.limits import EffectiveLimits, effective_limits
 from lightning_client.serving.metrics import ServerMetrics, StatusClasses
 from lightning_client.serving.openai_images import ImagesRequest, images_response
 from lightning_client.serving.request_errors import SEND_JSON, validation_answer
@@ -70,6 +71,8 @@ class ServingState:
     admission: Admission
     metrics: ServerMetrics
     files: FileStore
+    #: The admission limits in force and where they came from (`serving.limits`).
+    limits: EffectiveLimits
     ready: bool = False
     own_generator: bool = True
     #: Generations running now; on shutdown those still running are cancelled and waited for.
@@ -113,6 +116,7 @@ class ServingState:
             "max_concurrency": self.admission.max_concurrency,
             "expected_wait_s": self.expected_wait_s(),
             "mean_service_s": self.admission.service_s,
+            "limits": self.limits.describe(),
             "generators": [
                 {
                     "name": g.name,
@@ -517,12 +521,14 @@ def create_app(
         own_generator: close `generator` when the app shuts down.
     """
     config = settings or ServerSettings()
+    limits = effective_limits(generator, config)
     state = ServingState(
         generator=generator,
         settings=config,
-        admission=Admission(config.max_concurrency, config.max_queue),
+        admission=Admission(limits.max_concurrency.value, limits.max_queue.value),
         metrics=ServerMetrics(),
         files=FileStore(config.file_retention_s, config.max_files, config.max_file_bytes),
+        limits=limits,
         own_generator=own_generator,
     )
 
