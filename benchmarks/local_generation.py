@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from lightning_client import GenerationRequest
-from lightning_client.providers._local_pipeline import CompileMode
 from lightning_client.providers.local import LocalGenerator
+from lightning_client.providers.local.pipeline import CompileMode
 from lightning_client.testing.tiny import ConfigSize, build_random_sdxl_pipeline, build_tiny_lightning
 
 PROMPT = "a photograph of an astronaut riding a horse on the moon, detailed, 35mm"
@@ -226,7 +226,7 @@ def _breakdown(pipe: Any, device: str, size: int, repeats: int) -> dict[str, flo
     """Median ms of the parts of one 1-image call: prompt encoding, one UNet call, VAE decode, PNG/JPEG encode."""
     import torch
 
-    from lightning_client.providers.local import _encode
+    from lightning_client.providers.local.generator import _encode
 
     def timed(fn: Any) -> float:
         fn()

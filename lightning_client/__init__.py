@@ -11,7 +11,8 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
+from lightning_client._version import __version__
 from lightning_client.errors import (
     AllProvidersFailedError,
     AuthenticationError,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from lightning_client.providers.replicate import ReplicateGenerator
     from lightning_client.routing.router import Router
 
-__version__ = "0.1.0"
 
 #: `lc.Warning` is the short name of `GenerationWarning`.
 Warning = GenerationWarning

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 from lightning_client.generator import Generator
 from lightning_client.request import GenerationRequest
 from lightning_client.result import GeneratedImage, GenerationResult

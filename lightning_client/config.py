@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from lightning_client.errors import ConfigurationError, InvalidRequestError, LightningError
-from lightning_client.providers._http_generator import HttpGenerator
-from lightning_client.providers._rate_limit import RateLimiter
+from lightning_client.providers._http.generator import HttpGenerator
+from lightning_client.providers._http.rate_limit import RateLimiter
 from lightning_client.registry import generator_class
 from lightning_client.routing.breaker import BreakerConfig
 from lightning_client.routing.router import HedgeConfig

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 
 from pydantic import SecretStr
 
+from lightning_client._log import register_secret
 from lightning_client.errors import ConfigurationError
 
-__all__ = [
-    "SecretFilter",
-    "clean_secret",
-    "fal_key",
-    "get_logger",
-    "mask_secrets",
-    "register_secret",
-    "replicate_token",
-    "secret_from",
-]
-
-_secrets: set[str] = set()
-
-
-def register_secret(value: str) -> None:
-    """Remember a secret so the package logger's filter masks it wherever it appears."""
-    if len(value) >= 6:
-        _secrets.add(value)
+__all__ = ["clean_secret", "secret_from"]
 
 
 def clean_secret(value: str | SecretStr | None, *, source: str, provider: str | None = None) -> SecretStr | None:
@@ -66,47 +49,3 @@ def secret_from(
         if found and found.strip():
             return clean_secret(found, source=f"environment variable {variable}", provider=provider)
     return None
-
-
-def replicate_token(value: str | SecretStr | None = None) -> SecretStr | None:
-    """The Replicate token: the argument, else REPLICATE_API_TOKEN (kept for compatibility)."""
-    from lightning_client.providers.replicate import ReplicateGenerator
-
-    return ReplicateGenerator._credential(value)
-
-
-def fal_key(value: str | SecretStr | None = None) -> SecretStr | None:
-    """The fal key: the argument, else FAL_KEY, else FAL_KEY_ID:FAL_KEY_SECRET (kept for compatibility)."""
-    from lightning_client.providers.fal import FalGenerator
-
-    return FalGenerator._credential(value)
-
-
-def mask_secrets(text: str) -> str:
-    """`text` with every registered secret replaced by asterisks."""
-    # Longest first: a short secret inside a longer one must not break the longer one's mask.
-    for secret in sorted(_secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, "**********")
-    return text
-
-
-class SecretFilter(logging.Filter):
-    """Masks registered secrets in log records of the `lightning_client` logger tree."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not _secrets:
-            return True
-        message = record.getMessage()
-        masked = mask_secrets(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-def get_logger(name: str) -> logging.Logger:
-    """A logger with the secret-masking filter (logger filters are not inherited by children)."""
-    logger = logging.getLogger(name)
-    if not any(isinstance(f, SecretFilter) for f in logger.filters):
-        logger.addFilter(SecretFilter())
-    return logger

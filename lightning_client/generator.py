@@ -20,8 +20,8 @@ from typing_extensions import Self
 
 from lightning_client import telemetry
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
+from lightning_client._log import get_logger
 from lightning_client._sync import run_sync
-from lightning_client.credentials import get_logger
 from lightning_client.errors import (
     ConfigurationError,
     GenerationTimeoutError,

@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lightning_client.credentials import get_logger, mask_secrets
+from lightning_client._log import get_logger, mask_secrets
 from lightning_client.generator import AttemptEvent, observe_attempts
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, Cost, Timings

@@ -83,7 +83,7 @@ def _generators(generator: Generator) -> list[Generator]:
 
 def create_mcp_server(generator: Generator, *, name: str = "lightning-client") -> MCPServer[Any]:
     """An MCP server whose tools use `generator` (a `Router` gives the ledger and budget to `spend`)."""
-    from lightning_client import __version__
+    from lightning_client._version import __version__
 
     router = generator if isinstance(generator, Router) else Router([generator])
     server: MCPServer[Any] = MCPServer(name, version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")

@@ -17,7 +17,7 @@ import threading
 from importlib.metadata import entry_points
 from typing import Any
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 from lightning_client.errors import ConfigurationError, UnknownProviderError
 
 __all__ = ["ENTRY_POINT_GROUP", "REGISTRY", "generator_class", "provider_kinds", "register"]

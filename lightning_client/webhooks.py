@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 
 __all__ = [
     "FAL_JWKS_URL",

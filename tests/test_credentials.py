@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from lightning_client.credentials import fal_key, replicate_token
+from lightning_client.providers.fal import fal_key
+from lightning_client.providers.replicate import replicate_token
 
 
 def test_replicate_token_from_argument_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +45,7 @@ def test_secrets_never_show_in_repr_or_logs(caplog: pytest.LogCaptureFixture) ->
 
 
 def test_a_secret_inside_a_longer_one_does_not_break_its_mask() -> None:
-    from lightning_client.credentials import mask_secrets, register_secret
+    from lightning_client._log import mask_secrets, register_secret
 
     register_secret("inner-secret-7")
     register_secret("r8_outer_inner-secret-7_tail")

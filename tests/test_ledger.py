@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_client.credentials import register_secret
+from lightning_client._log import register_secret
 from lightning_client.ledger import Ledger, percentile
 from lightning_client.result import Attempt, Cost, Timings
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from lightning_client._log import mask_secrets
 from lightning_client.batching.items import BatchItem, file_stem
 from lightning_client.batching.manifest import Manifest, ManifestEntry
 from lightning_client.batching.pool import run_pool
-from lightning_client.credentials import mask_secrets
 from lightning_client.errors import LightningError
 from lightning_client.report.rows import ResultRow, rows_for_error, rows_for_result
 from lightning_client.request import GenerationRequest

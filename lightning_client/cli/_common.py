@@ -14,11 +14,11 @@ from rich.console import Console, ConsoleDimensions
 from rich.progress import Progress, TaskID
 
 from lightning_client import _background
+from lightning_client._log import get_logger, mask_secrets
 from lightning_client._money import format_usd
 from lightning_client._suggest import did_you_mean
 from lightning_client._sync import INTERRUPT_WAIT_S
 from lightning_client.batching.items import BatchFileError
-from lightning_client.credentials import get_logger, mask_secrets
 from lightning_client.errors import ConfigurationError, InvalidRequestError, LightningError
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ app = typer.Typer(
 @app.command()
 def version() -> None:
     """Print the installed version."""
-    from lightning_client import __version__
+    from lightning_client._version import __version__
 
     typer.echo(__version__)
 

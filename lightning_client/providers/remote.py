@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from lightning_client.credentials import get_logger, secret_from
+from lightning_client._log import get_logger
+from lightning_client.credentials import secret_from
 from lightning_client.errors import (
     AuthenticationError,
     BudgetExceededError,

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from lightning_client.credentials import mask_secrets
+from lightning_client._log import mask_secrets
 from lightning_client.errors import AllProvidersFailedError, LightningError
 from lightning_client.result import Attempt, GenerationResult
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 from lightning_client.generator import AttemptEvent
 from lightning_client.result import Attempt
 

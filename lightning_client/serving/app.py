@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 from lightning_client.errors import InvalidRequestError, LightningError, ProviderUnavailableError, RateLimitError
 from lightning_client.generator import Generator, expected_wait, for_client_request, observe_attempts
 from lightning_client.ledger import Ledger
@@ -569,6 +569,6 @@ async def drain(app: Any, grace_s: float) -> None:
 
 
 def _version() -> str:
-    from lightning_client import __version__
+    from lightning_client._version import __version__
 
     return __version__

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightning_client.generator import Generator
-from lightning_client.providers._http_generator import HttpGenerator
-from lightning_client.providers._rate_limit import RateLimiter
+from lightning_client.providers._http.generator import HttpGenerator
+from lightning_client.providers._http.rate_limit import RateLimiter
 from lightning_client.providers.local import LocalGenerator
 from lightning_client.routing.router import Router
 from lightning_client.serving.settings import ServerSettings

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 
 __all__ = ["EXPORTERS", "configure_from_env", "flush_at_shutdown"]
 

@@ -34,7 +34,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.responses import HTMLResponse, Response
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 from lightning_client.errors import InvalidRequestError, LightningError
 from lightning_client.generator import AttemptEvent, Generator, observe_attempts
 from lightning_client.ledger import Ledger, ProviderSummary, percentile

@@ -20,7 +20,7 @@ from ray.exceptions import RayError
 from ray.serve.exceptions import BackPressureError, RayServeException
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 from lightning_client.errors import LightningError, ProviderUnavailableError, RateLimitError
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
 from lightning_client.providers.local import LocalGenerator

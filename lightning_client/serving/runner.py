@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 from lightning_client.serving.app import drain
 
 __all__ = ["ServerThread", "is_loopback", "run_server"]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 from lightning_client.errors import LightningError
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, Cost, GenerationResult, utcnow

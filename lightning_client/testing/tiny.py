@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from lightning_client.providers._local_files import LORA_FILES, UNET_FILES
+from lightning_client.providers.local.files import LORA_FILES, UNET_FILES
 
 if TYPE_CHECKING:
     import torch

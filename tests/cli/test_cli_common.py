@@ -12,8 +12,8 @@ from lightning_client.cli._common import (
     parse_steps,
     size_fields,
 )
-from lightning_client.credentials import fal_key
 from lightning_client.errors import AllProvidersFailedError, AuthenticationError
+from lightning_client.providers.fal import fal_key
 from lightning_client.testing.endpoints import SandboxAt
 
 

@@ -15,7 +15,6 @@ import pytest
 
 import lightning_client as lc
 from lightning_client._sync import run_sync
-from lightning_client.credentials import replicate_token
 from lightning_client.providers._http import (
     HttpClients,
     PollDelays,
@@ -29,6 +28,7 @@ from lightning_client.providers._http import (
     shielded,
     transport_error,
 )
+from lightning_client.providers.replicate import replicate_token
 from tests.conftest import FileServer, Route
 
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import trustme
 
-from lightning_client.providers._http_clients import HttpClients, make_timeout
-from lightning_client.providers._http_network import READ_HIGH_WATER, AsyncioBackend, asyncio_transport
+from lightning_client.providers._http.clients import HttpClients, make_timeout
+from lightning_client.providers._http.network import READ_HIGH_WATER, AsyncioBackend, asyncio_transport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -63,7 +63,7 @@ def tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server_context, trusting
 
 
-def client(timeout: float = 5.0, context: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+def client(timeout: float | httpx.Timeout = 5.0, context: ssl.SSLContext | None = None) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
     transport = asyncio_transport(ssl_context=context or ssl.create_default_context(), limits=limits)
     return httpx.AsyncClient(transport=transport, timeout=timeout)
@@ -99,7 +99,7 @@ async def test_a_silent_server_is_a_read_timeout() -> None:
         await read_request(reader)
         await asyncio.sleep(5)
 
-    async with serving(silent) as (url, _), client(timeout=0.2) as http:
+    async with serving(silent) as (url, _), client(timeout=httpx.Timeout(5.0, read=0.2)) as http:
         with pytest.raises(httpx.ReadTimeout):
             await http.get(url)
 
@@ -157,7 +157,8 @@ async def test_a_server_that_never_reads_is_a_write_timeout() -> None:
     async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(5)
 
-    async with serving(deaf) as (url, _), client(timeout=0.3) as http:
+    # Only the write waits 0.3 s: a loaded machine may take longer than that to connect on loopback.
+    async with serving(deaf) as (url, _), client(timeout=httpx.Timeout(5.0, write=0.3)) as http:
         with pytest.raises(httpx.WriteTimeout):
             await http.post(url, content=b"x" * (64 * 1024 * 1024))
 

@@ -418,7 +418,7 @@ async def test_a_batch_out_of_memory_reruns_its_jobs_one_by_one(tiny: TinyLightn
 
 
 def test_step_switch_reads_on_the_cpu_and_copies_in_place(tiny: TinyLightning, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lightning_client.providers._local_pipeline import WarmPipeline
+    from lightning_client.providers.local.pipeline import WarmPipeline
 
     with LocalGenerator(base_model=str(tiny.base), lightning_repo=str(tiny.lightning), device="cpu") as generator:
         generator.load(4)

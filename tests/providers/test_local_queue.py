@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from lightning_client.providers._local_queue import MAX_OVERTAKES, Job, note_overtaken, pick_batch
+from lightning_client.providers.local.queue import MAX_OVERTAKES, Job, note_overtaken, pick_batch
 from lightning_client.request import GenerationRequest
 
 

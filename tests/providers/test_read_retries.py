@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import lightning_client as lc
-from lightning_client.providers._http_exchange import ReadRetries, read_retryable
+from lightning_client.providers._http.exchange import ReadRetries, read_retryable
 
 
 def test_only_reads_that_may_succeed_again_are_retried() -> None:

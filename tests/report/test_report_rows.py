@@ -4,7 +4,7 @@ import csv
 import json
 from pathlib import Path
 
-from lightning_client.credentials import register_secret
+from lightning_client._log import register_secret
 from lightning_client.errors import AllProvidersFailedError, InvalidRequestError
 from lightning_client.report import ResultRow, read_rows, rows_for_error, rows_for_result, write_rows
 from lightning_client.result import Attempt, Cost, GeneratedImage, GenerationResult, Timings

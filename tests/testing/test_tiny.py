@@ -15,7 +15,7 @@ from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 from safetensors.torch import load_file
 
 import lightning_client as lc
-from lightning_client.providers._local_files import LORA_FILES, UNET_FILES
+from lightning_client.providers.local.files import LORA_FILES, UNET_FILES
 from lightning_client.testing.tiny import CONFIG_DIR, TinyLightning, build_offline_clip_tokenizer
 
 

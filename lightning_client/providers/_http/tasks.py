@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from lightning_client import _background
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 
 T = TypeVar("T")
 

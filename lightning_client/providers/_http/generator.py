@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import httpx
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 from lightning_client.errors import (
     LightningError,
     ProviderResponseError,
@@ -18,11 +18,11 @@ from lightning_client.errors import (
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
 from lightning_client.images import DecodedImage, download_image, is_loopback_url
 from lightning_client.pricing import DEFAULT_PRICES, PriceTable
-from lightning_client.providers._http_clients import HttpClients, make_timeout
-from lightning_client.providers._http_errors import PLAIN, ErrorHints
-from lightning_client.providers._http_exchange import ReadRetries, parse_json, refused, salvage_id, send
-from lightning_client.providers._http_tasks import bounded, detach, keep, run_kept, shielded
-from lightning_client.providers._rate_limit import RateLimiter
+from lightning_client.providers._http.clients import HttpClients, make_timeout
+from lightning_client.providers._http.errors import PLAIN, ErrorHints
+from lightning_client.providers._http.exchange import ReadRetries, parse_json, refused, salvage_id, send
+from lightning_client.providers._http.rate_limit import RateLimiter
+from lightning_client.providers._http.tasks import bounded, detach, keep, run_kept, shielded
 from lightning_client.result import Cost
 
 log = get_logger("lightning_client.providers.http")

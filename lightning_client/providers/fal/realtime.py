@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 import httpx
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
-from lightning_client.credentials import get_logger, mask_secrets
+from lightning_client._log import get_logger, mask_secrets
 from lightning_client.errors import (
     AuthenticationError,
     ContentFilteredError,
@@ -44,7 +44,7 @@ from lightning_client.errors import (
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
 from lightning_client.images import convert_image, decode_data_uri, decode_image
 from lightning_client.providers._http import _tls_context, auth_header, send
-from lightning_client.providers.fal import nsfw_flags
+from lightning_client.providers.fal.generator import nsfw_flags
 from lightning_client.realtime.backends import GeneratorBackend, RealtimeBackend, Transport
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, GenerationWarning, Timings
@@ -52,7 +52,7 @@ from lightning_client.result import Cost, GeneratedImage, GenerationResult, Gene
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
 
-    from lightning_client.providers.fal import FalGenerator
+    from lightning_client.providers.fal.generator import FalGenerator
 
 __all__ = ["FalRealtimeBackend"]
 

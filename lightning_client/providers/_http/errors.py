@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from lightning_client.credentials import mask_secrets
+from lightning_client._log import mask_secrets
 from lightning_client.errors import (
     AuthenticationError,
     ContentFilteredError,

@@ -16,11 +16,12 @@ import certifi
 import httpx
 from pydantic import SecretStr
 
-from lightning_client import __version__, _background
+from lightning_client import _background
+from lightning_client._log import get_logger
 from lightning_client._sync import PerLoop
-from lightning_client.credentials import get_logger
-from lightning_client.providers._http_network import asyncio_transport
-from lightning_client.providers._http_tasks import keep
+from lightning_client._version import __version__
+from lightning_client.providers._http.network import asyncio_transport
+from lightning_client.providers._http.tasks import keep
 
 log = get_logger("lightning_client.providers.http")
 

@@ -1,15 +1,15 @@
 """HTTP plumbing shared by the hosted backends, re-exported from the modules that hold each concern.
 
-- `_http_clients`: client pooling (one set of httpx clients per generator and event loop).
-- `_http_errors`: HTTP answers and transport failures mapped onto the error taxonomy.
-- `_http_exchange`: one logged exchange, JSON parsing, polling delays and read retries.
-- `_http_tasks`: bounded, shielded background work (remote cancels that outlive their caller).
-- `_http_generator`: `HttpGenerator`, the base class of the hosted backends.
+- `clients`: client pooling (one set of httpx clients per generator and event loop).
+- `errors`: HTTP answers and transport failures mapped onto the error taxonomy.
+- `exchange`: one logged exchange, JSON parsing, polling delays and read retries.
+- `tasks`: bounded, shielded background work (remote cancels that outlive their caller).
+- `generator`: `HttpGenerator`, the base class of the hosted backends.
 """
 
 from __future__ import annotations
 
-from lightning_client.providers._http_clients import (
+from lightning_client.providers._http.clients import (
     SHARD_CONNECTIONS,
     USER_AGENT,
     HttpClients,
@@ -17,7 +17,7 @@ from lightning_client.providers._http_clients import (
     auth_header,
     make_timeout,
 )
-from lightning_client.providers._http_errors import (
+from lightning_client.providers._http.errors import (
     PLAIN,
     ErrorHints,
     create_refused,
@@ -25,7 +25,7 @@ from lightning_client.providers._http_errors import (
     parse_retry_after,
     transport_error,
 )
-from lightning_client.providers._http_exchange import (
+from lightning_client.providers._http.exchange import (
     PollDelays,
     answer_may_have_created,
     expired,
@@ -34,8 +34,8 @@ from lightning_client.providers._http_exchange import (
     salvage_id,
     send,
 )
-from lightning_client.providers._http_generator import HttpGenerator
-from lightning_client.providers._http_tasks import detach, gather_all, retrieve_errors, shielded
+from lightning_client.providers._http.generator import HttpGenerator
+from lightning_client.providers._http.tasks import detach, gather_all, retrieve_errors, shielded
 
 __all__ = [
     "PLAIN",

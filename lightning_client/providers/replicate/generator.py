@@ -19,7 +19,8 @@ import httpx
 from pydantic import SecretStr
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
-from lightning_client.credentials import get_logger, mask_secrets, secret_from
+from lightning_client._log import get_logger, mask_secrets
+from lightning_client.credentials import secret_from
 from lightning_client.errors import (
     AuthenticationError,
     ContentFilteredError,
@@ -55,7 +56,7 @@ from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
 from lightning_client.state.jobs import RecoveredJob
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "SANDBOX_TOKEN", "ReplicateGenerator"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "SANDBOX_TOKEN", "ReplicateGenerator", "replicate_token"]
 
 log = get_logger("lightning_client.providers.replicate")
 
@@ -970,3 +971,8 @@ def _ready(prediction: dict[str, Any]) -> bool:
     """Terminal, or `processing` with outputs already present (sync-mode file outputs)."""
     status = prediction.get("status")
     return status in TERMINAL or (status == "processing" and bool(prediction.get("output")))
+
+
+def replicate_token(value: str | SecretStr | None = None) -> SecretStr | None:
+    """The Replicate token: the argument, else REPLICATE_API_TOKEN (kept for compatibility)."""
+    return ReplicateGenerator._credential(value)

@@ -26,7 +26,7 @@ from lightning_client.errors import InvalidRequestError, ProviderUnavailableErro
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities, ProviderOption, as_request
 from lightning_client.images import CONTENT_TYPES
 from lightning_client.pricing import DEFAULT_PRICES, PriceTable
-from lightning_client.providers._local_files import (
+from lightning_client.providers.local.files import (
     LORA_FILES,
     UNET_FILES,
     Variant,
@@ -34,7 +34,7 @@ from lightning_client.providers._local_files import (
     is_hub_id,
     resolve_checkpoint,
 )
-from lightning_client.providers._local_pipeline import (
+from lightning_client.providers.local.pipeline import (
     BatchItem,
     Cancelled,
     CompileMode,
@@ -42,7 +42,7 @@ from lightning_client.providers._local_pipeline import (
     OutOfDeviceMemory,
     WarmPipeline,
 )
-from lightning_client.providers._local_queue import Job, note_overtaken, pick_batch
+from lightning_client.providers.local.queue import Job, note_overtaken, pick_batch
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
 

@@ -15,14 +15,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-from lightning_client.credentials import get_logger
+from lightning_client._log import get_logger
 from lightning_client.errors import (
     LightningError,
     ProviderResponseError,
     ProviderUnavailableError,
     RateLimitError,
 )
-from lightning_client.providers._http_errors import (
+from lightning_client.providers._http.errors import (
     PLAIN,
     REFUSED_STATUSES,
     ErrorHints,

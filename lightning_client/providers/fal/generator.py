@@ -17,7 +17,8 @@ from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
 from pydantic import SecretStr
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
-from lightning_client.credentials import get_logger, mask_secrets, secret_from
+from lightning_client._log import get_logger, mask_secrets
+from lightning_client.credentials import secret_from
 from lightning_client.errors import (
     AuthenticationError,
     ContentFilteredError,
@@ -58,7 +59,7 @@ from lightning_client.state.jobs import RecoveredJob
 if TYPE_CHECKING:
     from lightning_client.realtime import RealtimeBackend
 
-__all__ = ["DEFAULT_APP", "DEFAULT_QUEUE_URL", "SANDBOX_KEY", "FalGenerator"]
+__all__ = ["DEFAULT_APP", "DEFAULT_QUEUE_URL", "SANDBOX_KEY", "FalGenerator", "fal_key"]
 
 log = get_logger("lightning_client.providers.fal")
 
@@ -289,7 +290,7 @@ class FalGenerator(HttpGenerator):
 
     def _realtime_backend(self) -> RealtimeBackend:
         """Realtime sessions on fal's realtime WebSocket (the queue API when it is refused)."""
-        from lightning_client.providers._fal_realtime import FalRealtimeBackend
+        from lightning_client.providers.fal.realtime import FalRealtimeBackend
 
         return FalRealtimeBackend(self)
 
@@ -938,3 +939,8 @@ def _webhook(webhook: str | None, events: Sequence[str] | None, mode: str) -> st
     if mode != "queue":
         raise ValueError("webhook needs mode='queue': fal sends webhooks for queued requests only")
     return webhook
+
+
+def fal_key(value: str | SecretStr | None = None) -> SecretStr | None:
+    """The fal key: the argument, else FAL_KEY, else FAL_KEY_ID:FAL_KEY_SECRET (kept for compatibility)."""
+    return FalGenerator._credential(value)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from lightning_client.errors import InvalidRequestError, ProviderUnavailableError
-from lightning_client.providers._local_files import (
+from lightning_client.providers.local.files import (
     Variant,
     checkpoint_name,
     resolve_checkpoint,
