@@ -45,6 +45,7 @@ from lightning_client.result import (
 if TYPE_CHECKING:
     from lightning_client.ledger import Ledger
     from lightning_client.realtime import RealtimeSession
+    from lightning_client.sandbox_endpoints import SandboxEndpoints
 
 __all__ = [
     "AttemptContext",
@@ -55,7 +56,6 @@ __all__ = [
     "Generator",
     "LightningDeprecationWarning",
     "ProviderOption",
-    "SandboxEndpoints",
     "for_client_request",
     "legacy_arguments",
     "observe_attempts",
@@ -392,22 +392,6 @@ class ProviderOption:
     type: type = str
     choices: tuple[str, ...] = ()
     env: str | None = None
-
-
-class SandboxEndpoints(Protocol):
-    """The base URLs of a provider sandbox (`lightning_client.testing.Sandbox` has them)."""
-
-    @property
-    def replicate_url(self) -> str: ...
-
-    @property
-    def fal_url(self) -> str: ...
-
-    @property
-    def fal_run_url(self) -> str: ...
-
-    @property
-    def fal_rest_url(self) -> str: ...
 
 
 class LightningDeprecationWarning(DeprecationWarning):

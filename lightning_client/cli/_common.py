@@ -7,7 +7,7 @@ import contextlib
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -20,12 +20,11 @@ from lightning_client._suggest import did_you_mean
 from lightning_client._sync import INTERRUPT_WAIT_S
 from lightning_client.batching.items import BatchFileError
 from lightning_client.errors import ConfigurationError, InvalidRequestError, LightningError
+from lightning_client.sandbox_endpoints import SandboxEndpoints
 
 if TYPE_CHECKING:
     from lightning_client.generator import Generator
     from lightning_client.routing.router import Router
-    from lightning_client.testing.endpoints import SandboxAt
-    from lightning_client.testing.sandbox import Sandbox
 
 T = TypeVar("T")
 
@@ -307,10 +306,7 @@ def check_request_fields(fields: dict[str, Any]) -> None:
     GenerationRequest(prompt="check", **fields)
 
 
-Endpoints = Union["Sandbox", "SandboxAt"]
-
-
-def hosted_generator(kind: str, sandbox: Endpoints | None) -> Generator:
+def hosted_generator(kind: str, sandbox: SandboxEndpoints | None) -> Generator:
     """A generator of a registered kind: pointed at `sandbox` when given, else configured from the environment."""
     (generator,) = build_generators([kind], sandbox)
     return generator
@@ -318,7 +314,7 @@ def hosted_generator(kind: str, sandbox: Endpoints | None) -> Generator:
 
 def build_generators(
     providers: Sequence[str],
-    sandbox: Endpoints | None,
+    sandbox: SandboxEndpoints | None,
     *,
     folder: Path | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -349,7 +345,7 @@ def build_generators(
 @contextlib.asynccontextmanager
 async def open_router(
     providers: Sequence[str],
-    sandbox: Endpoints | None,
+    sandbox: SandboxEndpoints | None,
     *,
     ledger_path: str | Path | None,
     folder: Path | None = None,
@@ -394,15 +390,15 @@ async def open_configured_router(path: Path, *, ledger_path: str | Path | None =
 @contextlib.asynccontextmanager
 async def maybe_sandbox(
     enabled: bool, url: str | None = None, *, configure: Mapping[str, Mapping[str, Any]] | None = None
-) -> AsyncIterator[Endpoints | None]:
+) -> AsyncIterator[SandboxEndpoints | None]:
     """Start an in-process sandbox when `enabled` (or use the one at `url`); `configure` maps provider -> settings."""
     if url is not None:
         if enabled:
             raise UsageError("use either --sandbox (start one here) or --sandbox-url (use a running one), not both")
-        from lightning_client.testing.endpoints import SandboxAt
+        from lightning_client.testing import ENDPOINTS
 
         try:
-            elsewhere = SandboxAt.from_url(url)
+            elsewhere = SandboxEndpoints.from_url(url, ENDPOINTS)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--sandbox-url") from None
         yield elsewhere

@@ -11,7 +11,6 @@ import typer
 
 from lightning_client.cli._common import (
     Debug,
-    Endpoints,
     LedgerPath,
     MissingKeysError,
     SandboxUrl,
@@ -19,6 +18,7 @@ from lightning_client.cli._common import (
     fail,
     hosted_providers,
 )
+from lightning_client.sandbox_endpoints import SandboxEndpoints
 
 __all__ = ["mcp"]
 
@@ -88,12 +88,12 @@ def mcp(
                 code=2,
             )
     with contextlib.ExitStack() as stack:
-        endpoints: Endpoints | None = None
+        endpoints: SandboxEndpoints | None = None
         if sandbox_url is not None:
-            from lightning_client.testing.endpoints import SandboxAt
+            from lightning_client.testing import ENDPOINTS
 
             try:
-                endpoints = SandboxAt.from_url(sandbox_url)
+                endpoints = SandboxEndpoints.from_url(sandbox_url, ENDPOINTS)
             except ValueError as exc:
                 fail(UsageError(str(exc)), debug=debug, code=2)
         elif sandbox:

@@ -11,7 +11,6 @@ from pydantic import SecretStr, ValidationError
 
 from lightning_client.cli._common import (
     Debug,
-    Endpoints,
     LedgerPath,
     MissingKeysError,
     ModelFolder,
@@ -21,6 +20,7 @@ from lightning_client.cli._common import (
     folder_flags,
     hosted_providers,
 )
+from lightning_client.sandbox_endpoints import SandboxEndpoints
 
 __all__ = ["serve"]
 
@@ -225,12 +225,12 @@ def serve(
             fail(exc, debug=debug, code=2)
         return
     with contextlib.ExitStack() as stack:
-        endpoints: Endpoints | None = None
+        endpoints: SandboxEndpoints | None = None
         if sandbox_url is not None:
-            from lightning_client.testing.endpoints import SandboxAt
+            from lightning_client.testing import ENDPOINTS
 
             try:
-                endpoints = SandboxAt.from_url(sandbox_url)
+                endpoints = SandboxEndpoints.from_url(sandbox_url, ENDPOINTS)
             except ValueError as exc:
                 fail(UsageError(str(exc)), debug=debug, code=2)
         elif sandbox:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from lightning_client.generator import Generator
 
 if TYPE_CHECKING:
-    from lightning_client.cli._common import Endpoints
+    from lightning_client.sandbox_endpoints import SandboxEndpoints
 
 __all__ = ["build_served", "local_generator"]
 
@@ -54,7 +54,7 @@ def _from_config(path: Path) -> Generator:
 def build_served(
     *,
     config: Path | None = None,
-    sandbox: Endpoints | None = None,
+    sandbox: SandboxEndpoints | None = None,
     local_model: Path | None = None,
     folder: Path | None = None,
     hosted: Sequence[str] = (),

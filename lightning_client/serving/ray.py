@@ -36,8 +36,8 @@ from lightning_client.state import is_url
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
 
+    from lightning_client.sandbox_endpoints import SandboxEndpoints
     from lightning_client.serving.settings import ServerSettings
-    from lightning_client.testing.endpoints import SandboxAt as SandboxEndpoints
 
 __all__ = [
     "APP_NAME",

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lightning_client.cli._common import MissingKeysError, UsageError, hosted_providers
+from lightning_client.sandbox_endpoints import SandboxEndpoints
 from lightning_client.state import is_url
-from lightning_client.testing.endpoints import SandboxAt
+from lightning_client.testing import ENDPOINTS
 
 if TYPE_CHECKING:
     from lightning_client.serving.settings import ServerSettings
@@ -75,14 +76,14 @@ def serve_ray(
         endpoints = None
         if sandbox_url is not None:
             try:
-                endpoints = SandboxAt.from_url(sandbox_url)
+                endpoints = SandboxEndpoints.from_url(sandbox_url, ENDPOINTS)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
         elif sandbox:
             from lightning_client.testing.sandbox import Sandbox
 
             started = stack.enter_context(Sandbox())
-            endpoints = SandboxAt(started.replicate_url, started.fal_url, started.fal_run_url, started.fal_rest_url)
+            endpoints = SandboxEndpoints(started.urls)
         hosted: list[str] = []
         with contextlib.suppress(MissingKeysError):
             hosted = hosted_providers(endpoints is not None, None)

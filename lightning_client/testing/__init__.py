@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+#: The endpoints a sandbox emulates, in the order `Sandbox(port=N)` gives them ports N, N+1, ...
+ENDPOINTS = ("replicate", "fal", "fal_run", "fal_rest")
+
 _LAZY = {
     "Latency": "lightning_client.testing.sandbox",
     "Sandbox": "lightning_client.testing.sandbox",
@@ -19,4 +22,4 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["Latency", "Sandbox", "build_tiny_lightning"]
+__all__ = ["ENDPOINTS", "Latency", "Sandbox", "build_tiny_lightning"]

@@ -29,6 +29,9 @@ from typing import Any
 
 import uvicorn
 
+from lightning_client.errors import ConfigurationError
+from lightning_client.sandbox_endpoints import SandboxEndpoints
+from lightning_client.testing import ENDPOINTS
 from lightning_client.testing._behaviour import Latency, Provider
 from lightning_client.testing._fal_app import build_fal_apps, fal_finisher
 from lightning_client.testing._fal_realtime_app import FalRealtime
@@ -39,7 +42,6 @@ from lightning_client.testing._webhooks import FAL_USER_ID, FalSigner, Replicate
 __all__ = ["Latency", "ProviderHandle", "Sandbox"]
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
-_ENDPOINTS = ("replicate", "fal", "fal_run", "fal_rest")
 
 
 class ProviderHandle:
@@ -79,7 +81,7 @@ class ProviderHandle:
         return f"<ProviderHandle {self.name} {self._core.behaviour}>"
 
 
-class Sandbox:
+class Sandbox(SandboxEndpoints):
     """Loopback emulators of Replicate and fal; a sync and async context manager."""
 
     def __init__(
@@ -128,7 +130,12 @@ class Sandbox:
 
     # -- URLs ------------------------------------------------------------------------------------
 
-    def _url(self, endpoint: str) -> str:
+    def url(self, endpoint: str) -> str:
+        """The base URL of `endpoint` (see `ENDPOINTS`) while the sandbox runs."""
+        if endpoint not in self._enabled:
+            raise ConfigurationError(
+                f"the sandbox serves no endpoint {endpoint!r}; allowed: {', '.join(ENDPOINTS)}", path="sandbox"
+            )
         if not self._enabled[endpoint]:
             raise RuntimeError(f"this Sandbox was created with {endpoint.split('_')[0]}=False")
         if endpoint not in self._urls:
@@ -138,27 +145,27 @@ class Sandbox:
     @property
     def replicate_url(self) -> str:
         """Base URL for `replicate.Client(base_url=...)` (routes under /v1/...)."""
-        return self._url("replicate")
+        return self.url("replicate")
 
     @property
     def fal_url(self) -> str:
         """fal queue base URL: submit is POST {fal_url}/fal-ai/fast-lightning-sdxl."""
-        return self._url("fal")
+        return self.url("fal")
 
     @property
     def fal_run_url(self) -> str:
         """fal synchronous run base URL: POST {fal_run_url}/fal-ai/fast-lightning-sdxl."""
-        return self._url("fal_run")
+        return self.url("fal_run")
 
     @property
     def fal_rest_url(self) -> str:
         """fal REST base URL: GET {fal_rest_url}/v1/models/pricing?endpoint_id=..."""
-        return self._url("fal_rest")
+        return self.url("fal_rest")
 
     @property
     def fal_realtime_url(self) -> str:
         """fal realtime WebSocket base URL (the run host): ws {fal_realtime_url}/fal-ai/fast-lightning-sdxl/realtime."""
-        return "ws" + self._url("fal_run").removeprefix("http")
+        return "ws" + self.url("fal_run").removeprefix("http")
 
     @property
     def fal_user_id(self) -> str:
@@ -258,7 +265,7 @@ class Sandbox:
             else self.host
         )
         try:
-            for offset, endpoint in enumerate(e for e in _ENDPOINTS if self._enabled[e]):
+            for offset, endpoint in enumerate(e for e in ENDPOINTS if self._enabled[e]):
                 sock = socket.socket(family, socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 # Accepted connections inherit this; without it a response's header and body writes wait

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+
+import lightning_client as lc
 import typer
 
 from lightning_client.batching import parse_rate
@@ -14,7 +16,8 @@ from lightning_client.cli._common import (
 )
 from lightning_client.errors import AllProvidersFailedError, AuthenticationError
 from lightning_client.providers.fal import fal_key
-from lightning_client.testing.endpoints import SandboxAt
+from lightning_client.sandbox_endpoints import SandboxEndpoints
+from lightning_client.testing import ENDPOINTS
 
 
 def test_error_line_masks_registered_secrets() -> None:
@@ -54,12 +57,14 @@ def test_missing_keys_message_lists_only_missing_variables(monkeypatch: pytest.M
 
 
 def test_sandbox_url_maps_to_consecutive_ports() -> None:
-    endpoints = SandboxAt.from_url("http://127.0.0.1:8800")
-    assert (endpoints.replicate_url, endpoints.fal_url, endpoints.fal_run_url, endpoints.fal_rest_url) == (
-        "http://127.0.0.1:8800",
-        "http://127.0.0.1:8801",
-        "http://127.0.0.1:8802",
-        "http://127.0.0.1:8803",
-    )
+    endpoints = SandboxEndpoints.from_url("http://127.0.0.1:8800", ENDPOINTS)
+    assert endpoints.urls == {
+        "replicate": "http://127.0.0.1:8800",
+        "fal": "http://127.0.0.1:8801",
+        "fal_run": "http://127.0.0.1:8802",
+        "fal_rest": "http://127.0.0.1:8803",
+    }
+    with pytest.raises(lc.ConfigurationError, match="allowed: fal, fal_rest, fal_run, replicate"):
+        endpoints.url("acme")
     with pytest.raises(ValueError, match="http://HOST:PORT"):
-        SandboxAt.from_url("https://example.com")
+        SandboxEndpoints.from_url("https://example.com", ENDPOINTS)

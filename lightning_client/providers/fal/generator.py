@@ -32,7 +32,6 @@ from lightning_client.generator import (
     AttemptContext,
     Capabilities,
     ProviderOption,
-    SandboxEndpoints,
     env_setting,
     legacy_arguments,
     renamed_argument,
@@ -54,6 +53,7 @@ from lightning_client.providers._http import (
 )
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
+from lightning_client.sandbox_endpoints import SandboxEndpoints
 from lightning_client.state.jobs import RecoveredJob
 
 if TYPE_CHECKING:
@@ -266,9 +266,9 @@ class FalGenerator(HttpGenerator):
     def for_sandbox(cls, sandbox: SandboxEndpoints, **options: Any) -> FalGenerator:
         return cls(
             api_key=SANDBOX_KEY,
-            base_url=sandbox.fal_url,
-            run_url=sandbox.fal_run_url,
-            rest_url=sandbox.fal_rest_url,
+            base_url=sandbox.url("fal"),
+            run_url=sandbox.url("fal_run"),
+            rest_url=sandbox.url("fal_rest"),
             **options,
         )
 
@@ -276,9 +276,9 @@ class FalGenerator(HttpGenerator):
     def sandbox_environment(cls, sandbox: SandboxEndpoints) -> dict[str, str]:
         return {
             "FAL_KEY": SANDBOX_KEY,
-            cls.BASE_URL_ENV: sandbox.fal_url,
-            cls.RUN_URL_ENV: sandbox.fal_run_url,
-            cls.REST_URL_ENV: sandbox.fal_rest_url,
+            cls.BASE_URL_ENV: sandbox.url("fal"),
+            cls.RUN_URL_ENV: sandbox.url("fal_run"),
+            cls.REST_URL_ENV: sandbox.url("fal_rest"),
         }
 
     def prior_cost_per_image(self, prices: PriceTable) -> float | None:

@@ -33,7 +33,6 @@ from lightning_client.generator import (
     AttemptContext,
     Capabilities,
     ProviderOption,
-    SandboxEndpoints,
     env_setting,
     legacy_arguments,
     renamed_argument,
@@ -54,6 +53,7 @@ from lightning_client.providers._http import (
 )
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
+from lightning_client.sandbox_endpoints import SandboxEndpoints
 from lightning_client.state.jobs import RecoveredJob
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_MODEL", "SANDBOX_TOKEN", "ReplicateGenerator", "replicate_token"]
@@ -229,11 +229,11 @@ class ReplicateGenerator(HttpGenerator):
 
     @classmethod
     def for_sandbox(cls, sandbox: SandboxEndpoints, **options: Any) -> ReplicateGenerator:
-        return cls(api_key=SANDBOX_TOKEN, base_url=sandbox.replicate_url, **options)
+        return cls(api_key=SANDBOX_TOKEN, base_url=sandbox.url("replicate"), **options)
 
     @classmethod
     def sandbox_environment(cls, sandbox: SandboxEndpoints) -> dict[str, str]:
-        return {"REPLICATE_API_TOKEN": SANDBOX_TOKEN, cls.BASE_URL_ENV: sandbox.replicate_url}
+        return {"REPLICATE_API_TOKEN": SANDBOX_TOKEN, cls.BASE_URL_ENV: sandbox.url("replicate")}
 
     def prior_cost_per_image(self, prices: PriceTable) -> float | None:
         _, rate = self.prices.replicate_rate(self.model)
