@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_client._sync import run_sync
 from lightning_client.errors import InvalidRequestError, LightningError
-from lightning_client.generator import Generator, as_request, observe_attempts
-from lightning_client.realtime.backends import GeneratorBackend, RealtimeBackend, Transport
+from lightning_client.generator import as_request, observe_attempts
+from lightning_client.realtime_backend import RealtimeBackend, Transport
 from lightning_client.request import GenerationRequest
 from lightning_client.result import GenerationResult
 
 if TYPE_CHECKING:
     from lightning_client.ledger import Ledger
 
-__all__ = ["JobGate", "RealtimeResult", "RealtimeSession", "RealtimeStats", "SyncRealtimeSession", "backend_for"]
+__all__ = ["JobGate", "RealtimeResult", "RealtimeSession", "RealtimeStats", "SyncRealtimeSession"]
 
 #: Held around each job from before it is sent until it has ended (a server's admission slot); a
 #: `LightningError` raised on entry fails that job, and nothing is sent.
@@ -89,17 +89,6 @@ class _Job:
 
 
 _END = object()
-
-
-def backend_for(generator: Generator) -> RealtimeBackend:
-    """The realtime backend a generator provides (`_realtime_backend()`), else create-and-cancel."""
-    factory = getattr(generator, "_realtime_backend", None)
-    if callable(factory):
-        backend = factory()
-        if not isinstance(backend, RealtimeBackend):
-            raise TypeError(f"{type(generator).__name__}._realtime_backend() returned {type(backend).__name__}")
-        return backend
-    return GeneratorBackend(generator)
 
 
 class RealtimeSession:
