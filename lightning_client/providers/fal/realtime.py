@@ -45,7 +45,7 @@ from lightning_client.generator import AttemptContext, BaseGenerator, Capabiliti
 from lightning_client.images import convert_image, decode_data_uri, decode_image
 from lightning_client.providers._http import _tls_context, auth_header, send
 from lightning_client.providers.fal.generator import nsfw_flags
-from lightning_client.realtime.backends import GeneratorBackend, RealtimeBackend, Transport
+from lightning_client.realtime_backend import GeneratorBackend, RealtimeBackend, Transport
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, GenerationWarning, Timings
 
