@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -125,13 +126,21 @@ def refuse_keyless_exposure(host: str, *, keys: bool, allowed: bool, keys_hint: 
     The one rule `lightning-client serve` and the Ray application builder apply before starting;
     the hints say how keys are given and how the operator allows it anyway.
     """
-    from lightning_client.serving.runner import is_loopback
-
-    if keys or allowed or is_loopback(host):
+    if keys or allowed or _is_loopback(host):
         return
     raise ValueError(
         f"refusing to listen on {host} without an API key: give {keys_hint}, listen on 127.0.0.1, or pass {allow_hint}"
     )
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether `host` names only the local machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class ServerSection(BaseModel):
