@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import math
 import re
 import threading
@@ -37,7 +36,7 @@ from lightning_client.generator import (
     legacy_arguments,
     renamed_argument,
 )
-from lightning_client.images import DecodedImage, convert_image
+from lightning_client.images import DecodedImage, convert_image, is_loopback_host
 from lightning_client.pricing import PriceTable
 from lightning_client.providers._http import (
     HttpGenerator,
@@ -862,7 +861,7 @@ def _webhook_fields(webhook: str | None, events: Sequence[str] | None) -> dict[s
     if (
         parts is None
         or not parts.hostname
-        or not (parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)))
+        or not (parts.scheme == "https" or (parts.scheme == "http" and is_loopback_host(parts.hostname)))
     ):
         raise ValueError(f"webhook must be an https:// URL (http:// only to a loopback host), got {webhook!r}")
     fields: dict[str, Any] = {"webhook": webhook}
@@ -875,13 +874,6 @@ def _webhook_fields(webhook: str | None, events: Sequence[str] | None) -> dict[s
             )
         fields["webhook_events_filter"] = list(dict.fromkeys(chosen))
     return fields
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Claims:
