@@ -43,13 +43,14 @@ from lightning_client.result import (
 )
 
 if TYPE_CHECKING:
-    from lightning_client.ledger import Ledger
-    from lightning_client.realtime import RealtimeSession
+    # Re-exported for the annotations of `open_realtime`'s callers (routing imports nothing of realtime).
+    from lightning_client.realtime.session import RealtimeSession as RealtimeSession
     from lightning_client.sandbox_endpoints import SandboxEndpoints
 
 __all__ = [
     "AttemptContext",
     "AttemptEvent",
+    "AttemptRecorder",
     "BaseGenerator",
     "Capabilities",
     "ClosingContext",
@@ -59,6 +60,7 @@ __all__ = [
     "for_client_request",
     "legacy_arguments",
     "observe_attempts",
+    "open_realtime",
     "renamed_argument",
 ]
 
@@ -159,6 +161,14 @@ class Capabilities(BaseModel):
 
 AttemptEvent = Literal["start", "job", "end", "update"]
 AttemptObserver = Callable[[AttemptEvent, Attempt], None]
+
+
+class AttemptRecorder(Protocol):
+    """What keeps a record of attempts (a `Ledger`): `record` is an `observe_attempts` callback."""
+
+    def record(self, event: AttemptEvent, attempt: Attempt) -> None: ...
+
+
 _observers: ContextVar[tuple[AttemptObserver, ...]] = ContextVar("lightning_client_attempt_observers", default=())
 
 
@@ -312,6 +322,24 @@ class Generator(Protocol):
     async def aclose(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def open_realtime(
+    generator: Generator,
+    *,
+    throttle_s: float,
+    ledger: AttemptRecorder | None = None,
+    providers: Sequence[str] | None = None,
+) -> RealtimeSession:
+    """A realtime session on `generator`; a router's moves across its generators (`providers`: which ones).
+
+    The package's one upward entry: the generator contract reaches realtime sessions (a higher
+    layer) only here, importing them when a session is opened (tests/test_layering.py allows this
+    edge and no other).
+    """
+    from lightning_client.realtime.session import open_session
+
+    return open_session(generator, throttle_s=throttle_s, ledger=ledger, providers=providers)
 
 
 def expected_wait(generator: Generator) -> float | None:
@@ -642,11 +670,9 @@ class BaseGenerator(ClosingContext, ABC):
         """Synchronous `agenerate`; works in plain scripts and inside a running loop (Jupyter)."""
         return run_sync(self.agenerate(request, **fields))
 
-    def realtime(self, *, throttle_s: float = 0.1, ledger: Ledger | None = None) -> RealtimeSession:
+    def realtime(self, *, throttle_s: float = 0.1, ledger: AttemptRecorder | None = None) -> RealtimeSession:
         """A latest-wins realtime session on this generator (`async with`, or `with` in scripts)."""
-        from lightning_client.realtime import RealtimeSession, backend_for
-
-        return RealtimeSession(backend_for(self), throttle_s=throttle_s, ledger=ledger)
+        return open_realtime(self, throttle_s=throttle_s, ledger=ledger)
 
     async def aclose(self) -> None:
         """Close what this generator holds on the running loop."""

@@ -53,7 +53,7 @@ from lightning_client.sandbox_endpoints import SandboxEndpoints
 from lightning_client.state.jobs import RecoveredJob
 
 if TYPE_CHECKING:
-    from lightning_client.realtime import RealtimeBackend
+    from lightning_client.realtime_backend import RealtimeBackend
 
 __all__ = ["DEFAULT_APP", "DEFAULT_QUEUE_URL", "SANDBOX_KEY", "FalGenerator", "fal_key"]
 
