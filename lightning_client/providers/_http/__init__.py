@@ -18,6 +18,7 @@ from lightning_client.providers._http.clients import (
     make_timeout,
 )
 from lightning_client.providers._http.errors import (
+    ERROR_CODES,
     PLAIN,
     ErrorHints,
     create_refused,
@@ -38,6 +39,7 @@ from lightning_client.providers._http.generator import HttpGenerator
 from lightning_client.providers._http.tasks import detach, gather_all, retrieve_errors, shielded
 
 __all__ = [
+    "ERROR_CODES",
     "PLAIN",
     "SHARD_CONNECTIONS",
     "USER_AGENT",

@@ -34,18 +34,14 @@ from pydantic import SecretStr
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
 from lightning_client._log import get_logger, mask_secrets
 from lightning_client.errors import (
-    AuthenticationError,
-    ContentFilteredError,
     GenerationTimeoutError,
-    InvalidRequestError,
     LightningError,
     ProviderResponseError,
     ProviderUnavailableError,
-    RateLimitError,
 )
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
 from lightning_client.images import DecodedImage, convert_image, decode_data_uri, decode_image
-from lightning_client.providers._http import ErrorHints, _tls_context, auth_header, send
+from lightning_client.providers._http import ERROR_CODES, ErrorHints, _tls_context, auth_header, send
 from lightning_client.providers.fal import wire
 from lightning_client.providers.fal.pricing import FalPricing
 from lightning_client.realtime_backend import GeneratorBackend, RealtimeBackend, Transport
@@ -68,23 +64,10 @@ OPEN_TIMEOUT_S = 30.0
 #: Longest wait for one result on the socket.
 RESULT_TIMEOUT_S = 120.0
 
-_ERRORS: dict[str, type[LightningError]] = {
-    "TIMEOUT": GenerationTimeoutError,
-    "UNAUTHORIZED": AuthenticationError,
-    "FORBIDDEN": AuthenticationError,
-    "RATE_LIMITED": RateLimitError,
-    "TOO_MANY_REQUESTS": RateLimitError,
-    "BAD_REQUEST": InvalidRequestError,
-    "VALIDATION_ERROR": InvalidRequestError,
-    "CONTENT_POLICY_VIOLATION": ContentFilteredError,
-    "INTERNAL_ERROR": ProviderUnavailableError,
-    "CONNECTION_CLOSED": ProviderUnavailableError,
-}
-
 
 def realtime_error(error: str, reason: str, request_id: str | None = None) -> LightningError:
     """Map an `x-fal-error` frame (`error`, `reason`) onto the taxonomy; unknown codes are response errors."""
-    cls = _ERRORS.get(error.upper(), ProviderResponseError)
+    cls = ERROR_CODES.get(error.upper(), ProviderResponseError)
     text = f"fal realtime error {error}" + (f": {mask_secrets(reason)}" if reason else "")
     return cls(text, request_id=request_id)  # the attempt fills in the generator's name
 
