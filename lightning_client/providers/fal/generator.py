@@ -22,24 +22,21 @@ from lightning_client.errors import (
     GenerationTimeoutError,
     LightningError,
 )
-from lightning_client.generator import (
-    AttemptContext,
-    Capabilities,
-    ProviderOption,
-    env_setting,
-    legacy_arguments,
-    renamed_argument,
-)
 from lightning_client.images import DecodedImage, convert_image
 from lightning_client.pricing import PriceTable
 from lightning_client.providers._http import (
+    AttemptContext,
+    Capabilities,
     ErrorHints,
     HttpGenerator,
     PollDelays,
+    ProviderOption,
     auth_header,
+    env_setting,
     error_from_response,
     expired,
     gather_all,
+    hosted_arguments,
     parse_json,
     send,
     shielded,
@@ -174,11 +171,15 @@ class FalGenerator(HttpGenerator):
         queue_url: str | None = None,
         app: str | None = None,
     ) -> None:
-        positional = legacy_arguments("FalGenerator", legacy, ("api_key", "base_url", "model"))
-        api_key = positional.get("api_key", renamed_argument("FalGenerator", "key", key, "api_key", api_key))
-        base_url = renamed_argument("FalGenerator", "queue_url", queue_url, "base_url", base_url)
-        base_url = positional.get("base_url", base_url)
-        model = positional.get("model", renamed_argument("FalGenerator", "app", app, "model", model)) or DEFAULT_APP
+        api_key, base_url, model = hosted_arguments(
+            "FalGenerator",
+            legacy,
+            api_key=api_key,
+            base_url=base_url,
+            model=model,
+            renamed={"key": ("api_key", key), "queue_url": ("base_url", queue_url), "app": ("model", app)},
+        )
+        model = model or DEFAULT_APP
         if mode not in ("queue", "run"):
             raise ValueError(f"mode must be 'queue' or 'run', got {mode!r}")
         self.webhook = _webhook(webhook, webhook_events, mode)

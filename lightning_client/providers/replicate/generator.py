@@ -22,22 +22,19 @@ from lightning_client.errors import (
     GenerationTimeoutError,
     LightningError,
 )
-from lightning_client.generator import (
-    AttemptContext,
-    Capabilities,
-    ProviderOption,
-    env_setting,
-    legacy_arguments,
-    renamed_argument,
-)
 from lightning_client.images import DecodedImage, convert_image
 from lightning_client.pricing import PriceTable
 from lightning_client.providers._http import (
+    AttemptContext,
+    Capabilities,
     HttpGenerator,
     PollDelays,
+    ProviderOption,
     auth_header,
+    env_setting,
     expired,
     gather_all,
+    hosted_arguments,
     parse_json,
     send,
     shielded,
@@ -144,11 +141,14 @@ class ReplicateGenerator(HttpGenerator):
         webhook_events: Sequence[str] | None = None,
         api_token: str | SecretStr | None = None,
     ) -> None:
-        positional = legacy_arguments("ReplicateGenerator", legacy, ("api_key", "base_url", "model"))
-        api_key = renamed_argument("ReplicateGenerator", "api_token", api_token, "api_key", api_key)
-        api_key = positional.get("api_key", api_key)
-        base_url = positional.get("base_url", base_url)
-        model = positional.get("model", model)
+        api_key, base_url, model = hosted_arguments(
+            "ReplicateGenerator",
+            legacy,
+            api_key=api_key,
+            base_url=base_url,
+            model=model,
+            renamed={"api_token": ("api_key", api_token)},
+        )
         if not 0 <= wait_s <= wire.MAX_WAIT_S:
             raise ValueError(f"wait_s must be from 0 to 60 seconds, got {wait_s}")
         self.webhook_fields = wire.webhook_fields(webhook, webhook_events)
