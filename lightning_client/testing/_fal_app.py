@@ -45,7 +45,7 @@ from lightning_client.testing._provider import (
 from lightning_client.testing._render import ImageSpec, content_type, render
 from lightning_client.testing._webhooks import FalSigner
 
-__all__ = ["build_fal_apps", "fal_finisher"]
+__all__ = ["FalApp", "fal_finisher"]
 
 JOB_ERROR = "Sandbox fault 'job_error': the model raised an error while generating"
 KEEPALIVE_S = 15.0  # fal sends an SSE comment line this often on an idle status stream
@@ -135,7 +135,8 @@ class FalApp:
         self.signer = signer
 
     def apps(self) -> tuple[Starlette, Starlette, Starlette]:
-        """(queue app, sync-run app, REST app)."""
+        """(queue app, sync-run app, REST app); files are served on both the queue and the run origin, each
+        result linking to the origin it was asked on."""
         handlers: dict[Any, Any] = {404: self._not_found, 405: self._not_found}
         queue = Starlette(
             routes=[
@@ -525,11 +526,3 @@ class FalApp:
                     {"endpoint_id": endpoint_id, "unit_price": price.usd, "unit": price.unit, "currency": "USD"}
                 )
         return json_response({"prices": prices}, 200)
-
-
-def build_fal_apps(
-    core: ProviderCore, queue_url: str, run_url: str, signer: FalSigner
-) -> tuple[Starlette, Starlette, Starlette]:
-    """(queue, run, rest) applications of the fal emulator for `core`; files are served on both the queue
-    and the run URL, each result linking to the origin it was asked on."""
-    return FalApp(core, queue_url, run_url, signer).apps()

@@ -1,4 +1,5 @@
-"""State and HTTP helpers shared by the two emulated providers: settings, jobs, counters and fault responses."""
+"""State and HTTP helpers shared by the emulated providers: settings, jobs, counters, the gate every
+request passes and fault responses."""
 
 from __future__ import annotations
 
@@ -7,12 +8,20 @@ import contextlib
 import json
 import threading
 from collections import Counter
+from collections.abc import Callable, Collection
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lightning_client.testing._behaviour import FLAKY_READS, GATEWAY_HTML, Behaviour, Provider, SeededDraws
+from lightning_client.testing._behaviour import (
+    COMMON_RULES,
+    FLAKY_READS,
+    GATEWAY_HTML,
+    Behaviour,
+    ProviderRules,
+    SeededDraws,
+)
 from lightning_client.testing._jobs import Finisher, Job, JobEngine, Progress, wait_event
 from lightning_client.testing._webhooks import WebhookSender
 
@@ -47,8 +56,16 @@ def json_response(
 class ProviderCore:
     """One emulated provider: its settings (swapped whole, thread-safe), its jobs and its counters."""
 
-    def __init__(self, name: Provider, seed: int, finish: Finisher, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        seed: int,
+        finish: Finisher,
+        progress: Progress | None = None,
+        rules: ProviderRules = COMMON_RULES,
+    ) -> None:
         self.name = name
+        self.rules = rules
         self.behaviour = Behaviour()
         self.draws = SeededDraws(seed)
         self.requests: Counter[str] = Counter()
@@ -61,7 +78,7 @@ class ProviderCore:
     def configure(self, changes: dict[str, Any]) -> None:
         """Validate and apply `changes`; wakes queued jobs when there are more workers."""
         with self._lock:
-            self.behaviour = self.behaviour.updated(self.name, changes)
+            self.behaviour = self.behaviour.updated(self.name, self.rules, changes)
         if "workers" in changes and self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.engine.pump)
 
@@ -92,6 +109,31 @@ class ProviderCore:
         """True when this request should fail with an injected 5xx (`error_rate`)."""
         rate = self.behaviour.error_rate
         return rate > 0 and self.draws.next("error_rate") < rate
+
+    def gate(
+        self,
+        request: Request,
+        kind: str,
+        error: Callable[[int], Response],
+        *,
+        schemes: Collection[str] = ("bearer",),
+        injected: bool = True,
+    ) -> Response | None:
+        """Count `request` as route kind `kind`, then what refuses it, as `error(status)`: the configured
+        `error_status`, an injected 503 (`error_rate`; not with `injected=False`), or a 401 unless its
+        Authorization header is one of `schemes` (lowercase) with an accepted token (no `schemes`: no check).
+        None lets it through."""
+        self.count(kind)
+        behaviour = self.behaviour
+        if behaviour.error_status is not None:
+            return error(behaviour.error_status)
+        if injected and self.injected_5xx():
+            return error(503)
+        if schemes:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() not in schemes or not self.token_ok(token.strip()):
+                return error(401)
+        return None
 
     def token_ok(self, token: str | None) -> bool:
         """Whether `token` is accepted: present and, when `valid_tokens` is set, one of them."""

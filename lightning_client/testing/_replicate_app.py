@@ -11,7 +11,7 @@ import base64
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lightning_client.images import is_loopback_url
-from lightning_client.testing._behaviour import Behaviour
+from lightning_client.testing._behaviour import REPLICATE_RULES, Behaviour
 from lightning_client.testing._jobs import Job, JobState, wait_event
 from lightning_client.testing._provider import (
     ProviderCore,
@@ -46,7 +46,7 @@ from lightning_client.testing._replicate_schema import (
 )
 from lightning_client.testing._webhooks import ReplicateSigner, webhook_id
 
-__all__ = ["NSFW_ERROR", "build_replicate_app", "replicate_finisher", "replicate_progress"]
+__all__ = ["NSFW_ERROR", "ReplicateEmulation", "replicate_finisher", "replicate_progress"]
 
 #: The failure text when the safety checker drops every image. The model's Cog wrapper has used two
 #: wordings over time ("NSFW content detected. Try running it again, or try a different prompt." in the
@@ -655,6 +655,13 @@ def _webhook_fields(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str
     return hooks, problems
 
 
-def build_replicate_app(core: ProviderCore, base_url: str, signer: ReplicateSigner) -> Starlette:
-    """The Replicate emulator for `core`, served at `base_url`, signing webhooks with `signer`."""
-    return ReplicateApp(core, base_url, signer).asgi()
+class ReplicateEmulation:
+    """The Replicate emulator in one sandbox: its state, its webhook signer and its one endpoint, `replicate`."""
+
+    def __init__(self, seed: int) -> None:
+        self.core = ProviderCore("replicate", seed, replicate_finisher, replicate_progress, REPLICATE_RULES)
+        self.signer = ReplicateSigner(seed)
+
+    def apps(self, urls: Mapping[str, str]) -> dict[str, Starlette]:
+        """The app of the `replicate` endpoint, served at `urls["replicate"]`."""
+        return {"replicate": ReplicateApp(self.core, urls["replicate"], self.signer).asgi()}
