@@ -28,14 +28,12 @@ from lightning_client.testing._jobs import Job, JobState, wait_event
 from lightning_client.testing._provider import (
     ProviderCore,
     dumps,
-    flaky_download,
-    flaky_status,
     gateway_error,
     hang,
     json_response,
     reset_connection,
 )
-from lightning_client.testing._render import ImageSpec, content_type, render
+from lightning_client.testing._render import ImageSpec
 from lightning_client.testing._replicate_schema import (
     MODEL,
     OPENAPI_SCHEMA,
@@ -211,30 +209,19 @@ class ReplicateApp:
                 Route("/v1/webhooks/default/secret", self.webhook_secret, methods=["GET"]),
                 Route("/files/{id}/{name}", self.file, methods=["GET"]),
             ],
-            exception_handlers={404: self._not_found, 405: self._not_found},
+            exception_handlers=self.core.not_found_handlers(lambda status: _error(status, "other")),
         )
-
-    async def _not_found(self, request: Request, exc: Exception) -> Response:
-        self.core.count("other")
-        return _error(404, "other")
 
     # -- shared gates -------------------------------------------------------------------------
 
     def _gate(self, request: Request, kind: str) -> Response | None:
         """Count the request; answer injected errors and authentication failures."""
-        core = self.core
-        core.count(kind)
-        behaviour = core.behaviour
-        if behaviour.error_status is not None:
-            return _error(behaviour.error_status, kind)
-        if core.injected_5xx():
-            return _error(503, kind)
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() not in ("bearer", "token") or not token.strip():
-            return _error(401, kind, _NO_TOKEN if not scheme else None)
-        if not core.token_ok(token.strip()):
-            return _error(401, kind)
-        return None
+
+        def refuse(status: int) -> Response:
+            no_token = status == 401 and not request.headers.get("authorization", "").partition(" ")[0]
+            return _error(status, kind, _NO_TOKEN if no_token else None)
+
+        return self.core.gate(request, kind, refuse, schemes=("bearer", "token"))
 
     def _ok(self, body: Any, kind: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         all_headers = {"ratelimit-remaining": _RATELIMIT.get(kind, "2999"), "ratelimit-reset": "1", **(headers or {})}
@@ -482,11 +469,9 @@ class ReplicateApp:
         denied = self._gate(request, "get")
         if denied is not None:
             return denied
-        job = self.core.engine.get(request.path_params["id"])
-        if job is None:
-            return _error(404, "get")
-        if flaky_status(job):
-            return _error(503, "get")
+        job = self.core.readable(self.core.engine.get(request.path_params["id"]), lambda status: _error(status, "get"))
+        if isinstance(job, Response):
+            return job
         return self._ok(self.prediction(job), "get")
 
     async def cancel(self, request: Request) -> Response:
@@ -589,20 +574,10 @@ class ReplicateApp:
     async def file(self, request: Request) -> Response:
         """GET /files/{id}/{name}: an output image (the `truncated_image` fault serves half of it).
 
-        Real output files want the Authorization header; the sandbox serves them with or without it.
+        Real output files want the Authorization header; the sandbox serves them with or without it; past
+        `retention_s` they are gone (404).
         """
-        self.core.count("file")
-        job = self.core.engine.get(request.path_params["id"])
-        files: dict[str, ImageSpec] = job.meta.get("files", {}) if job is not None else {}
-        spec = files.get(request.path_params["name"])
-        if job is None or spec is None or self._removed(job):
-            return _error(404, "file")
-        if flaky_download(job, request.path_params["name"]):
-            return _error(503, "file")
-        data = await asyncio.to_thread(render, spec)
-        if job.fault == "truncated_image":
-            data = data[: len(data) // 2]
-        return Response(data, media_type=content_type(spec.format))
+        return await self.core.file(request, lambda status: _error(status, "file"), self._removed)
 
 
 def _version() -> dict[str, Any]:
