@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import pytest
-
-import lightning_client as lc
 import typer
 
+import lightning_client as lc
 from lightning_client.batching import parse_rate
 from lightning_client.cli._common import (
     error_line,
