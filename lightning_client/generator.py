@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import time
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -43,13 +42,14 @@ from lightning_client.result import (
 )
 
 if TYPE_CHECKING:
-    from lightning_client.ledger import Ledger
-    from lightning_client.realtime import RealtimeSession
+    # Re-exported for the annotations of `open_realtime`'s callers (routing imports nothing of realtime).
+    from lightning_client.realtime.session import RealtimeSession as RealtimeSession
     from lightning_client.sandbox_endpoints import SandboxEndpoints
 
 __all__ = [
     "AttemptContext",
     "AttemptEvent",
+    "AttemptRecorder",
     "BaseGenerator",
     "Capabilities",
     "ClosingContext",
@@ -57,9 +57,8 @@ __all__ = [
     "LightningDeprecationWarning",
     "ProviderOption",
     "for_client_request",
-    "legacy_arguments",
     "observe_attempts",
-    "renamed_argument",
+    "open_realtime",
 ]
 
 logger = get_logger("lightning_client.generator")
@@ -159,6 +158,14 @@ class Capabilities(BaseModel):
 
 AttemptEvent = Literal["start", "job", "end", "update"]
 AttemptObserver = Callable[[AttemptEvent, Attempt], None]
+
+
+class AttemptRecorder(Protocol):
+    """What keeps a record of attempts (a `Ledger`): `record` is an `observe_attempts` callback."""
+
+    def record(self, event: AttemptEvent, attempt: Attempt) -> None: ...
+
+
 _observers: ContextVar[tuple[AttemptObserver, ...]] = ContextVar("lightning_client_attempt_observers", default=())
 
 
@@ -314,6 +321,24 @@ class Generator(Protocol):
     def close(self) -> None: ...
 
 
+def open_realtime(
+    generator: Generator,
+    *,
+    throttle_s: float,
+    ledger: AttemptRecorder | None = None,
+    providers: Sequence[str] | None = None,
+) -> RealtimeSession:
+    """A realtime session on `generator`; a router's moves across its generators (`providers`: which ones).
+
+    The package's one upward entry: the generator contract reaches realtime sessions (a higher
+    layer) only here, importing them when a session is opened (tests/test_layering.py allows this
+    edge and no other).
+    """
+    from lightning_client.realtime.session import open_session
+
+    return open_session(generator, throttle_s=throttle_s, ledger=ledger, providers=providers)
+
+
 def expected_wait(generator: Generator) -> float | None:
     """The generator's `expected_wait_s()`; None when it has none or the probe fails (logged)."""
     probe = getattr(generator, "expected_wait_s", None)
@@ -396,30 +421,6 @@ class ProviderOption:
 
 class LightningDeprecationWarning(DeprecationWarning):
     """A deprecated spelling of this package's own API (an old argument name, positional arguments)."""
-
-
-def legacy_arguments(owner: str, values: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
-    """Map deprecated positional arguments onto their keyword names (with a DeprecationWarning)."""
-    if not values:
-        return {}
-    if len(values) > len(names):
-        raise TypeError(f"{owner}() takes at most {len(names)} positional arguments ({len(values)} given)")
-    warnings.warn(
-        f"positional arguments to {owner}() are deprecated; pass them by keyword ({', '.join(names[: len(values)])}=)",
-        LightningDeprecationWarning,
-        stacklevel=3,
-    )
-    return dict(zip(names, values, strict=False))
-
-
-def renamed_argument(owner: str, old: str, old_value: Any, new: str, new_value: Any) -> Any:
-    """`new_value`, or the value given under the deprecated name `old` (with a DeprecationWarning)."""
-    if old_value is None:
-        return new_value
-    if new_value is not None:
-        raise TypeError(f"{owner}() got both {new}= and its deprecated spelling {old}=; pass only {new}=")
-    warnings.warn(f"{owner}({old}=...) is deprecated; use {new}=", LightningDeprecationWarning, stacklevel=3)
-    return old_value
 
 
 def env_setting(variable: str) -> str | None:
@@ -642,11 +643,9 @@ class BaseGenerator(ClosingContext, ABC):
         """Synchronous `agenerate`; works in plain scripts and inside a running loop (Jupyter)."""
         return run_sync(self.agenerate(request, **fields))
 
-    def realtime(self, *, throttle_s: float = 0.1, ledger: Ledger | None = None) -> RealtimeSession:
+    def realtime(self, *, throttle_s: float = 0.1, ledger: AttemptRecorder | None = None) -> RealtimeSession:
         """A latest-wins realtime session on this generator (`async with`, or `with` in scripts)."""
-        from lightning_client.realtime import RealtimeSession, backend_for
-
-        return RealtimeSession(backend_for(self), throttle_s=throttle_s, ledger=ledger)
+        return open_realtime(self, throttle_s=throttle_s, ledger=ledger)
 
     async def aclose(self) -> None:
         """Close what this generator holds on the running loop."""

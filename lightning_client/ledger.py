@@ -273,17 +273,6 @@ class _Writer:
             logger.exception("ledger: could not write %d attempt row(s)", count)
 
 
-def _snapshot(attempt: Attempt) -> Attempt:
-    """A copy sharing nothing mutable with `attempt` (cheaper than a deep copy)."""
-    return attempt.model_copy(
-        update={
-            "remote_ids": list(attempt.remote_ids),
-            "timings": attempt.timings.model_copy(),
-            "cost": attempt.cost.model_copy(),
-        }
-    )
-
-
 _open_ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
 
 
@@ -369,7 +358,7 @@ class Ledger:
 
     def record(self, event: AttemptEvent, attempt: Attempt) -> None:
         """Store the current state of `attempt` (an `observe_attempts` callback)."""
-        snapshot = _snapshot(attempt)
+        snapshot = attempt.snapshot()
         with self._lock:
             if self._writer is not None and self._store is not None:
                 self._writer.put(self._stored_row(snapshot, self._store.owner))
@@ -417,7 +406,7 @@ class Ledger:
     def records(self, provider: str | None = None) -> list[Attempt]:
         """Copies of the stored attempts in start order, optionally of one provider."""
         found = self._sorted(provider)
-        return found if self.persistent else [_snapshot(a) for a in found]
+        return found if self.persistent else [a.snapshot() for a in found]
 
     def open_jobs(self) -> list[Attempt]:
         """Attempts that started a remote job and never recorded an end (e.g. after a crash)."""

@@ -7,20 +7,20 @@ session that moves to its next generator when one fails.
 
 from __future__ import annotations
 
-from lightning_client.realtime.backends import (
-    GeneratorBackend,
-    RealtimeBackend,
-    RouterBackend,
-    Transport,
-    is_session_failure,
-)
+from lightning_client.realtime.router_backend import RouterBackend
 from lightning_client.realtime.session import (
     DEFAULT_THROTTLE_S,
     RealtimeResult,
     RealtimeSession,
     RealtimeStats,
     SyncRealtimeSession,
+)
+from lightning_client.realtime_backend import (
+    GeneratorBackend,
+    RealtimeBackend,
+    Transport,
     backend_for,
+    is_session_failure,
 )
 
 __all__ = [

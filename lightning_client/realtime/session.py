@@ -21,22 +21,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lightning_client._sync import run_sync
 from lightning_client.errors import InvalidRequestError, LightningError
-from lightning_client.generator import Generator, as_request, observe_attempts
-from lightning_client.realtime.backends import GeneratorBackend, RealtimeBackend, Transport
+from lightning_client.generator import AttemptRecorder, Generator, as_request, observe_attempts
+from lightning_client.realtime.router_backend import RouterBackend
+from lightning_client.realtime_backend import RealtimeBackend, Transport, backend_for
 from lightning_client.request import GenerationRequest
 from lightning_client.result import GenerationResult
+from lightning_client.routing.router import Router
 
-if TYPE_CHECKING:
-    from lightning_client.ledger import Ledger
-
-__all__ = ["JobGate", "RealtimeResult", "RealtimeSession", "RealtimeStats", "SyncRealtimeSession", "backend_for"]
+__all__ = [
+    "JobGate",
+    "RealtimeResult",
+    "RealtimeSession",
+    "RealtimeStats",
+    "SyncRealtimeSession",
+    "open_session",
+]
 
 #: Held around each job from before it is sent until it has ended (a server's admission slot); a
 #: `LightningError` raised on entry fails that job, and nothing is sent.
@@ -91,17 +97,6 @@ class _Job:
 _END = object()
 
 
-def backend_for(generator: Generator) -> RealtimeBackend:
-    """The realtime backend a generator provides (`_realtime_backend()`), else create-and-cancel."""
-    factory = getattr(generator, "_realtime_backend", None)
-    if callable(factory):
-        backend = factory()
-        if not isinstance(backend, RealtimeBackend):
-            raise TypeError(f"{type(generator).__name__}._realtime_backend() returned {type(backend).__name__}")
-        return backend
-    return GeneratorBackend(generator)
-
-
 class RealtimeSession:
     """A latest-wins session on one backend; an async context manager (and `with` gives a sync one).
 
@@ -117,7 +112,7 @@ class RealtimeSession:
         backend: RealtimeBackend,
         *,
         throttle_s: float = DEFAULT_THROTTLE_S,
-        ledger: Ledger | None = None,
+        ledger: AttemptRecorder | None = None,
         gate: JobGate | None = None,
     ):
         if not throttle_s >= 0:
@@ -362,6 +357,22 @@ async def _first(*waitables: Any) -> None:
         for future, waitable in zip(futures, waitables, strict=True):
             if future is not waitable and not future.done():
                 future.cancel()
+
+
+def open_session(
+    generator: Generator,
+    *,
+    throttle_s: float = DEFAULT_THROTTLE_S,
+    ledger: AttemptRecorder | None = None,
+    providers: Sequence[str] | None = None,
+) -> RealtimeSession:
+    """A session on `generator`'s own backend, or for a router one that moves across its generators
+    (`providers`: which ones, in order; a router records into its own ledger)."""
+    if isinstance(generator, Router):
+        return RealtimeSession(RouterBackend(generator, providers), throttle_s=throttle_s, ledger=ledger)
+    if providers is not None:
+        raise ValueError(f"{generator.name} is not a router: it has no providers to choose from")
+    return RealtimeSession(backend_for(generator), throttle_s=throttle_s, ledger=ledger)
 
 
 class SyncRealtimeSession:

@@ -48,10 +48,10 @@ from lightning_client.generator import (
     as_request,
     expected_wait,
     observe_attempts,
+    open_realtime,
 )
 from lightning_client.ledger import Ledger
 from lightning_client.pricing import DEFAULT_PRICES, PriceTable
-from lightning_client.realtime.session import RealtimeSession
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, Cost, GenerationResult, utcnow
 from lightning_client.routing.breaker import BreakerConfig, CircuitBreaker
@@ -61,7 +61,7 @@ from lightning_client.routing.policies import Policy, Stats, make_policy
 
 if TYPE_CHECKING:
     from lightning_client.cache import CacheMode, ResultCache
-    from lightning_client.config import Config
+    from lightning_client.generator import RealtimeSession
     from lightning_client.state.recovery import Recovered
 
 __all__ = ["DeadlineExceededError", "HedgeConfig", "Router"]
@@ -183,8 +183,9 @@ class Router(ClosingContext):
 
     name = "router"
     model = "router"
-    #: The validated configuration this router was built from (`lc.load_config`), else None.
-    config: Config | None = None
+    #: The validated `lc.Config` this router was built from (`lc.load_config`), else None. Typed loosely:
+    #: configuration is built on routing, not the other way round.
+    config: Any = None
 
     def __init__(
         self,
@@ -338,9 +339,7 @@ class Router(ClosingContext):
 
     def realtime(self, *, throttle_s: float = 0.1, providers: Sequence[str] | None = None) -> RealtimeSession:
         """A realtime session on the first generator that can serve it, moving to the next when that one fails."""
-        from lightning_client.realtime import RouterBackend
-
-        return RealtimeSession(RouterBackend(self, providers), throttle_s=throttle_s, ledger=None)
+        return open_realtime(self, throttle_s=throttle_s, providers=providers)
 
     async def aclose(self) -> None:
         """Let cancelled attempts finish cancelling, then close every generator on the running loop."""

@@ -15,25 +15,34 @@ import asyncio
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, ValidationError
 
 from lightning_client._log import get_logger
 from lightning_client.errors import LightningError
+from lightning_client.generator import Generator
+from lightning_client.ledger import Ledger, attempt_from_row
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, Cost, GenerationResult, utcnow
 from lightning_client.state.jobs import RecoveredJob
 
-if TYPE_CHECKING:
-    from lightning_client.routing.router import Router
-
-__all__ = ["Recovered", "arecover"]
+__all__ = ["Recovered", "Recovering", "arecover"]
 
 logger = get_logger("lightning_client")
 
 
 Action = Literal["collected", "failed", "canceled", "unknown"]
+
+
+class Recovering(Protocol):
+    """What recovery works on (a `Router`): the ledger holding the orphans and the generators that own them."""
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def generators(self) -> Sequence[Generator]: ...
 
 
 class Recovered(BaseModel):
@@ -108,13 +117,11 @@ def _finish(attempt: Attempt, jobs: Sequence[RecoveredJob]) -> tuple[Action, Gen
     return "collected", result
 
 
-async def arecover(router: Router, folder: str | Path | None = None, *, wait: bool = False) -> list[Recovered]:
+async def arecover(router: Recovering, folder: str | Path | None = None, *, wait: bool = False) -> list[Recovered]:
     """Recover every orphan of `router.ledger` whose provider is one of the router's generators."""
     ledger = router.ledger
     if not ledger.persistent:
         return []
-    from lightning_client.ledger import attempt_from_row
-
     store = ledger.store
     await asyncio.to_thread(ledger.flush)
     generators = {g.name: g for g in router.generators}

@@ -67,6 +67,8 @@ def test_metrics_known_cost_equals_the_ledgers_after_a_mixed_run() -> None:
             assert httpx.post(f"{url}/v1/generations", json={**BODY, "steps": 3}, timeout=60).status_code == 400
             sb.replicate.configure(inference_s=30)
             _hang_up_once_running(url, sb)  # the client hangs up: its job is cancelled upstream
+            # The hung-up job must be over before the socket's first job is looked for among the running ones.
+            _until(lambda: not any(j["status"] == "running" for j in sb.replicate.jobs()))
             sb.replicate.configure(inference_s=1.0)
             with connect("ws" + url.removeprefix("http") + "/v1/realtime") as ws:
                 send = {"type": "send", "steps": 4, "width": 256, "height": 256, "provider": "replicate"}

@@ -49,7 +49,7 @@ from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timi
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-    from lightning_client.realtime import RealtimeBackend
+    from lightning_client.realtime_backend import RealtimeBackend
 
 __all__ = ["LocalGenerator", "ProgressCallback"]
 
@@ -380,7 +380,7 @@ class LocalGenerator(BaseGenerator):
 
     def _realtime_backend(self) -> RealtimeBackend:
         """Realtime sessions in process on the warm pipeline; a superseded job stops at its next step."""
-        from lightning_client.realtime import GeneratorBackend
+        from lightning_client.realtime_backend import GeneratorBackend
 
         return GeneratorBackend(self, transport="in-process", emulated=False)
 
