@@ -283,7 +283,7 @@ async def maybe_sandbox(
         return
     async with _sandbox_class()() as sandbox:
         for provider, settings in (configure or {}).items():
-            getattr(sandbox, provider).configure(**settings)
+            sandbox.provider(provider).configure(**settings)
         yield sandbox
 
 

@@ -1,7 +1,7 @@
 """`lightning-client sandbox`: run the provider emulators standalone until Ctrl-C.
 
-The emulated providers come from the registry (those it can point at a sandbox), their endpoints
-from the sandbox itself, so nothing here names a provider.
+The emulated providers come from the emulator registry (`lightning_client.testing.emulators`),
+their endpoints from the sandbox itself, so nothing here names a provider.
 """
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ from typing import Annotated, Any
 
 import typer
 
-from lightning_client.assembly import hosted_providers
-
 __all__ = ["load_config", "sandbox"]
+
+
+def _emulated() -> list[str]:
+    """The providers the sandbox emulates, in port order."""
+    from lightning_client.testing.emulators import emulators
+
+    return [e.name for e in emulators()]
 
 
 def _latency(value: Any) -> Any:
@@ -52,7 +57,7 @@ def load_config(path: Path) -> dict[str, Any]:
         data: Any = tomllib.loads(text)
     else:
         data = json.loads(text)
-    allowed = ["seed", *hosted_providers(sandboxed=True)]
+    allowed = ["seed", *_emulated()]
     if not isinstance(data, dict):
         raise typer.BadParameter(f"{path}: expected an object with keys {', '.join(allowed)}", param_hint="--config")
     unknown = set(data) - set(allowed)
@@ -94,8 +99,8 @@ def sandbox(
     settings = load_config(config) if config is not None else {}
     sb = Sandbox(seed=seed if seed is not None else settings.get("seed", 0), host=host, port=port, tls=tls)
     try:
-        for provider in hosted_providers(sandboxed=True):
-            getattr(sb, provider).configure(**settings.get(provider, {}))
+        for provider in _emulated():
+            sb.provider(provider).configure(**settings.get(provider, {}))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--config") from exc
     stop = threading.Event()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from lightning_client.images import is_loopback_host
 
 __all__ = [
     "API_KEYS_VARIABLE",
@@ -126,21 +127,11 @@ def refuse_keyless_exposure(host: str, *, keys: bool, allowed: bool, keys_hint: 
     The one rule `lightning-client serve` and the Ray application builder apply before starting;
     the hints say how keys are given and how the operator allows it anyway.
     """
-    if keys or allowed or _is_loopback(host):
+    if keys or allowed or is_loopback_host(host):
         return
     raise ValueError(
         f"refusing to listen on {host} without an API key: give {keys_hint}, listen on 127.0.0.1, or pass {allow_hint}"
     )
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether `host` names only the local machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class ServerSection(BaseModel):
