@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import time
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -58,10 +57,8 @@ __all__ = [
     "LightningDeprecationWarning",
     "ProviderOption",
     "for_client_request",
-    "legacy_arguments",
     "observe_attempts",
     "open_realtime",
-    "renamed_argument",
 ]
 
 logger = get_logger("lightning_client.generator")
@@ -424,30 +421,6 @@ class ProviderOption:
 
 class LightningDeprecationWarning(DeprecationWarning):
     """A deprecated spelling of this package's own API (an old argument name, positional arguments)."""
-
-
-def legacy_arguments(owner: str, values: Sequence[Any], names: Sequence[str]) -> dict[str, Any]:
-    """Map deprecated positional arguments onto their keyword names (with a DeprecationWarning)."""
-    if not values:
-        return {}
-    if len(values) > len(names):
-        raise TypeError(f"{owner}() takes at most {len(names)} positional arguments ({len(values)} given)")
-    warnings.warn(
-        f"positional arguments to {owner}() are deprecated; pass them by keyword ({', '.join(names[: len(values)])}=)",
-        LightningDeprecationWarning,
-        stacklevel=3,
-    )
-    return dict(zip(names, values, strict=False))
-
-
-def renamed_argument(owner: str, old: str, old_value: Any, new: str, new_value: Any) -> Any:
-    """`new_value`, or the value given under the deprecated name `old` (with a DeprecationWarning)."""
-    if old_value is None:
-        return new_value
-    if new_value is not None:
-        raise TypeError(f"{owner}() got both {new}= and its deprecated spelling {old}=; pass only {new}=")
-    warnings.warn(f"{owner}({old}=...) is deprecated; use {new}=", LightningDeprecationWarning, stacklevel=3)
-    return old_value
 
 
 def env_setting(variable: str) -> str | None:

@@ -29,6 +29,7 @@ __all__ = [
     "decode_data_uri",
     "decode_image",
     "download_image",
+    "is_loopback_host",
     "is_loopback_url",
     "sniff_format",
 ]
@@ -190,16 +191,19 @@ def decode_data_uri(uri: str, *, provider: str | None = None) -> tuple[bytes, st
 
 def is_loopback_url(url: str) -> bool:
     """True for URLs whose host is localhost or a loopback address."""
-    return _is_loopback_host(urlsplit(url).hostname or "")
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 @functools.lru_cache(maxsize=256)
-def _is_loopback_host(host: str) -> bool:
-    """Whether `host` is localhost or a loopback address (remembered: every download asks)."""
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 bracketed or not) is localhost or a loopback address.
+
+    Remembered: every download asks.
+    """
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
@@ -207,7 +211,7 @@ def _is_loopback_host(host: str) -> bool:
 def _check_url(url: str, provider: str | None, allow_loopback_http: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme == "https" or (
-        allow_loopback_http and parts.scheme == "http" and _is_loopback_host(parts.hostname or "")
+        allow_loopback_http and parts.scheme == "http" and is_loopback_host(parts.hostname or "")
     ):
         return
     allowed = (

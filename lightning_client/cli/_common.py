@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: option parsing, key detection, building generators, clean error lines."""
+"""Shared CLI plumbing: option parsing, the sandbox option, progress, clean error lines (building is `assembly`'s)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console, ConsoleDimensions
@@ -18,13 +18,10 @@ from lightning_client._log import get_logger, mask_secrets
 from lightning_client._money import format_usd
 from lightning_client._suggest import did_you_mean
 from lightning_client._sync import INTERRUPT_WAIT_S
+from lightning_client.assembly import MissingKeysError, keys_to_set, provider_class, registered
 from lightning_client.batching.items import BatchFileError
 from lightning_client.errors import ConfigurationError, InvalidRequestError, LightningError
 from lightning_client.sandbox_endpoints import SandboxEndpoints
-
-if TYPE_CHECKING:
-    from lightning_client.generator import Generator
-    from lightning_client.routing.router import Router
 
 T = TypeVar("T")
 
@@ -89,28 +86,18 @@ AspectRatio = Annotated[
 Format = Annotated[str, typer.Option("--format", help="Output format: png, jpeg or webp.")]
 
 
-def _registered() -> list[tuple[str, Any]]:
-    """(kind, class) for every registered provider, built-in first (in registry order), then plugins."""
-    from lightning_client.registry import REGISTRY, generator_class, provider_kinds
-
-    provider_kinds()  # loads the entry points into REGISTRY
-    return [(kind, generator_class(kind)) for kind in list(REGISTRY)]
-
-
 def folder_flags() -> list[str]:
-    return [cls.folder_flag for _, cls in _registered() if getattr(cls, "folder_flag", None)] or ["--model-folder"]
+    return [cls.folder_flag for _, cls in registered() if getattr(cls, "folder_flag", None)] or ["--model-folder"]
 
 
 def _folder_help() -> str:
-    helps = [f"{kind}: {cls.folder_help}" for kind, cls in _registered() if getattr(cls, "folder_flag", None)]
+    helps = [f"{kind}: {cls.folder_help}" for kind, cls in registered() if getattr(cls, "folder_flag", None)]
     return "Folder of model weights for a provider that loads them from disk (" + "; ".join(helps) + ")."
 
 
 def _options_help() -> str:
     listed = [
-        f"{kind}: {', '.join(o.name for o in cls.options)}"
-        for kind, cls in _registered()
-        if getattr(cls, "options", ())
+        f"{kind}: {', '.join(o.name for o in cls.options)}" for kind, cls in registered() if getattr(cls, "options", ())
     ]
     return (
         "PROVIDER.OPTION=VALUE passed to that provider's constructor (repeatable). Options: " + "; ".join(listed) + "."
@@ -121,39 +108,10 @@ ModelFolder = Annotated[Path | None, typer.Option(*folder_flags(), help=_folder_
 ProviderOptions = Annotated[list[str] | None, typer.Option("--option", help=_options_help())]
 
 
-def provider_class(kind: str) -> Any:
-    """The registered generator class for a provider kind."""
-    from lightning_client.registry import generator_class
-
-    return generator_class(kind)
-
-
-def has_key(provider: str) -> bool:
-    """Whether the environment holds the provider's credentials (always, for one that needs none)."""
-    from lightning_client.registry import generator_class
-
-    return bool(generator_class(provider).has_credentials())
-
-
-def hosted_providers(sandbox: bool, sandbox_url: str | None) -> list[str]:
-    """With a sandbox, every provider it emulates; else every provider that needs a key and has one.
-
-    None at all raises `MissingKeysError` naming what to set.
-    """
-    if sandbox or sandbox_url:
-        return [kind for kind, cls in _registered() if cls.sandboxed]
-    needing = [kind for kind, cls in _registered() if cls.credential_env]
-    chosen = [kind for kind in needing if has_key(kind)]
-    if not chosen:
-        raise MissingKeysError(needing)
-    return chosen
-
-
 def missing_keys_message(providers: Sequence[str], command: str) -> str:
     """Which variables to set for `providers`, and how to try the sandbox instead."""
-    needed = [f"{provider_class(p).credential_hint()} for {p}" for p in providers if not has_key(p)]
     return (
-        f"no API key found: set {' or '.join(needed)}. "
+        f"no API key found: set {keys_to_set(providers)}. "
         f"To try it offline with emulated providers, add --sandbox (e.g. `lightning-client {command} --sandbox ...`) "
         "or run `lightning-client demo`."
     )
@@ -306,87 +264,6 @@ def check_request_fields(fields: dict[str, Any]) -> None:
     GenerationRequest(prompt="check", **fields)
 
 
-def hosted_generator(kind: str, sandbox: SandboxEndpoints | None) -> Generator:
-    """A generator of a registered kind: pointed at `sandbox` when given, else configured from the environment."""
-    (generator,) = build_generators([kind], sandbox)
-    return generator
-
-
-def build_generators(
-    providers: Sequence[str],
-    sandbox: SandboxEndpoints | None,
-    *,
-    folder: Path | None = None,
-    options: Mapping[str, Mapping[str, Any]] | None = None,
-) -> list[Generator]:
-    """One generator per provider kind, built by its registered class.
-
-    With `sandbox`, providers it emulates are pointed at it; without, missing keys are a
-    clear error. `folder` goes to the providers that load weights from disk (their
-    `folder_flag`), `options` maps kind -> constructor options.
-    """
-    if sandbox is None:
-        missing = [p for p in providers if not has_key(p)]
-        if missing:
-            raise MissingKeysError(missing)
-    generators: list[Generator] = []
-    for kind in providers:
-        cls = provider_class(kind)
-        kwargs: dict[str, Any] = dict((options or {}).get(kind, {}))
-        if folder is not None and getattr(cls, "folder_flag", None):
-            kwargs.update(cls.folder_options(folder))
-        if sandbox is not None and cls.sandboxed:
-            generators.append(cls.for_sandbox(sandbox, **kwargs))
-        else:
-            generators.append(cls(**kwargs))
-    return generators
-
-
-@contextlib.asynccontextmanager
-async def open_router(
-    providers: Sequence[str],
-    sandbox: SandboxEndpoints | None,
-    *,
-    ledger_path: str | Path | None,
-    folder: Path | None = None,
-    provider_options: Mapping[str, Mapping[str, Any]] | None = None,
-    wrap: Callable[[Generator], Generator] | None = None,
-    **options: Any,
-) -> AsyncIterator[Router]:
-    """A router over `providers` (each optionally wrapped), recording into a ledger when given a path or URL.
-
-    On exit the generators and the ledger are closed.
-    """
-    from lightning_client.ledger import Ledger
-    from lightning_client.routing.router import Router
-
-    generators = build_generators(providers, sandbox, folder=folder, options=provider_options)
-    if wrap is not None:
-        generators = [wrap(g) for g in generators]
-    ledger = Ledger(ledger_path) if ledger_path is not None else Ledger()
-    try:
-        async with Router(generators, ledger=ledger, **options) as router:
-            yield router
-    finally:
-        ledger.close()
-
-
-@contextlib.asynccontextmanager
-async def open_configured_router(path: Path, *, ledger_path: str | Path | None = None) -> AsyncIterator[Router]:
-    """The router a configuration file describes (`--ledger` replaces its [ledger] path); closed on exit."""
-    from lightning_client.config import read_config
-
-    config = read_config(path)
-    if ledger_path is not None:
-        config = config.model_copy(update={"ledger": config.ledger.model_copy(update={"path": ledger_path})})
-    router = config.build_router()
-    try:
-        async with router:
-            yield router
-    finally:
-        router.ledger.close()
-
-
 @contextlib.asynccontextmanager
 async def maybe_sandbox(
     enabled: bool, url: str | None = None, *, configure: Mapping[str, Mapping[str, Any]] | None = None
@@ -395,10 +272,8 @@ async def maybe_sandbox(
     if url is not None:
         if enabled:
             raise UsageError("use either --sandbox (start one here) or --sandbox-url (use a running one), not both")
-        from lightning_client.testing import ENDPOINTS
-
         try:
-            elsewhere = SandboxEndpoints.from_url(url, ENDPOINTS)
+            elsewhere = sandbox_at(url)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--sandbox-url") from None
         yield elsewhere
@@ -406,28 +281,47 @@ async def maybe_sandbox(
     if not enabled:
         yield None
         return
+    async with _sandbox_class()() as sandbox:
+        for provider, settings in (configure or {}).items():
+            sandbox.provider(provider).configure(**settings)
+        yield sandbox
+
+
+def start_sandbox(stack: contextlib.ExitStack, enabled: bool, url: str | None) -> SandboxEndpoints | None:
+    """`--sandbox` (a sandbox started here, stopped with `stack`) or `--sandbox-url`; None without either.
+
+    A bad URL raises `UsageError`.
+    """
+    if url is not None:
+        try:
+            return sandbox_at(url)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if not enabled:
+        return None
+    sandbox: SandboxEndpoints = stack.enter_context(_sandbox_class()())
+    return sandbox
+
+
+def sandbox_at(url: str) -> SandboxEndpoints:
+    """The endpoints of the sandbox `lightning-client sandbox` serves at `url` (ValueError for a bad URL)."""
+    from lightning_client.testing import ENDPOINTS
+
+    return SandboxEndpoints.from_url(url, ENDPOINTS)
+
+
+def _sandbox_class() -> Any:
     try:
         from lightning_client.testing.sandbox import Sandbox
     except ImportError as exc:
         raise UsageError(
             f"the sandbox needs its extra ({exc.name} is missing): pip install -e '.[sandbox]' in the checkout"
         ) from None
-    async with Sandbox() as sandbox:
-        for provider, settings in (configure or {}).items():
-            getattr(sandbox, provider).configure(**settings)
-        yield sandbox
+    return Sandbox
 
 
 class UsageError(Exception):
     """A problem with how the command was called (exit status 2)."""
-
-
-class MissingKeysError(UsageError):
-    """Hosted providers were asked for without their API keys."""
-
-    def __init__(self, providers: Sequence[str], command: str = "generate") -> None:
-        self.providers = list(providers)
-        super().__init__(missing_keys_message(providers, command))
 
 
 def error_line(exc: BaseException) -> str:

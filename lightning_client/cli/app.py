@@ -25,18 +25,16 @@ def version() -> None:
     typer.echo(__version__)
 
 
-from lightning_client.testing.command import sandbox as _sandbox  # noqa: E402
-
-app.command(name="sandbox")(_sandbox)
-
 from lightning_client.cli.batch import batch  # noqa: E402
 from lightning_client.cli.compare import compare  # noqa: E402
+from lightning_client.cli.demo import demo  # noqa: E402
 from lightning_client.cli.generate import generate  # noqa: E402
 from lightning_client.cli.ledger import ledger_app  # noqa: E402
 from lightning_client.cli.mcp import mcp  # noqa: E402
+from lightning_client.cli.sandbox import sandbox  # noqa: E402
 from lightning_client.cli.serve import serve  # noqa: E402
-from lightning_client.testing.demo import demo  # noqa: E402
 
+app.command()(sandbox)
 app.command()(generate)
 app.command()(compare)
 app.command()(batch)

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from lightning_client.assembly import hosted_providers, open_router
 from lightning_client.batching import (
     BatchItem,
     BatchSummary,
@@ -33,9 +34,7 @@ from lightning_client.cli._common import (
     UseSandbox,
     advance_progress,
     console,
-    hosted_providers,
     maybe_sandbox,
-    open_router,
     parse_limits,
     parse_options,
     parse_policy,
@@ -170,7 +169,7 @@ def batch(
         items = load_items(
             prompts, defaults={k: v for k, v in defaults.items() if v is not None}, providers=provider_name
         )
-        chosen = names or hosted_providers(sandbox, sandbox_url)
+        chosen = names or hosted_providers(bool(sandbox or sandbox_url))
         # Providers that only some lines name join the router; the other lines keep to `chosen`.
         named = [p for item in items for p in item.providers or () if p not in chosen]
         every = list(dict.fromkeys([*chosen, *named]))

@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from lightning_client.assembly import hosted_providers, open_router
 from lightning_client.batching.matrix import Cell, plan_matrix, run_matrix
 from lightning_client.batching.runner import Routes
 from lightning_client.cli._common import (
@@ -27,9 +28,7 @@ from lightning_client.cli._common import (
     advance_progress,
     check_request_fields,
     console,
-    hosted_providers,
     maybe_sandbox,
-    open_router,
     parse_options,
     parse_providers,
     parse_steps,
@@ -185,7 +184,7 @@ def compare(
 
     async def main() -> None:
         check_request_fields(fields)
-        chosen = names or hosted_providers(sandbox, sandbox_url)
+        chosen = names or hosted_providers(bool(sandbox or sandbox_url))
         settings = parse_options(option, chosen)
         cells = plan_matrix(prompts, chosen, step_list, repeats, seed=seed)
         async with (

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from lightning_client.assembly import hosted_providers, open_configured_router, open_router, provider_class
 from lightning_client.batching.items import file_stem
 from lightning_client.cli._common import (
     AspectRatio,
@@ -26,13 +27,9 @@ from lightning_client.cli._common import (
     check_request_fields,
     console,
     err_console,
-    hosted_providers,
     maybe_sandbox,
-    open_configured_router,
-    open_router,
     parse_options,
     parse_providers,
-    provider_class,
     run,
     seconds,
     size_fields,
@@ -156,7 +153,7 @@ def generate(
                 show_steps(router.generators)
                 result = await router.agenerate(prompt, providers=named, **fields)
         else:
-            providers = chosen or hosted_providers(sandbox, sandbox_url)
+            providers = chosen or hosted_providers(bool(sandbox or sandbox_url))
             settings = parse_options(option, providers)
             async with (
                 maybe_sandbox(sandbox, sandbox_url) as sb,

@@ -14,17 +14,16 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from lightning_client.assembly import build_generators, open_configured_router
 from lightning_client.cli._commands import Group
 from lightning_client.cli._common import (
     ConfigFile,
     Debug,
     SandboxUrl,
     UsageError,
-    build_generators,
     console,
     fail,
     maybe_sandbox,
-    open_configured_router,
     per_image,
     run,
     usd,

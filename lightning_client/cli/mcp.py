@@ -9,16 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
+from lightning_client.assembly import MissingKeysError, build_served, hosted_providers
 from lightning_client.cli._common import (
     Debug,
     LedgerPath,
-    MissingKeysError,
     SandboxUrl,
     UsageError,
     fail,
-    hosted_providers,
+    missing_keys_message,
+    start_sandbox,
 )
-from lightning_client.sandbox_endpoints import SandboxEndpoints
 
 __all__ = ["mcp"]
 
@@ -54,7 +54,6 @@ def mcp(
     """Serve the router as MCP tools: generate_image, list_providers and spend (stdio, or HTTP with --http)."""
     try:
         from lightning_client.mcp_server import create_mcp_server, require_bearer
-        from lightning_client.serving.build import build_served
     except ImportError as exc:
         fail(
             UsageError(f"the MCP server needs its extra ({exc.name} is missing): pip install 'lightning-client[mcp]'"),
@@ -70,44 +69,37 @@ def mcp(
     if not http and (api_key or allow_unauthenticated or (host, port) != ("127.0.0.1", 8000)):
         fail(UsageError("--host, --port, --api-key and --allow-unauthenticated apply with --http"), debug=debug, code=2)
     if http:
-        from lightning_client.serving.runner import is_loopback
-        from lightning_client.serving.settings import keys_from_env, server_section
+        from lightning_client.serving.settings import keys_from_env, refuse_keyless_exposure, server_section
 
         try:
             variable = server_section(config).api_keys_env  # as for serve: the file's [server] table names it
         except ValueError as exc:
             fail(exc, debug=debug, code=2)
         keys = list(api_key or []) or [k.get_secret_value() for k in keys_from_env(variable)]
-        if not keys and not is_loopback(host) and not allow_unauthenticated:
-            fail(
-                UsageError(
-                    f"refusing to listen on {host} without an API key: give --api-key KEY (or {variable}), "
-                    "listen on 127.0.0.1, or pass --allow-unauthenticated"
-                ),
-                debug=debug,
-                code=2,
+        try:
+            refuse_keyless_exposure(
+                host,
+                keys=bool(keys),
+                allowed=allow_unauthenticated,
+                keys_hint=f"--api-key KEY (or {variable})",
+                allow_hint="--allow-unauthenticated",
             )
+        except ValueError as exc:
+            fail(UsageError(str(exc)), debug=debug, code=2)
     with contextlib.ExitStack() as stack:
-        endpoints: SandboxEndpoints | None = None
-        if sandbox_url is not None:
-            from lightning_client.testing import ENDPOINTS
-
-            try:
-                endpoints = SandboxEndpoints.from_url(sandbox_url, ENDPOINTS)
-            except ValueError as exc:
-                fail(UsageError(str(exc)), debug=debug, code=2)
-        elif sandbox:
-            from lightning_client.testing.sandbox import Sandbox
-
-            endpoints = stack.enter_context(Sandbox())
+        try:
+            endpoints = start_sandbox(stack, sandbox, sandbox_url)
+        except UsageError as exc:
+            fail(exc, debug=debug, code=2)
         hosted: list[str] = []
         if config is None:
             try:
-                hosted = hosted_providers(endpoints is not None, None)
+                hosted = hosted_providers(endpoints is not None)
             except MissingKeysError as exc:
+                exc.args = (missing_keys_message(exc.providers, "mcp"),)
                 fail(exc, debug=debug, code=2)
         try:
-            generator = build_served(config=config, sandbox=endpoints, hosted=hosted, ledger_path=ledger)
+            generator = build_served(config=config, sandbox=endpoints, hosted=hosted, ledger=ledger)
         except (ValueError, UsageError) as exc:
             fail(exc, debug=debug, code=2)
         stack.callback(generator.close)

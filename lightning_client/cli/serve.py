@@ -9,18 +9,17 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import SecretStr, ValidationError
 
+from lightning_client.assembly import MissingKeysError, build_served, hosted_providers
 from lightning_client.cli._common import (
     Debug,
     LedgerPath,
-    MissingKeysError,
     ModelFolder,
     SandboxUrl,
     UsageError,
     fail,
     folder_flags,
-    hosted_providers,
+    start_sandbox,
 )
-from lightning_client.sandbox_endpoints import SandboxEndpoints
 
 __all__ = ["serve"]
 
@@ -132,7 +131,6 @@ def serve(
     """Serve a generator or router over HTTP: OpenAI Images API, native API, status, metrics and a playground at /."""
     try:
         from lightning_client.serving.app import create_app
-        from lightning_client.serving.build import build_served
         from lightning_client.serving.runner import run_server
         from lightning_client.serving.settings import (
             ServerSettings,
@@ -204,7 +202,7 @@ def serve(
     except ValidationError as exc:
         fail(UsageError(_first_problem(exc)), debug=debug, code=2)
     if ray:
-        from lightning_client.serving.ray_command import serve_ray
+        from lightning_client.cli.serve_ray import serve_ray
 
         try:
             serve_ray(
@@ -225,24 +223,16 @@ def serve(
             fail(exc, debug=debug, code=2)
         return
     with contextlib.ExitStack() as stack:
-        endpoints: SandboxEndpoints | None = None
-        if sandbox_url is not None:
-            from lightning_client.testing import ENDPOINTS
-
-            try:
-                endpoints = SandboxEndpoints.from_url(sandbox_url, ENDPOINTS)
-            except ValueError as exc:
-                fail(UsageError(str(exc)), debug=debug, code=2)
-        elif sandbox:
-            from lightning_client.testing.sandbox import Sandbox
-
-            endpoints = stack.enter_context(Sandbox())
+        try:
+            endpoints = start_sandbox(stack, sandbox, sandbox_url)
+        except UsageError as exc:
+            fail(exc, debug=debug, code=2)
         hosted: list[str] = []
         if config is None:
             with contextlib.suppress(MissingKeysError):  # then only the folder's provider, if any
-                hosted = hosted_providers(endpoints is not None, None)
+                hosted = hosted_providers(endpoints is not None)
         try:
-            generator = build_served(config=config, sandbox=endpoints, folder=folder, hosted=hosted, ledger_path=ledger)
+            generator = build_served(config=config, sandbox=endpoints, folder=folder, hosted=hosted, ledger=ledger)
         except (ValueError, UsageError) as exc:
             fail(exc, debug=debug, code=2)
         from lightning_client.serving.playground import playground_router

@@ -27,18 +27,13 @@ from pydantic import SecretStr, ValidationError
 from lightning_client._log import get_logger
 from lightning_client.credentials import secret_from
 from lightning_client.errors import (
-    AuthenticationError,
-    BudgetExceededError,
-    ContentFilteredError,
-    GenerationTimeoutError,
     InvalidRequestError,
     LightningError,
     ProviderResponseError,
-    ProviderUnavailableError,
-    RateLimitError,
 )
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities, as_request
 from lightning_client.providers._http import (
+    ERROR_CODES,
     HttpClients,
     answer_may_have_created,
     create_refused,
@@ -66,21 +61,6 @@ _CAPABILITIES_WAIT_S = 2.0
 _READ_MARGIN_S = 2.0
 #: The server's deadline ends at most this much before the call's (a quarter of the time left, when less).
 DEADLINE_MARGIN_S = 2.0
-
-#: Taxonomy class names the server sends as `error.code`, and the class raised here for each.
-_BY_CODE: dict[str, type[LightningError]] = {
-    "InvalidRequestError": InvalidRequestError,
-    "AuthenticationError": AuthenticationError,
-    "RateLimitError": RateLimitError,
-    "ProviderUnavailableError": ProviderUnavailableError,
-    "GenerationTimeoutError": GenerationTimeoutError,
-    "DeadlineExceededError": GenerationTimeoutError,
-    "ContentFilteredError": ContentFilteredError,
-    "ProviderResponseError": ProviderResponseError,
-    "BudgetExceededError": BudgetExceededError,
-    # every provider behind the server failed: to this client, the server is unavailable
-    "AllProvidersFailedError": ProviderUnavailableError,
-}
 
 
 class RemoteGenerator(BaseGenerator):
@@ -256,14 +236,14 @@ def _error(ctx: AttemptContext, response: httpx.Response, request_id: str) -> Li
         error = json.loads(response.content).get("error")
     except (ValueError, AttributeError):
         error = None
-    if not isinstance(error, dict) or error.get("code") not in _BY_CODE:
+    if not isinstance(error, dict) or error.get("code") not in ERROR_CODES:
         # Not the server's own answer (a proxy's, say): a 5xx other than 503 may hide a job that runs on.
         plain = error_from_response(provider, response, request_id=request_id, what="generation")
         if answer_may_have_created(response.status_code) and not create_refused(response):
             plain.outcome_unknown, plain.retryable = True, False
             ctx.add_cost(Cost.unknown(f"the server's answer was HTTP {response.status_code}: a job may be billed"))
         return plain
-    cls = _BY_CODE[str(error["code"])]
+    cls = ERROR_CODES[str(error["code"])]
     message = f"server answered HTTP {response.status_code}: {error.get('message', '')}"
     unknown = error.get("outcome_unknown") is True
     kwargs: dict[str, Any] = {

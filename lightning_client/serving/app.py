@@ -27,7 +27,6 @@ from starlette.responses import JSONResponse, Response
 from lightning_client._log import get_logger
 from lightning_client.errors import InvalidRequestError, LightningError, ProviderUnavailableError, RateLimitError
 from lightning_client.generator import Generator, expected_wait, for_client_request, observe_attempts
-from lightning_client.ledger import Ledger
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, Cost, GenerationResult, utcnow
 from lightning_client.serving.admission import Admission, LeftQueueError, QueueFullError, ShuttingDownError
@@ -38,6 +37,7 @@ from lightning_client.serving.limits import EffectiveLimits, effective_limits
 from lightning_client.serving.metrics import ServerMetrics, StatusClasses
 from lightning_client.serving.openai_images import ImagesRequest, images_response
 from lightning_client.serving.request_errors import SEND_JSON, validation_answer
+from lightning_client.serving.served import Served
 from lightning_client.serving.settings import ServerSettings
 from lightning_client.serving.sites import HostGuard, base_url
 from lightning_client.serving.tracing import TraceContextMiddleware
@@ -64,9 +64,9 @@ class Closable(Protocol):
 
 @dataclass
 class ServingState:
-    """What every route shares: the generator, the HTTP settings, the queue, metrics and files."""
+    """What every route shares: what is served, the HTTP settings, the queue, metrics and files."""
 
-    generator: Generator
+    served: Served
     settings: ServerSettings
     admission: Admission
     metrics: ServerMetrics
@@ -82,32 +82,16 @@ class ServingState:
     _warmup: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
-    def generators(self) -> list[Generator]:
-        """The generators behind the served one (the router's, or the generator itself)."""
-        inner = getattr(self.generator, "generators", None)
-        return list(inner) if isinstance(inner, list) else [self.generator]
-
-    @property
-    def ledger(self) -> Ledger | None:
-        """The served generator's ledger (a `Router`'s), where the server's attempts are recorded."""
-        ledger = getattr(self.generator, "ledger", None)
-        return ledger if isinstance(ledger, Ledger) else None
-
-    @property
     def draining(self) -> bool:
         """True once shutdown began: nothing new is admitted."""
         return self.admission.closed
 
-    def generator_wait_s(self) -> float | None:
-        """What the served generator reports as its own expected wait (None: unknown)."""
-        return expected_wait(self.generator)
-
     def expected_wait_s(self) -> float | None:
         """Seconds a request arriving now is expected to wait for its result to start."""
-        return self.admission.expected_wait_s(self.generator_wait_s())
+        return self.admission.expected_wait_s(self.served.expected_wait_s())
 
     def status(self) -> dict[str, Any]:
-        breakers = getattr(self.generator, "breakers", {})
+        breakers = self.served.breakers
         return {
             "ready": self.ready,
             "queue_depth": self.admission.queued,
@@ -123,16 +107,16 @@ class ServingState:
                     "expected_wait_s": expected_wait(g),
                     "breaker": breakers[g.name].state if g.name in breakers else None,
                 }
-                for g in self.generators
+                for g in self.served.generators
             ],
-            "capabilities": self.generator.capabilities.model_dump(mode="json"),
+            "capabilities": self.served.capabilities.model_dump(mode="json"),
         }
 
     @contextlib.asynccontextmanager
     async def admitted(self) -> AsyncIterator[None]:
         """A slot for one realtime job, as an HTTP request gets; refusals are taxonomy errors."""
         try:
-            async with self.admission.slot(self.generator_wait_s()):
+            async with self.admission.slot(self.served.expected_wait_s()):
                 yield
         except QueueFullError as exc:
             raise RateLimitError(
@@ -146,13 +130,13 @@ class ServingState:
 
     def record_unsent(self, request: GenerationRequest, request_id: str, why: str) -> None:
         """Record a request that ended before any provider call: `canceled`, a known $0."""
-        ledger = self.ledger
+        ledger = self.served.ledger
         if ledger is None:
             return
         now = utcnow()
         attempt = Attempt(
-            provider=self.generator.name,
-            model=getattr(self.generator, "model", None),
+            provider=self.served.name,
+            model=self.served.model,
             outcome="canceled",
             started_at=now,
             ended_at=now,
@@ -186,9 +170,9 @@ class ServingState:
             self._warmup.cancel()
         await self.cancel_active()
         await self.close_sockets()
-        ledger = self.ledger
+        ledger = self.served.ledger
         if self.own_generator:
-            await self.generator.aclose()  # a Router first lets abandoned jobs finish cancelling
+            await self.served.aclose()  # a Router first lets abandoned jobs finish cancelling
         if ledger is not None:
             await asyncio.to_thread(ledger.close if self.own_generator else ledger.flush)
 
@@ -204,10 +188,7 @@ class ServingState:
     async def warm_up(self) -> None:
         """Load every generator that can preload (`aload`); ready afterwards, or never if loading fails."""
         try:
-            for generator in self.generators:
-                load = getattr(generator, "aload", None)
-                if callable(load):
-                    await load()
+            await self.served.aload()
         except Exception:
             log.exception("warm-up failed; /readyz stays unready")
             return
@@ -290,27 +271,16 @@ async def _serve(
 ) -> tuple[GenerationResult, dict[str, str]]:
     """Admit, generate (cancelled on disconnect), record metrics; returns the result and response headers."""
     state = serving_state(request)
-    generator = state.generator
-    if providers is not None and not hasattr(generator, "breakers"):
-        if list(providers) != [generator.name]:
-            raise InvalidRequestError(
-                f"providers={list(providers)!r} is invalid; this server serves only {generator.name!r}",
-                field="providers",
-            )
-        providers = None
+    providers = state.served.order(providers)
     request_id = _request_id(request)
     metrics = state.metrics
     gone = asyncio.ensure_future(_disconnected(request))
     started = False
     try:
         with observe_attempts(metrics.observe_attempt):
-            async with state.admission.slot(state.generator_wait_s(), gone=gone) as queued_s:
+            async with state.admission.slot(state.served.expected_wait_s(), gone=gone) as queued_s:
                 started = True
-                work = (
-                    generator.agenerate(gen_request, providers=providers)  # type: ignore[call-arg]
-                    if providers is not None
-                    else generator.agenerate(gen_request)
-                )
+                work = state.served.agenerate(gen_request, providers)
                 with for_client_request(request_id):  # the server's ledger rows join the caller's
                     result = await _watching(request, work, gone)
     except QueueFullError as exc:
@@ -420,11 +390,11 @@ def _api_router() -> APIRouter:
 
     @api.get("/v1/capabilities", summary="What the served generator can do")
     async def capabilities(request: Request) -> dict[str, Any]:
-        state = serving_state(request)
+        served = serving_state(request).served
         return {
-            "name": state.generator.name,
-            "generators": [g.name for g in state.generators],
-            "capabilities": state.generator.capabilities.model_dump(mode="json"),
+            "name": served.name,
+            "generators": [g.name for g in served.generators],
+            "capabilities": served.capabilities.model_dump(mode="json"),
         }
 
     @api.get("/v1/status", summary="Queue depth, in flight, expected waits and breaker states")
@@ -521,9 +491,10 @@ def create_app(
         own_generator: close `generator` when the app shuts down.
     """
     config = settings or ServerSettings()
-    limits = effective_limits(generator, config)
+    served = Served(generator)
+    limits = effective_limits(served, config)
     state = ServingState(
-        generator=generator,
+        served=served,
         settings=config,
         admission=Admission(limits.max_concurrency.value, limits.max_queue.value),
         metrics=ServerMetrics(),
@@ -543,7 +514,7 @@ def create_app(
         finally:
             await state.shut_down()
 
-    state.metrics.watch(state.generators)
+    state.metrics.watch(served.batching)
     state.metrics.queue_depth.set_function(lambda: state.admission.queued)
     state.metrics.in_flight.set_function(lambda: state.admission.in_flight)
     docs = "/docs" if config.docs else None  # its page loads scripts from a CDN: off unless asked for

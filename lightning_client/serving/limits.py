@@ -20,6 +20,7 @@ from lightning_client.providers._http.generator import HttpGenerator
 from lightning_client.providers._http.rate_limit import RateLimiter
 from lightning_client.providers.local import LocalGenerator
 from lightning_client.routing.router import Router
+from lightning_client.serving.served import Served
 from lightning_client.serving.settings import ServerSettings
 
 __all__ = ["HOSTED_IN_FLIGHT", "HOSTED_QUEUE", "EffectiveLimits", "Limit", "effective_limits"]
@@ -65,15 +66,15 @@ class EffectiveLimits:
         }
 
 
-def effective_limits(generator: Generator, settings: ServerSettings) -> EffectiveLimits:
-    """The limits `settings` and `generator` give together: the operator's where set, else the generator's."""
-    concurrency, queue = _from_generator(generator)
+def effective_limits(served: Served, settings: ServerSettings) -> EffectiveLimits:
+    """The limits `settings` and what is served give together: the operator's where set, else the generator's."""
+    concurrency, queue = _from_generator(served.generator)
     chosen = settings.model_fields_set
     if "max_concurrency" in chosen:
         concurrency = Limit(settings.max_concurrency, "operator", "--max-concurrency or [server] max_concurrency")
     if "max_queue" in chosen:
         queue = Limit(settings.max_queue, "operator", "--max-queue or [server] max_queue")
-    return EffectiveLimits(concurrency, queue, tuple(_limiters(generator)))
+    return EffectiveLimits(concurrency, queue, tuple(_limiters(served.generator)))
 
 
 def _from_generator(generator: Generator) -> tuple[Limit, Limit]:

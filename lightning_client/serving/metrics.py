@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from lightning_client.generator import AttemptEvent, Generator
+from lightning_client.generator import AttemptEvent
 from lightning_client.result import Attempt, GenerationResult
+from lightning_client.serving.served import Batching
 
 __all__ = ["ServerMetrics", "StatusClasses"]
 
@@ -73,11 +74,10 @@ class ServerMetrics:
         )
         self._counted: OrderedDict[str, tuple[float, bool]] = OrderedDict()
 
-    def watch(self, generators: Sequence[Generator]) -> None:
-        """Export `pipeline_calls` of generators that batch (images / calls is the mean batch size)."""
-        batching = [g for g in generators if isinstance(getattr(g, "pipeline_calls", None), int)]
-        if batching:
-            self.registry.register(_PipelineCalls(batching))
+    def watch(self, generators: Sequence[Batching]) -> None:
+        """Export the `pipeline_calls` of generators that batch (images / calls is the mean batch size)."""
+        if generators:
+            self.registry.register(_PipelineCalls(generators))
 
     def observe_result(self, result: GenerationResult, server_queue_s: float) -> None:
         """Phases and images of one served request (its costs come from `observe_attempt`)."""
@@ -128,7 +128,7 @@ class StatusClasses:
 class _PipelineCalls(Collector):
     """`lightning_pipeline_calls_total{generator}`, read from the generators at each scrape."""
 
-    def __init__(self, generators: Sequence[Generator]) -> None:
+    def __init__(self, generators: Sequence[Batching]) -> None:
         self._generators = list(generators)
 
     def collect(self) -> Iterator[Metric]:
@@ -138,5 +138,5 @@ class _PipelineCalls(Collector):
             labels=["generator"],
         )
         for generator in self._generators:
-            family.add_metric([generator.name], float(getattr(generator, "pipeline_calls", 0)))
+            family.add_metric([generator.name], float(generator.pipeline_calls))
         yield family

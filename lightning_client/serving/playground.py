@@ -36,7 +36,7 @@ from starlette.responses import HTMLResponse, Response
 
 from lightning_client._log import get_logger
 from lightning_client.errors import InvalidRequestError, LightningError
-from lightning_client.generator import AttemptEvent, Generator, observe_attempts
+from lightning_client.generator import AttemptEvent, observe_attempts
 from lightning_client.ledger import Ledger, ProviderSummary, percentile
 from lightning_client.realtime import RealtimeResult, RealtimeSession
 from lightning_client.request import GenerationRequest
@@ -70,24 +70,6 @@ def _authorized(state: ServingState, websocket: WebSocket) -> bool:
     for key in keys:  # every key compared, in constant time each
         matched |= hmac.compare_digest(given.encode(), key.get_secret_value().encode())
     return matched
-
-
-def _providers(generator: Generator) -> list[str]:
-    inner = getattr(generator, "generators", None)
-    names = [g.name for g in inner] if isinstance(inner, list) else [generator.name]
-    return ["auto", *names]
-
-
-def _open_session(generator: Generator, provider: str, ledger: Ledger) -> RealtimeSession:
-    """The served generator's session: its router's (all, or one named generator), or its own."""
-    realtime = getattr(generator, "realtime", None)
-    if not callable(realtime):
-        raise InvalidRequestError(f"{generator.name} has no realtime sessions", field="provider")
-    if hasattr(generator, "generators"):  # a Router records into its own ledger
-        session: RealtimeSession = realtime(throttle_s=THROTTLE_S, providers=None if provider == "auto" else [provider])
-        return session
-    session = realtime(throttle_s=THROTTLE_S, ledger=ledger)
-    return session
 
 
 class _Tally:
@@ -234,10 +216,10 @@ class _PlaygroundSocket:
         self.websocket = websocket
         self.state = state
         self.summary = SocketSummary()
-        self.generator = state.generator
-        own = getattr(self.generator, "ledger", None)
-        self.ledger: Ledger = own if isinstance(own, Ledger) else ledger
-        self.providers = _providers(self.generator)
+        self.served = state.served
+        own = self.served.ledger
+        self.ledger: Ledger = ledger if own is None else own
+        self.providers = ["auto", *(g.name for g in self.served.generators)]
         self.session: RealtimeSession | None = None
         self.choice: str | None = None
         self.forward: asyncio.Task[None] | None = None
@@ -291,7 +273,9 @@ class _PlaygroundSocket:
             )
             if self.session is None or provider != self.choice:
                 await self.close_session()
-                session = _open_session(self.generator, provider, self.ledger)
+                session = self.served.realtime(
+                    None if provider == "auto" else provider, throttle_s=THROTTLE_S, ledger=self.ledger
+                )
                 session.gate = self.state.admitted
                 # Observers set here reach every job of the session (its tasks start inside).
                 with observe_attempts(self.summary.observe), observe_attempts(self.state.metrics.observe_attempt):

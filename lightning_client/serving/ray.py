@@ -28,10 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from lightning_client.assembly import build_served
 from lightning_client.generator import Generator
 from lightning_client.serving.ray_pool import LocalWorker, RayWorkerPool, WorkerSpec
 from lightning_client.serving.ray_settings import AutoscalingSettings, RaySettings
-from lightning_client.state import is_url
 
 if TYPE_CHECKING:
     from ray.serve.deployment import Application
@@ -110,28 +110,14 @@ def worker_pool(handle: DeploymentHandle[Any], config: RayAppConfig) -> RayWorke
 
 def served_generator(pool: RayWorkerPool, config: RayAppConfig) -> Generator:
     """The file's router around the pool; else the pool alone, or a `Router` over it then the hosted providers."""
-    if config.config_path is not None:
-        from lightning_client.config import read_config
-
-        file = read_config(config.config_path)
-        if config.ledger is not None:  # made absolute where the command ran
-            file = file.model_copy(
-                update={
-                    "ledger": file.ledger.model_copy(
-                        update={"path": config.ledger if is_url(config.ledger) else Path(config.ledger)}
-                    )
-                }
-            )
-        return file.build_router(replace={pool.name: pool})
-    if not config.hosted and config.ledger is None and config.max_wait_s is None:
-        return pool
-    from lightning_client.cli._common import build_generators
-    from lightning_client.ledger import Ledger
-    from lightning_client.routing.router import Router
-
-    hosted = build_generators(list(config.hosted), config.sandbox) if config.hosted else []
-    ledger = Ledger(config.ledger) if config.ledger is not None else None
-    return Router([pool, *hosted], ledger=ledger, max_wait_s=config.max_wait_s)
+    return build_served(
+        config=config.config_path,
+        sandbox=config.sandbox,
+        local=pool,
+        hosted=config.hosted,
+        ledger=config.ledger,
+        max_wait_s=config.max_wait_s,
+    )
 
 
 class LightningIngress:
@@ -237,8 +223,8 @@ def app(args: dict[str, str]) -> Application:
 
 def make_config(
     settings: RaySettings,
-    *,
     local_model: Path | None,
+    *,
     device: str = "auto",
     server: ServerSettings | None = None,
     hosted: Sequence[str] = (),
@@ -246,11 +232,12 @@ def make_config(
     ledger: str | None = None,
     max_wait_s: float | None = None,
 ) -> RayAppConfig:
-    """A `RayAppConfig` from the command's options (the local model folder holds `base/` and `lightning/`)."""
+    """A `RayAppConfig` from the command's options (`local_model`: a folder of weights, see `LocalGenerator.folder_options`)."""
+    from lightning_client.providers.local import LocalGenerator
+
     local: dict[str, Any] = {"device": device}
     if local_model is not None:
-        folder = local_model.resolve()
-        local.update(base_model=str(folder / "base"), lightning_repo=str(folder / "lightning"))
+        local.update(LocalGenerator.folder_options(local_model.resolve()))
     return RayAppConfig(
         ray=settings,
         local=local,

@@ -10,7 +10,6 @@ takes up to `max_ongoing_requests` requests at once, enough to fill a batch, and
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from ray.serve.exceptions import BackPressureError, RayServeException
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from lightning_client._log import get_logger
+from lightning_client.assembly import local_generator
 from lightning_client.errors import LightningError, ProviderUnavailableError, RateLimitError
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
 from lightning_client.providers.local import LocalGenerator
@@ -59,13 +59,7 @@ class WorkerSpec(BaseModel):
 
     def generator(self) -> LocalGenerator:
         """The replica's generator, not loaded yet (building it imports nothing heavy)."""
-        if self.factory is None:
-            return LocalGenerator(**self.local)
-        module, _, name = self.factory.partition(":")
-        built = getattr(importlib.import_module(module), name)(**self.local)
-        if not isinstance(built, LocalGenerator):
-            raise TypeError(f"factory {self.factory!r} returned {type(built).__name__}, not a LocalGenerator")
-        return built
+        return local_generator(factory=self.factory, **self.local)
 
 
 class ReplicaState(BaseModel):

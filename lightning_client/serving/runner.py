@@ -1,4 +1,4 @@
-"""Running the app on uvicorn: the loopback rule without keys, the startup line, and the SIGTERM drain.
+"""Running the app on uvicorn: the startup line and the SIGTERM drain.
 
 On SIGTERM (or Ctrl-C) the server stops accepting connections and the app drains: queued and
 new requests are answered 503, requests in flight get `grace_s` to finish, then their
@@ -10,7 +10,6 @@ ledger, all before the process exits.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import sys
@@ -23,17 +22,7 @@ import uvicorn
 from lightning_client._log import get_logger
 from lightning_client.serving.app import drain
 
-__all__ = ["ServerThread", "is_loopback", "run_server"]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` names only the local machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+__all__ = ["ServerThread", "run_server"]
 
 
 class _Server(uvicorn.Server):

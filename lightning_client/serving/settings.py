@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from lightning_client.images import is_loopback_host
+
 __all__ = [
     "API_KEYS_VARIABLE",
     "MAX_BODY_BYTES",
@@ -125,9 +127,7 @@ def refuse_keyless_exposure(host: str, *, keys: bool, allowed: bool, keys_hint: 
     The one rule `lightning-client serve` and the Ray application builder apply before starting;
     the hints say how keys are given and how the operator allows it anyway.
     """
-    from lightning_client.serving.runner import is_loopback
-
-    if keys or allowed or is_loopback(host):
+    if keys or allowed or is_loopback_host(host):
         return
     raise ValueError(
         f"refusing to listen on {host} without an API key: give {keys_hint}, listen on 127.0.0.1, or pass {allow_hint}"

@@ -5,9 +5,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-#: The endpoints a sandbox emulates, in the order `Sandbox(port=N)` gives them ports N, N+1, ...
-ENDPOINTS = ("replicate", "fal", "fal_run", "fal_rest")
-
 _LAZY = {
     "Latency": "lightning_client.testing.sandbox",
     "Sandbox": "lightning_client.testing.sandbox",
@@ -16,6 +13,12 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "ENDPOINTS":
+        # The endpoints a sandbox emulates, in the order `Sandbox(port=N)` gives them ports N, N+1, ...
+        # (read from the emulator registry each time, so emulators registered at run time count).
+        from lightning_client.testing.emulators import endpoint_names
+
+        return endpoint_names()
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'lightning_client.testing' has no attribute {name!r}")

@@ -7,22 +7,23 @@ import hashlib
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 __all__ = [
     "COMMON_FAULTS",
+    "COMMON_RULES",
     "FAL_FAULTS",
+    "FAL_RULES",
     "FLAKY_READS",
     "GATEWAY_HTML",
     "REPLICATE_FAULTS",
+    "REPLICATE_RULES",
     "WEBHOOK_FAULTS",
     "Behaviour",
     "Latency",
-    "Provider",
+    "ProviderRules",
     "SeededDraws",
 ]
-
-Provider = Literal["replicate", "fal"]
 
 #: Fault kinds every provider knows, then the provider-specific ones.
 #: flaky_status: the job runs normally, but its first `FLAKY_READS` status reads (GET, and fal's status stream)
@@ -50,12 +51,24 @@ REPLICATE_FAULTS = (*COMMON_FAULTS, "aborted")
 FAL_FAULTS = (*COMMON_FAULTS, "completed_with_error")
 #: Faults that leave the job alone and act on its webhook deliveries (`webhook_lost`: none is sent).
 WEBHOOK_FAULTS = ("webhook_lost",)
-_FAULTS_BY_PROVIDER: dict[str, tuple[str, ...]] = {
-    "replicate": (*REPLICATE_FAULTS, *WEBHOOK_FAULTS),
-    "fal": (*FAL_FAULTS, *WEBHOOK_FAULTS),
-}
-_REPLICATE_ONLY = {"retention_s", "cancel_after_min_s", "deployments"}
+#: Settings only the providers whose rules name them take.
+_PARTICULAR_SETTINGS = frozenset({"retention_s", "cancel_after_min_s", "deployments"})
 _DEPLOYMENT_KEYS = ("hardware", "min_instances", "max_instances")
+
+
+@dataclass(frozen=True)
+class ProviderRules:
+    """What one emulated provider's settings may hold: its fault kinds, and the particular settings
+    (`retention_s`, `cancel_after_min_s`, `deployments`) it takes besides the common ones."""
+
+    faults: tuple[str, ...] = (*COMMON_FAULTS, *WEBHOOK_FAULTS)
+    settings: frozenset[str] = frozenset()
+
+
+#: The common faults and settings only: what a new emulated provider starts from.
+COMMON_RULES = ProviderRules()
+REPLICATE_RULES = ProviderRules((*REPLICATE_FAULTS, *WEBHOOK_FAULTS), _PARTICULAR_SETTINGS)
+FAL_RULES = ProviderRules((*FAL_FAULTS, *WEBHOOK_FAULTS))
 
 
 class Latency:
@@ -150,11 +163,10 @@ class Behaviour:
                 return dict(settings)
         return None
 
-    def updated(self, provider: Provider, changes: dict[str, Any]) -> Behaviour:
-        """A copy with `changes` applied, each validated; unknown keys raise ValueError naming them."""
-        allowed = {f.name for f in dataclasses.fields(self)} | {"fault"}
-        if provider != "replicate":
-            allowed -= _REPLICATE_ONLY
+    def updated(self, provider: str, rules: ProviderRules, changes: dict[str, Any]) -> Behaviour:
+        """A copy with `changes` applied, each validated against `provider`'s `rules`; unknown keys raise
+        ValueError naming them."""
+        allowed = ({f.name for f in dataclasses.fields(self)} | {"fault"}) - (_PARTICULAR_SETTINGS - rules.settings)
         unknown = sorted(set(changes) - allowed)
         if unknown:
             raise ValueError(
@@ -193,9 +205,9 @@ class Behaviour:
             elif key == "deployments":
                 values[key] = _deployments(value)
             elif key == "fault":
-                values["faults"] = () if value is None else _faults(provider, {value: 1.0})
+                values["faults"] = () if value is None else _faults(provider, rules, {value: 1.0})
             else:
-                values["faults"] = _faults(provider, value or {})
+                values["faults"] = _faults(provider, rules, value or {})
         return dataclasses.replace(self, **values)
 
 
@@ -233,10 +245,10 @@ def _deployments(value: Any) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], .
     return tuple(result)
 
 
-def _faults(provider: Provider, faults: Any) -> tuple[tuple[str, float], ...]:
+def _faults(provider: str, rules: ProviderRules, faults: Any) -> tuple[tuple[str, float], ...]:
     if not isinstance(faults, dict):
         raise ValueError(f"faults must be a dict of fault kind -> probability, got {faults!r}")
-    kinds = _FAULTS_BY_PROVIDER[provider]
+    kinds = rules.faults
     unknown = sorted(str(k) for k in faults if k not in kinds)
     if unknown:
         raise ValueError(f"unknown {provider} fault kind(s): {', '.join(unknown)}; allowed: {', '.join(kinds)}")

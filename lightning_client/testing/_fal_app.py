@@ -35,8 +35,6 @@ from lightning_client.testing._provider import (
     HANG_LIMIT_S,
     ProviderCore,
     dumps,
-    flaky_download,
-    flaky_status,
     gateway_error,
     hang,
     json_response,
@@ -45,9 +43,11 @@ from lightning_client.testing._provider import (
 from lightning_client.testing._render import ImageSpec, content_type, render
 from lightning_client.testing._webhooks import FalSigner
 
-__all__ = ["build_fal_apps", "fal_finisher"]
+__all__ = ["FalApp", "fal_finisher"]
 
 JOB_ERROR = "Sandbox fault 'job_error': the model raised an error while generating"
+#: The Authorization schemes fal takes: keys ("Key <id:secret>") and `fal auth login` tokens ("Bearer <jwt>").
+KEYS = ("key", "bearer")
 KEEPALIVE_S = 15.0  # fal sends an SSE comment line this often on an idle status stream
 _STATUS_ERRORS = {"runner_disconnected", "request_timeout", "client_cancelled"}  # shown on the COMPLETED status
 _RESULT_STATUS = {
@@ -135,8 +135,9 @@ class FalApp:
         self.signer = signer
 
     def apps(self) -> tuple[Starlette, Starlette, Starlette]:
-        """(queue app, sync-run app, REST app)."""
-        handlers: dict[Any, Any] = {404: self._not_found, 405: self._not_found}
+        """(queue app, sync-run app, REST app); files are served on both the queue and the run origin, each
+        result linking to the origin it was asked on."""
+        handlers = self.core.not_found_handlers(_flat_error)
         queue = Starlette(
             routes=[
                 Route("/files/{id}/{name}", self.file, methods=["GET"]),
@@ -166,25 +167,18 @@ class FalApp:
         )
         return queue, run, rest
 
-    async def _not_found(self, request: Request, exc: Exception) -> Response:
-        self.core.count("other")
-        return _flat_error(404)
-
     # -- shared gates ---------------------------------------------------------------------------
 
     def _gate(self, request: Request, kind: str, request_id: str | None = None) -> Response | None:
-        core = self.core
-        core.count(kind)
-        behaviour = core.behaviour
-        if behaviour.error_status is not None:
-            return _flat_error(behaviour.error_status, request_id=request_id)
-        if core.injected_5xx():
-            return _flat_error(503, request_id=request_id)
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        # fal keys come as "Key <id:secret>"; `fal auth login` tokens as "Bearer <jwt>".
-        if scheme.lower() not in ("key", "bearer") or not core.token_ok(token.strip()):
-            return _flat_error(401, request_id=request_id)
-        return None
+        return self.core.gate(request, kind, lambda status: _flat_error(status, request_id=request_id), schemes=KEYS)
+
+    def _readable(self, request: Request, request_id: str) -> Job | Response:
+        """The job of a status read, or its 404 / `flaky_status` 503."""
+
+        def refuse(status: int) -> Response:
+            return _flat_error(status, "Request not found" if status == 404 else None, request_id=request_id)
+
+        return self.core.readable(self._job(request), refuse)
 
     def _job(self, request: Request) -> Job | None:
         job = self.core.engine.get(request.path_params["id"])
@@ -399,11 +393,9 @@ class FalApp:
         denied = self._gate(request, "status", request_id)
         if denied is not None:
             return denied
-        job = self._job(request)
-        if job is None:
-            return _flat_error(404, "Request not found", request_id=request_id)
-        if flaky_status(job):
-            return _flat_error(503, request_id=request_id)
+        job = self._readable(request, request_id)
+        if isinstance(job, Response):
+            return job
         body = self.status_body(job, self._with_logs(request))
         return json_response(body, 200 if job.terminal else 202, {"x-fal-request-id": job.id})
 
@@ -413,11 +405,9 @@ class FalApp:
         denied = self._gate(request, "stream", request_id)
         if denied is not None:
             return denied
-        job = self._job(request)
-        if job is None:
-            return _flat_error(404, "Request not found", request_id=request_id)
-        if flaky_status(job):
-            return _flat_error(503, request_id=request_id)
+        job = self._readable(request, request_id)
+        if isinstance(job, Response):
+            return job
         with_logs = self._with_logs(request)
         closing = self.core.closing or asyncio.Event()
 
@@ -464,18 +454,7 @@ class FalApp:
 
     async def file(self, request: Request) -> Response:
         """GET /files/{id}/{name}: an output image (the `truncated_image` fault serves half of it)."""
-        self.core.count("file")
-        job = self.core.engine.get(request.path_params["id"])
-        files: dict[str, ImageSpec] = job.meta.get("files", {}) if job is not None else {}
-        spec = files.get(request.path_params["name"])
-        if job is None or spec is None:
-            return _flat_error(404)
-        if flaky_download(job, request.path_params["name"]):
-            return _flat_error(503)
-        data = await asyncio.to_thread(render, spec)
-        if job.fault == "truncated_image":
-            data = data[: len(data) // 2]
-        return Response(data, media_type=content_type(spec.format))
+        return await self.core.file(request, _flat_error)
 
     # -- webhooks -------------------------------------------------------------------------------
 
@@ -504,11 +483,9 @@ class FalApp:
     async def jwks(self, request: Request) -> Response:
         """GET /.well-known/jwks.json: the public keys webhook signatures verify against (no token needed);
         `error_status` and `error_rate` apply, as to the other routes."""
-        self.core.count("jwks")
-        if self.core.behaviour.error_status is not None:
-            return _flat_error(self.core.behaviour.error_status)
-        if self.core.injected_5xx():
-            return _flat_error(503)
+        denied = self.core.gate(request, "jwks", _flat_error, schemes=())
+        if denied is not None:
+            return denied
         return json_response(await asyncio.to_thread(self.signer.jwks), 200)
 
     async def pricing(self, request: Request) -> Response:
@@ -525,11 +502,3 @@ class FalApp:
                     {"endpoint_id": endpoint_id, "unit_price": price.usd, "unit": price.unit, "currency": "USD"}
                 )
         return json_response({"prices": prices}, 200)
-
-
-def build_fal_apps(
-    core: ProviderCore, queue_url: str, run_url: str, signer: FalSigner
-) -> tuple[Starlette, Starlette, Starlette]:
-    """(queue, run, rest) applications of the fal emulator for `core`; files are served on both the queue
-    and the run URL, each result linking to the origin it was asked on."""
-    return FalApp(core, queue_url, run_url, signer).apps()

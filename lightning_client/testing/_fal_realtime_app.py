@@ -36,7 +36,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from lightning_client.testing._fal_app import _flat_error
+from lightning_client.testing._fal_app import KEYS, _flat_error
 from lightning_client.testing._fal_schema import APP_ID, image_size, validate_input
 from lightning_client.testing._jobs import Job, wait_event
 from lightning_client.testing._provider import ProviderCore, json_response
@@ -125,13 +125,9 @@ class FalRealtime:
 
     async def tokens(self, request: Request) -> Response:
         """POST /tokens/ {"allowed_apps": [alias], "token_expiration": s}: a JWT-like token, as a JSON string."""
-        self.core.count("tokens")
-        behaviour = self.core.behaviour
-        if behaviour.error_status is not None:
-            return _flat_error(behaviour.error_status)
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() not in ("key", "bearer") or not self.core.token_ok(key.strip()):
-            return _flat_error(401)
+        denied = self.core.gate(request, "tokens", _flat_error, schemes=KEYS, injected=False)
+        if denied is not None:
+            return denied
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError:
@@ -188,7 +184,7 @@ class FalRealtime:
         if token is not None:
             if not self._token_valid(token):
                 return await self._refuse(websocket, 401, "Invalid or expired fal_jwt_token")
-        elif scheme.lower() not in ("key", "bearer") or not self.core.token_ok(key.strip()):
+        elif scheme.lower() not in KEYS or not self.core.token_ok(key.strip()):
             return await self._refuse(websocket, 401, "No user found for Key ID and Secret")
         buffering = websocket.query_params.get("max_buffering")
         limit: int | None = None

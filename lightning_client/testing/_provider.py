@@ -1,4 +1,5 @@
-"""State and HTTP helpers shared by the two emulated providers: settings, jobs, counters and fault responses."""
+"""State and HTTP helpers shared by the emulated providers: settings, jobs, counters, the gate every
+request passes and fault responses."""
 
 from __future__ import annotations
 
@@ -7,21 +8,29 @@ import contextlib
 import json
 import threading
 from collections import Counter
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from lightning_client.testing._behaviour import FLAKY_READS, GATEWAY_HTML, Behaviour, Provider, SeededDraws
+from lightning_client.testing._behaviour import (
+    COMMON_RULES,
+    FLAKY_READS,
+    GATEWAY_HTML,
+    Behaviour,
+    ProviderRules,
+    SeededDraws,
+)
 from lightning_client.testing._jobs import Finisher, Job, JobEngine, Progress, wait_event
+from lightning_client.testing._render import ImageSpec, content_type, render
 from lightning_client.testing._webhooks import WebhookSender
 
 __all__ = [
     "HANG_LIMIT_S",
+    "ErrorResponse",
     "ProviderCore",
     "dumps",
-    "flaky_download",
-    "flaky_status",
     "gateway_error",
     "hang",
     "json_response",
@@ -30,6 +39,9 @@ __all__ = [
 
 #: A hung response is held at most this long (the client normally gives up first).
 HANG_LIMIT_S = 300.0
+
+#: A provider's error response for an HTTP status, in its own format.
+ErrorResponse = Callable[[int], Response]
 
 
 def dumps(body: Any) -> bytes:
@@ -47,8 +59,16 @@ def json_response(
 class ProviderCore:
     """One emulated provider: its settings (swapped whole, thread-safe), its jobs and its counters."""
 
-    def __init__(self, name: Provider, seed: int, finish: Finisher, progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        seed: int,
+        finish: Finisher,
+        progress: Progress | None = None,
+        rules: ProviderRules = COMMON_RULES,
+    ) -> None:
         self.name = name
+        self.rules = rules
         self.behaviour = Behaviour()
         self.draws = SeededDraws(seed)
         self.requests: Counter[str] = Counter()
@@ -61,7 +81,7 @@ class ProviderCore:
     def configure(self, changes: dict[str, Any]) -> None:
         """Validate and apply `changes`; wakes queued jobs when there are more workers."""
         with self._lock:
-            self.behaviour = self.behaviour.updated(self.name, changes)
+            self.behaviour = self.behaviour.updated(self.name, self.rules, changes)
         if "workers" in changes and self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.engine.pump)
 
@@ -93,6 +113,71 @@ class ProviderCore:
         rate = self.behaviour.error_rate
         return rate > 0 and self.draws.next("error_rate") < rate
 
+    def gate(
+        self,
+        request: Request,
+        kind: str,
+        error: ErrorResponse,
+        *,
+        schemes: Collection[str] = ("bearer",),
+        injected: bool = True,
+    ) -> Response | None:
+        """Count `request` as route kind `kind`, then what refuses it, as `error(status)`: the configured
+        `error_status`, an injected 503 (`error_rate`; not with `injected=False`), or a 401 unless its
+        Authorization header is one of `schemes` (lowercase) with an accepted token (no `schemes`: no check).
+        None lets it through."""
+        self.count(kind)
+        behaviour = self.behaviour
+        if behaviour.error_status is not None:
+            return error(behaviour.error_status)
+        if injected and self.injected_5xx():
+            return error(503)
+        if schemes:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() not in schemes or not self.token_ok(token.strip()):
+                return error(401)
+        return None
+
+    def not_found_handlers(
+        self, error: ErrorResponse
+    ) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+        """Starlette exception handlers that answer unknown routes and methods as `error(404)`, counted as
+        route kind `other`."""
+
+        async def not_found(request: Request, exc: Exception) -> Response:
+            self.count("other")
+            return error(404)
+
+        return {404: not_found, 405: not_found}
+
+    @staticmethod
+    def readable(job: Job | None, error: ErrorResponse) -> Job | Response:
+        """`job` for a status read, or what refuses it: `error(404)` when there is no such job, `error(503)`
+        for the first `FLAKY_READS` reads of a `flaky_status` job."""
+        if job is None:
+            return error(404)
+        return error(503) if _flaky_status(job) else job
+
+    async def file(
+        self, request: Request, error: ErrorResponse, removed: Callable[[Job], bool] | None = None
+    ) -> Response:
+        """GET /files/{id}/{name}: output file `name` of job `id` (the `truncated_image` fault serves half of
+        it); `error(404)` when there is none or `removed(job)`, `error(503)` on the first GET of each file of
+        a `flaky_download` job."""
+        self.count("file")
+        name = request.path_params["name"]
+        job = self.engine.get(request.path_params["id"])
+        files: dict[str, ImageSpec] = job.meta.get("files", {}) if job is not None else {}
+        spec = files.get(name)
+        if job is None or spec is None or (removed is not None and removed(job)):
+            return error(404)
+        if _flaky_download(job, name):
+            return error(503)
+        data = await asyncio.to_thread(render, spec)
+        if job.fault == "truncated_image":
+            data = data[: len(data) // 2]
+        return Response(data, media_type=content_type(spec.format))
+
     def token_ok(self, token: str | None) -> bool:
         """Whether `token` is accepted: present and, when `valid_tokens` is set, one of them."""
         if not token:
@@ -101,7 +186,7 @@ class ProviderCore:
         return valid is None or token in valid
 
 
-def flaky_status(job: Job) -> bool:
+def _flaky_status(job: Job) -> bool:
     """True when this status read of a `flaky_status` job must fail (its first `FLAKY_READS` reads)."""
     if job.fault != "flaky_status":
         return False
@@ -110,7 +195,7 @@ def flaky_status(job: Job) -> bool:
     return reads < FLAKY_READS
 
 
-def flaky_download(job: Job, name: str) -> bool:
+def _flaky_download(job: Job, name: str) -> bool:
     """True when this GET of output file `name` of a `flaky_download` job must fail (its first GET)."""
     if job.fault != "flaky_download":
         return False

@@ -11,7 +11,7 @@ import base64
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import Any
@@ -23,19 +23,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lightning_client.images import is_loopback_url
-from lightning_client.testing._behaviour import Behaviour
+from lightning_client.testing._behaviour import REPLICATE_RULES, Behaviour
 from lightning_client.testing._jobs import Job, JobState, wait_event
 from lightning_client.testing._provider import (
     ProviderCore,
     dumps,
-    flaky_download,
-    flaky_status,
     gateway_error,
     hang,
     json_response,
     reset_connection,
 )
-from lightning_client.testing._render import ImageSpec, content_type, render
+from lightning_client.testing._render import ImageSpec
 from lightning_client.testing._replicate_schema import (
     MODEL,
     OPENAPI_SCHEMA,
@@ -46,7 +44,7 @@ from lightning_client.testing._replicate_schema import (
 )
 from lightning_client.testing._webhooks import ReplicateSigner, webhook_id
 
-__all__ = ["NSFW_ERROR", "build_replicate_app", "replicate_finisher", "replicate_progress"]
+__all__ = ["NSFW_ERROR", "ReplicateEmulation", "replicate_finisher", "replicate_progress"]
 
 #: The failure text when the safety checker drops every image. The model's Cog wrapper has used two
 #: wordings over time ("NSFW content detected. Try running it again, or try a different prompt." in the
@@ -211,30 +209,19 @@ class ReplicateApp:
                 Route("/v1/webhooks/default/secret", self.webhook_secret, methods=["GET"]),
                 Route("/files/{id}/{name}", self.file, methods=["GET"]),
             ],
-            exception_handlers={404: self._not_found, 405: self._not_found},
+            exception_handlers=self.core.not_found_handlers(lambda status: _error(status, "other")),
         )
-
-    async def _not_found(self, request: Request, exc: Exception) -> Response:
-        self.core.count("other")
-        return _error(404, "other")
 
     # -- shared gates -------------------------------------------------------------------------
 
     def _gate(self, request: Request, kind: str) -> Response | None:
         """Count the request; answer injected errors and authentication failures."""
-        core = self.core
-        core.count(kind)
-        behaviour = core.behaviour
-        if behaviour.error_status is not None:
-            return _error(behaviour.error_status, kind)
-        if core.injected_5xx():
-            return _error(503, kind)
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() not in ("bearer", "token") or not token.strip():
-            return _error(401, kind, _NO_TOKEN if not scheme else None)
-        if not core.token_ok(token.strip()):
-            return _error(401, kind)
-        return None
+
+        def refuse(status: int) -> Response:
+            no_token = status == 401 and not request.headers.get("authorization", "").partition(" ")[0]
+            return _error(status, kind, _NO_TOKEN if no_token else None)
+
+        return self.core.gate(request, kind, refuse, schemes=("bearer", "token"))
 
     def _ok(self, body: Any, kind: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
         all_headers = {"ratelimit-remaining": _RATELIMIT.get(kind, "2999"), "ratelimit-reset": "1", **(headers or {})}
@@ -482,11 +469,9 @@ class ReplicateApp:
         denied = self._gate(request, "get")
         if denied is not None:
             return denied
-        job = self.core.engine.get(request.path_params["id"])
-        if job is None:
-            return _error(404, "get")
-        if flaky_status(job):
-            return _error(503, "get")
+        job = self.core.readable(self.core.engine.get(request.path_params["id"]), lambda status: _error(status, "get"))
+        if isinstance(job, Response):
+            return job
         return self._ok(self.prediction(job), "get")
 
     async def cancel(self, request: Request) -> Response:
@@ -589,20 +574,10 @@ class ReplicateApp:
     async def file(self, request: Request) -> Response:
         """GET /files/{id}/{name}: an output image (the `truncated_image` fault serves half of it).
 
-        Real output files want the Authorization header; the sandbox serves them with or without it.
+        Real output files want the Authorization header; the sandbox serves them with or without it; past
+        `retention_s` they are gone (404).
         """
-        self.core.count("file")
-        job = self.core.engine.get(request.path_params["id"])
-        files: dict[str, ImageSpec] = job.meta.get("files", {}) if job is not None else {}
-        spec = files.get(request.path_params["name"])
-        if job is None or spec is None or self._removed(job):
-            return _error(404, "file")
-        if flaky_download(job, request.path_params["name"]):
-            return _error(503, "file")
-        data = await asyncio.to_thread(render, spec)
-        if job.fault == "truncated_image":
-            data = data[: len(data) // 2]
-        return Response(data, media_type=content_type(spec.format))
+        return await self.core.file(request, lambda status: _error(status, "file"), self._removed)
 
 
 def _version() -> dict[str, Any]:
@@ -655,6 +630,13 @@ def _webhook_fields(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str
     return hooks, problems
 
 
-def build_replicate_app(core: ProviderCore, base_url: str, signer: ReplicateSigner) -> Starlette:
-    """The Replicate emulator for `core`, served at `base_url`, signing webhooks with `signer`."""
-    return ReplicateApp(core, base_url, signer).asgi()
+class ReplicateEmulation:
+    """The Replicate emulator in one sandbox: its state, its webhook signer and its one endpoint, `replicate`."""
+
+    def __init__(self, seed: int) -> None:
+        self.core = ProviderCore("replicate", seed, replicate_finisher, replicate_progress, REPLICATE_RULES)
+        self.signer = ReplicateSigner(seed)
+
+    def apps(self, urls: Mapping[str, str]) -> dict[str, Starlette]:
+        """The app of the `replicate` endpoint, served at `urls["replicate"]`."""
+        return {"replicate": ReplicateApp(self.core, urls["replicate"], self.signer).asgi()}

@@ -8,8 +8,9 @@ with Sandbox() as sb:
     client = replicate.Client(api_token="r8_test", base_url=sb.replicate_url)
 ```
 
-Each endpoint (Replicate API, fal queue, fal sync run, fal REST) listens on its own socket; one uvicorn
-server on one event loop in one daemon thread serves them all, dispatching on the local port.
+Each endpoint of each emulated provider (`lightning_client.testing.emulators`: the Replicate API, then
+fal's queue, sync run and REST endpoints, then any registered since) listens on its own socket; one
+uvicorn server on one event loop in one daemon thread serves them all, dispatching on the local port.
 `Sandbox(tls=True)` serves them over HTTPS with a throwaway certificate authority (`ca_bundle`).
 """
 
@@ -25,41 +26,40 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 
 from lightning_client.errors import ConfigurationError
+from lightning_client.registry import generator_class
 from lightning_client.sandbox_endpoints import SandboxEndpoints
-from lightning_client.testing import ENDPOINTS
-from lightning_client.testing._behaviour import Latency, Provider
-from lightning_client.testing._fal_app import build_fal_apps, fal_finisher
+from lightning_client.testing._behaviour import Latency
+from lightning_client.testing._fal_emulator import FalEmulation
 from lightning_client.testing._fal_realtime_app import FalRealtime
 from lightning_client.testing._provider import ProviderCore
-from lightning_client.testing._replicate_app import build_replicate_app, replicate_finisher, replicate_progress
-from lightning_client.testing._webhooks import FAL_USER_ID, FalSigner, ReplicateSigner
+from lightning_client.testing._webhooks import FAL_USER_ID
+from lightning_client.testing.emulators import ASGIApp, Emulation, Emulator, emulator, emulators
 
 __all__ = ["Latency", "ProviderHandle", "Sandbox"]
-
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
 class ProviderHandle:
     """Controls one emulated provider at run time; every method is thread-safe."""
 
-    def __init__(self, core: ProviderCore, sandbox: Sandbox) -> None:
-        self._core = core
+    def __init__(self, emulator: Emulator, emulation: Emulation, sandbox: Sandbox) -> None:
+        self._emulator = emulator
+        self._core = emulation.core
         self._sandbox = sandbox
 
     @property
-    def name(self) -> Provider:
-        """'replicate' or 'fal'."""
-        return self._core.name
+    def name(self) -> str:
+        """The provider's kind: 'replicate', 'fal', or a registered emulator's name."""
+        return self._emulator.name
 
     @property
     def url(self) -> str:
-        """The base URL of this provider: `Sandbox.replicate_url` or `Sandbox.fal_url`."""
-        return self._sandbox.replicate_url if self.name == "replicate" else self._sandbox.fal_url
+        """The base URL of its first endpoint: `Sandbox.replicate_url`, `Sandbox.fal_url` (the queue), ..."""
+        return self._sandbox.url(self._emulator.endpoints[0])
 
     def configure(self, **behaviour: Any) -> None:
         """Change settings now (see docs/sandbox.md); unknown keys or bad values raise ValueError."""
@@ -82,7 +82,8 @@ class ProviderHandle:
 
 
 class Sandbox(SandboxEndpoints):
-    """Loopback emulators of Replicate and fal; a sync and async context manager."""
+    """Loopback emulators of Replicate, fal and every other registered emulated provider; a sync and async
+    context manager."""
 
     def __init__(
         self,
@@ -95,7 +96,9 @@ class Sandbox(SandboxEndpoints):
         start_timeout_s: float = 10.0,
         tls: bool = False,
     ) -> None:
-        """`port=0` picks free ports; `port=N` serves Replicate on N and the fal endpoints on N+1, N+2, N+3.
+        """`port=0` picks free ports; `port=N` serves Replicate on N and the fal endpoints on N+1, N+2, N+3
+        (then the endpoints of emulators registered since, on the ports after). `replicate=False` or
+        `fal=False` leaves that provider out (the others move down to fill its ports).
 
         `tls=True` serves every endpoint (files included) over HTTPS, with a certificate from a certificate
         authority made for this sandbox (needs `trustme`, in the `sandbox` extra); trust it through `env()`
@@ -107,20 +110,12 @@ class Sandbox(SandboxEndpoints):
         self._tls_dir: Path | None = None
         self._port = port
         self._start_timeout_s = start_timeout_s
-        self._enabled = {
-            "replicate": replicate,
-            "fal": fal,
-            "fal_run": fal,
-            "fal_rest": fal,
-        }
-        self._replicate_core = ProviderCore("replicate", seed, replicate_finisher, replicate_progress)
-        self._fal_core = ProviderCore("fal", seed, fal_finisher)
-        self._replicate_signer = ReplicateSigner(seed)
-        self._fal_signer = FalSigner(seed)
-        self.replicate = ProviderHandle(self._replicate_core, self)
-        self.fal = ProviderHandle(self._fal_core, self)
-        #: fal's realtime endpoint (tokens route and WebSocket): `configure`, `reset`, `stats`.
-        self.fal_realtime = FalRealtime(self._fal_core)
+        left_out = {name for name, on in (("replicate", replicate), ("fal", fal)) if not on}
+        self._emulators = emulators()
+        self._emulations = {e.name: e.emulation(seed) for e in self._emulators}
+        self._handles = {e.name: ProviderHandle(e, self._emulations[e.name], self) for e in self._emulators}
+        #: endpoint -> the emulator serving it, for those this sandbox serves.
+        self._served = {name: e for e in self._emulators if e.name not in left_out for name in e.endpoints}
         self._urls: dict[str, str] = {}
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,16 +123,41 @@ class Sandbox(SandboxEndpoints):
         self._ready = threading.Event()
         self._failure: BaseException | None = None
 
+    # -- providers -------------------------------------------------------------------------------
+
+    def provider(self, name: str) -> ProviderHandle:
+        """The handle of emulated provider `name` (`configure`, `reset`, `stats`, `jobs`, `url`)."""
+        handle = self._handles.get(name)
+        if handle is None:
+            emulator(name)  # raises ConfigurationError naming the registered ones
+            raise ConfigurationError(f"provider {name!r} was registered after this Sandbox was made", path="sandbox")
+        return handle
+
+    @property
+    def replicate(self) -> ProviderHandle:
+        """The Replicate emulator's handle."""
+        return self.provider("replicate")
+
+    @property
+    def fal(self) -> ProviderHandle:
+        """The fal emulator's handle (its `url` is the queue base URL)."""
+        return self.provider("fal")
+
+    @property
+    def fal_realtime(self) -> FalRealtime:
+        """fal's realtime endpoint (tokens route and WebSocket): `configure`, `reset`, `stats`."""
+        return cast(FalEmulation, self._emulations["fal"]).realtime
+
     # -- URLs ------------------------------------------------------------------------------------
 
     def url(self, endpoint: str) -> str:
         """The base URL of `endpoint` (see `ENDPOINTS`) while the sandbox runs."""
-        if endpoint not in self._enabled:
-            raise ConfigurationError(
-                f"the sandbox serves no endpoint {endpoint!r}; allowed: {', '.join(ENDPOINTS)}", path="sandbox"
-            )
-        if not self._enabled[endpoint]:
-            raise RuntimeError(f"this Sandbox was created with {endpoint.split('_')[0]}=False")
+        if endpoint not in self._served:
+            owner = next((e.name for e in self._emulators if endpoint in e.endpoints), None)
+            if owner is not None:
+                raise RuntimeError(f"this Sandbox was created with {owner}=False")
+            allowed = ", ".join(name for e in self._emulators for name in e.endpoints)
+            raise ConfigurationError(f"the sandbox serves no endpoint {endpoint!r}; allowed: {allowed}", path="sandbox")
         if endpoint not in self._urls:
             raise RuntimeError("the Sandbox is not running; use it as a context manager or call start()")
         return self._urls[endpoint]
@@ -188,18 +208,13 @@ class Sandbox(SandboxEndpoints):
         With `tls=True` they include `SSL_CERT_FILE` (read by httpx, so by both official Python clients and
         ours), `REQUESTS_CA_BUNDLE` (requests) and `NODE_EXTRA_CA_CERTS` (Node clients), all `ca_bundle`.
         """
-        from lightning_client.providers.fal import FalGenerator
-        from lightning_client.providers.replicate import ReplicateGenerator
-
         settings: dict[str, str] = {}
         if self.tls:
             bundle = self.ca_bundle
             settings.update(SSL_CERT_FILE=bundle, REQUESTS_CA_BUNDLE=bundle, NODE_EXTRA_CA_CERTS=bundle)
-        if self._enabled["replicate"]:
-            settings.update(ReplicateGenerator.sandbox_environment(self))
-            settings["REPLICATE_POLL_INTERVAL"] = "0.05"
-        if self._enabled["fal"]:
-            settings.update(FalGenerator.sandbox_environment(self))
+        for served in self._served_emulators():
+            settings.update(generator_class(served.name).sandbox_environment(self))
+            settings.update(served.environment)
         return settings
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -265,7 +280,7 @@ class Sandbox(SandboxEndpoints):
             else self.host
         )
         try:
-            for offset, endpoint in enumerate(e for e in ENDPOINTS if self._enabled[e]):
+            for offset, endpoint in enumerate(self._served):
                 sock = socket.socket(family, socket.SOCK_STREAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 # Accepted connections inherit this; without it a response's header and body writes wait
@@ -304,21 +319,18 @@ class Sandbox(SandboxEndpoints):
             shutil.rmtree(self._tls_dir, ignore_errors=True)
             self._tls_dir = None
 
+    def _served_emulators(self) -> list[Emulator]:
+        return list({id(e): e for e in self._served.values()}.values())
+
     def _apps(self, sockets: dict[str, socket.socket]) -> dict[int, ASGIApp]:
-        by_endpoint: dict[str, Any] = {}
-        if "replicate" in sockets:
-            by_endpoint["replicate"] = build_replicate_app(
-                self._replicate_core, self._urls["replicate"], self._replicate_signer
-            )
-        if "fal" in sockets:
-            queue, run, rest = build_fal_apps(
-                self._fal_core, self._urls["fal"], self._urls["fal_run"], self._fal_signer
-            )
-            by_endpoint.update(fal=queue, fal_run=run, fal_rest=rest)
-            self.fal_realtime.files_url = self._urls["fal_run"]  # the socket is on the run origin
-            run.router.routes.extend(self.fal_realtime.run_routes())
-            rest.router.routes.extend(self.fal_realtime.rest_routes())
+        by_endpoint: dict[str, ASGIApp] = {}
+        for served in self._served_emulators():
+            urls = {name: self._urls[name] for name in served.endpoints}
+            by_endpoint.update(self._emulations[served.name].apps(urls))
         return {sockets[name].getsockname()[1]: app for name, app in by_endpoint.items()}
+
+    def _cores(self) -> list[ProviderCore]:
+        return [emulation.core for emulation in self._emulations.values()]
 
     def _serve(self, sockets: dict[str, socket.socket]) -> None:
         loop = _new_loop()
@@ -341,7 +353,7 @@ class Sandbox(SandboxEndpoints):
     async def _main(self, sockets: dict[str, socket.socket]) -> None:
         closing = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for core in (self._replicate_core, self._fal_core):
+        for core in self._cores():
             core.loop, core.closing = loop, closing
         dispatcher = _Dispatcher(self._apps(sockets))
         config = uvicorn.Config(
@@ -358,13 +370,13 @@ class Sandbox(SandboxEndpoints):
         try:
             await server.serve(sockets=list(sockets.values()))
         finally:
-            for core in (self._replicate_core, self._fal_core):
+            for core in self._cores():
                 await core.webhooks.aclose()
         if not server.started:
             raise RuntimeError("uvicorn could not start serving the sandbox sockets")
 
     def _begin_shutdown(self) -> None:
-        for core in (self._replicate_core, self._fal_core):
+        for core in self._cores():
             if core.closing is not None:
                 core.closing.set()
             core.engine.clear()

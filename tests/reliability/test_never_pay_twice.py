@@ -131,7 +131,7 @@ async def test_fal_megapixel_price_without_billing_header_uses_the_image_size(sb
     gen = lc.FalGenerator(api_key=KEY, base_url=sb.fal_url, rest_url="http://127.0.0.1:9", prices=prices)
     request = lc.GenerationRequest(prompt="x", width=1024, height=1024)
     async with gen:
-        cost = await gen._cost(gen._http.get(), gen._key, None, 2, None, request=request)  # type: ignore[arg-type]
+        cost = await gen.pricing.cost(gen._http.get(), gen._key, None, 2, None, request=request)  # type: ignore[arg-type]
     assert cost.usd == pytest.approx(2 * 1024 * 1024 / 1e6 * 0.01) and cost.estimated
 
 

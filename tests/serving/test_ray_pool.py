@@ -15,7 +15,7 @@ import ray
 from ray import serve
 
 import lightning_client as lc
-from lightning_client.cli._common import hosted_generator
+from lightning_client.assembly import hosted_generator
 from lightning_client.serving.ray import RayAppConfig, RaySettings, make_config, worker_pool
 from lightning_client.serving.ray_pool import LocalWorker
 from lightning_client.testing import Sandbox

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lightning_client.testing import Latency
-from lightning_client.testing._behaviour import Behaviour, SeededDraws
+from lightning_client.testing._behaviour import FAL_RULES, REPLICATE_RULES, Behaviour, SeededDraws
 
 
 def test_fixed_uniform_and_straggler_latencies() -> None:
@@ -51,19 +51,21 @@ def test_latency_rejects_bad_values(bad: object) -> None:
 )
 def test_configure_validation(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        Behaviour().updated("replicate", changes)
+        Behaviour().updated("replicate", REPLICATE_RULES, changes)
 
 
 def test_fal_has_no_replicate_only_settings() -> None:
     with pytest.raises(ValueError, match="retention_s"):
-        Behaviour().updated("fal", {"retention_s": 1})
-    assert Behaviour().updated("fal", {"fault": "completed_with_error"}).faults == (("completed_with_error", 1.0),)
+        Behaviour().updated("fal", FAL_RULES, {"retention_s": 1})
+    assert Behaviour().updated("fal", FAL_RULES, {"fault": "completed_with_error"}).faults == (
+        ("completed_with_error", 1.0),
+    )
 
 
 def test_fault_shorthand_and_clearing() -> None:
-    behaviour = Behaviour().updated("replicate", {"fault": "aborted", "inference_s": 1})
+    behaviour = Behaviour().updated("replicate", REPLICATE_RULES, {"fault": "aborted", "inference_s": 1})
     assert behaviour.faults == (("aborted", 1.0),) and behaviour.inference_s.sample() == 1.0
-    assert behaviour.updated("replicate", {"fault": None}).faults == ()
+    assert behaviour.updated("replicate", REPLICATE_RULES, {"fault": None}).faults == ()
 
 
 def test_seeded_draws_repeat_per_seed() -> None:

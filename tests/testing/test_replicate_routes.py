@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from lightning_client.testing._behaviour import Behaviour
+from lightning_client.testing._behaviour import FAL_RULES, REPLICATE_RULES, Behaviour
 from lightning_client.testing.sandbox import ProviderHandle
 
 MODEL = "bytedance/sdxl-lightning-4step"
@@ -56,9 +56,9 @@ def test_deployment_route(rep: httpx.Client, replicate_sandbox: ProviderHandle) 
 )
 def test_deployments_setting_is_validated(deployments: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        Behaviour().updated("replicate", {"deployments": deployments})
+        Behaviour().updated("replicate", REPLICATE_RULES, {"deployments": deployments})
     with pytest.raises(ValueError, match="deployments"):
-        Behaviour().updated("fal", {"deployments": {}})
+        Behaviour().updated("fal", FAL_RULES, {"deployments": {}})
 
 
 def test_webhook_secret_needs_a_token(rep: httpx.Client, replicate_sandbox: ProviderHandle) -> None:

@@ -4,11 +4,17 @@
 - `errors`: HTTP answers and transport failures mapped onto the error taxonomy.
 - `exchange`: one logged exchange, JSON parsing, polling delays and read retries.
 - `tasks`: bounded, shielded background work (remote cancels that outlive their caller).
-- `generator`: `HttpGenerator`, the base class of the hosted backends.
+- `arguments`: the constructor arguments the hosted generators share, deprecated spellings included.
+- `generator`: `HttpGenerator`, the base class of the hosted backends, and its lifecycle template.
+
+With them, the part of the generator contract a hosted provider fills in (`AttemptContext`,
+`Capabilities`, `ProviderOption`, `env_setting`), so that a provider's modules import their kit from here.
 """
 
 from __future__ import annotations
 
+from lightning_client.generator import AttemptContext, Capabilities, ProviderOption, env_setting
+from lightning_client.providers._http.arguments import hosted_arguments
 from lightning_client.providers._http.clients import (
     SHARD_CONNECTIONS,
     USER_AGENT,
@@ -18,6 +24,7 @@ from lightning_client.providers._http.clients import (
     make_timeout,
 )
 from lightning_client.providers._http.errors import (
+    ERROR_CODES,
     PLAIN,
     ErrorHints,
     create_refused,
@@ -38,21 +45,27 @@ from lightning_client.providers._http.generator import HttpGenerator
 from lightning_client.providers._http.tasks import detach, gather_all, retrieve_errors, shielded
 
 __all__ = [
+    "ERROR_CODES",
     "PLAIN",
     "SHARD_CONNECTIONS",
     "USER_AGENT",
+    "AttemptContext",
+    "Capabilities",
     "ErrorHints",
     "HttpClients",
     "HttpGenerator",
     "PollDelays",
+    "ProviderOption",
     "_tls_context",
     "answer_may_have_created",
     "auth_header",
     "create_refused",
     "detach",
+    "env_setting",
     "error_from_response",
     "expired",
     "gather_all",
+    "hosted_arguments",
     "make_timeout",
     "parse_json",
     "parse_retry_after",

@@ -14,6 +14,7 @@ import httpx
 from lightning_client._log import mask_secrets
 from lightning_client.errors import (
     AuthenticationError,
+    BudgetExceededError,
     ContentFilteredError,
     GenerationTimeoutError,
     InvalidRequestError,
@@ -51,6 +52,32 @@ class ErrorHints:
 
 #: The hints of a provider that says nothing beyond the status code and body.
 PLAIN = ErrorHints()
+
+#: Error codes an answer names, and the class of the taxonomy raised for each: the taxonomy's class names
+#: (what `lightning-client serve` sends as `error.code`) and fal's realtime `x-fal-error` codes.
+ERROR_CODES: dict[str, type[LightningError]] = {
+    "InvalidRequestError": InvalidRequestError,
+    "AuthenticationError": AuthenticationError,
+    "RateLimitError": RateLimitError,
+    "ProviderUnavailableError": ProviderUnavailableError,
+    "GenerationTimeoutError": GenerationTimeoutError,
+    "DeadlineExceededError": GenerationTimeoutError,
+    "ContentFilteredError": ContentFilteredError,
+    "ProviderResponseError": ProviderResponseError,
+    "BudgetExceededError": BudgetExceededError,
+    # every provider behind the server failed: to its client, the server is unavailable
+    "AllProvidersFailedError": ProviderUnavailableError,
+    "TIMEOUT": GenerationTimeoutError,
+    "UNAUTHORIZED": AuthenticationError,
+    "FORBIDDEN": AuthenticationError,
+    "RATE_LIMITED": RateLimitError,
+    "TOO_MANY_REQUESTS": RateLimitError,
+    "BAD_REQUEST": InvalidRequestError,
+    "VALIDATION_ERROR": InvalidRequestError,
+    "CONTENT_POLICY_VIOLATION": ContentFilteredError,
+    "INTERNAL_ERROR": ProviderUnavailableError,
+    "CONNECTION_CLOSED": ProviderUnavailableError,
+}
 
 
 def parse_retry_after(response: httpx.Response, detail: str = "") -> float | None:

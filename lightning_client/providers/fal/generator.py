@@ -4,53 +4,46 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
-from weakref import WeakKeyDictionary
 
 import httpx
 from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
 from pydantic import SecretStr
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
-from lightning_client._log import get_logger, mask_secrets
+from lightning_client._log import get_logger
 from lightning_client.credentials import secret_from
 from lightning_client.errors import (
     AuthenticationError,
-    ContentFilteredError,
     GenerationTimeoutError,
-    InvalidRequestError,
     LightningError,
-    ProviderResponseError,
-    ProviderUnavailableError,
-)
-from lightning_client.generator import (
-    AttemptContext,
-    Capabilities,
-    ProviderOption,
-    env_setting,
-    legacy_arguments,
-    renamed_argument,
 )
 from lightning_client.images import DecodedImage, convert_image
-from lightning_client.pricing import Price, PriceTable
+from lightning_client.pricing import PriceTable
 from lightning_client.providers._http import (
+    AttemptContext,
+    Capabilities,
     ErrorHints,
     HttpGenerator,
     PollDelays,
+    ProviderOption,
     auth_header,
+    env_setting,
     error_from_response,
     expired,
     gather_all,
+    hosted_arguments,
     parse_json,
     send,
     shielded,
     transport_error,
 )
+from lightning_client.providers.fal import wire
+from lightning_client.providers.fal.pricing import PRICING_WAIT_S, FalPricing
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, Timings
 from lightning_client.sandbox_endpoints import SandboxEndpoints
@@ -70,28 +63,11 @@ DEFAULT_APP = "fal-ai/fast-lightning-sdxl"
 #: The key the sandbox accepts; not a secret.
 SANDBOX_KEY = "sandbox:key"
 
-#: fal's named sizes; a request matching one exactly sends the name.
-PRESETS: dict[tuple[int, int], str] = {
-    (1024, 1024): "square_hd",
-    (512, 512): "square",
-    (768, 1024): "portrait_4_3",
-    (576, 1024): "portrait_16_9",
-    (1024, 768): "landscape_4_3",
-    (1024, 576): "landscape_16_9",
-}
-#: Error types reported in a COMPLETED status, mapped onto the taxonomy (fal's request-error table).
-_TIMEOUT_TYPES = frozenset({"request_timeout", "startup_timeout"})
-_FILTERED_TYPES = frozenset({"content_policy_violation", "nsfw_content_detected"})
-_UNAVAILABLE_PREFIXES = ("runner_", "internal_", "client_")
 #: Longest wait for a request without a deadline.
 MAX_JOB_S = 30 * 60.0
 #: Longest wait for a status stream to end after its COMPLETED event.
 _STREAM_DRAIN_S = 0.2
 _DRAIN_ERRORS: tuple[type[BaseException], ...] = (*TIMEOUT_ERRORS, httpx.HTTPError, SSEError)
-#: How long a failed pricing lookup is remembered before it is tried again.
-_PRICING_RETRY_S = 300.0
-#: Longest a call waits for the pricing lookup before using the price table.
-_PRICING_WAIT_S = 3.5
 
 
 @dataclass
@@ -149,8 +125,8 @@ class FalGenerator(HttpGenerator):
     error_hints = ErrorHints(
         type_headers=("x-fal-error-type",),
         refused_types=frozenset({"runner_scheduling_failure"}),
-        filtered_types=_FILTERED_TYPES,
-        timeout_types=_TIMEOUT_TYPES,
+        filtered_types=wire.FILTERED_TYPES,
+        timeout_types=wire.TIMEOUT_TYPES,
         timeout_headers=("x-fal-request-timeout-type",),
         retryable_headers=("x-fal-retryable", "x-fal-needs-retry"),
     )
@@ -195,11 +171,15 @@ class FalGenerator(HttpGenerator):
         queue_url: str | None = None,
         app: str | None = None,
     ) -> None:
-        positional = legacy_arguments("FalGenerator", legacy, ("api_key", "base_url", "model"))
-        api_key = positional.get("api_key", renamed_argument("FalGenerator", "key", key, "api_key", api_key))
-        base_url = renamed_argument("FalGenerator", "queue_url", queue_url, "base_url", base_url)
-        base_url = positional.get("base_url", base_url)
-        model = positional.get("model", renamed_argument("FalGenerator", "app", app, "model", model)) or DEFAULT_APP
+        api_key, base_url, model = hosted_arguments(
+            "FalGenerator",
+            legacy,
+            api_key=api_key,
+            base_url=base_url,
+            model=model,
+            renamed={"key": ("api_key", key), "queue_url": ("base_url", queue_url), "app": ("model", app)},
+        )
+        model = model or DEFAULT_APP
         if mode not in ("queue", "run"):
             raise ValueError(f"mode must be 'queue' or 'run', got {mode!r}")
         self.webhook = _webhook(webhook, webhook_events, mode)
@@ -224,9 +204,10 @@ class FalGenerator(HttpGenerator):
         self._key = self._credential(api_key)
         # Status, result and cancel URLs use only owner/app (no sub-path); used when a submit omits them.
         self._requests_root = f"{self.queue_url}/{'/'.join(model.split('/')[:2])}/requests"
-        self._price: tuple[Price, str] | None = None
-        self._price_failed_at: float | None = None
-        self._price_tasks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = WeakKeyDictionary()
+        #: The endpoint's unit price (fal's pricing API, else the price table) and the cost of its jobs.
+        self.pricing = FalPricing(
+            provider=self.name, app=model, rest_url=self.rest_url, prices=self.prices, hints=self.error_hints
+        )
         self._capabilities = Capabilities(
             native_steps=frozenset({1, 2, 4, 8}),
             # fal's toolkit accepts sides up to 14142; the hosted app's own limit is not documented,
@@ -253,6 +234,16 @@ class FalGenerator(HttpGenerator):
         if key_id is None or key_secret is None:
             return None
         return SecretStr(f"{key_id.get_secret_value()}:{key_secret.get_secret_value()}")
+
+    def _require_key(self) -> SecretStr:
+        """The key given or found in the environment (remembered once found); AuthenticationError without one."""
+        key = self._key or self._credential()
+        if key is None:
+            raise AuthenticationError(
+                "no fal key: pass api_key= or set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)", provider=self.name
+            )
+        self._key = key
+        return key
 
     @classmethod
     def has_credentials(cls) -> bool:
@@ -290,54 +281,33 @@ class FalGenerator(HttpGenerator):
 
     def _realtime_backend(self) -> RealtimeBackend:
         """Realtime sessions on fal's realtime WebSocket (the queue API when it is refused)."""
-        from lightning_client.providers.fal.realtime import FalRealtimeBackend
+        from lightning_client.providers.fal.realtime import FalRealtimeBackend, FalSocketAccess
 
-        return FalRealtimeBackend(self)
+        access = FalSocketAccess(
+            generator=self,
+            app=self.app,
+            run_url=self.run_url,
+            rest_url=self.rest_url,
+            hints=self.error_hints,
+            pricing=self.pricing,
+            client=self._http.get,
+            key=self._require_key,
+            download=self._download_output,
+        )
+        return FalRealtimeBackend(access)
 
     # -- request mapping --------------------------------------------------------------------------
 
-    def _arguments(self, ctx: AttemptContext) -> dict[str, Any]:
-        req = ctx.request
-        preset = PRESETS.get((req.width, req.height))
-        arguments: dict[str, Any] = {
-            "prompt": req.prompt,
-            "image_size": preset or {"width": req.width, "height": req.height},
-            # The endpoint declares a string enum; whether integers are coerced is undocumented.
-            "num_inference_steps": str(req.steps),
-            "num_images": req.num_images,
-            "seed": req.seed,
-            "enable_safety_checker": req.safety_checker,
-            # webp is converted locally from lossless png.
-            "format": "jpeg" if req.output_format == "jpeg" else "png",
-        }
-        extra, refused = req.extra_options("fal", arguments)
-        for key in refused:
-            ctx.warn(
-                "ignored", f"provider_options.fal.{key}", "a validated field sets it; the request's value was sent"
-            )
-        arguments.update(extra)
-        return arguments
-
     def _headers(self, key: SecretStr, remaining: float | None) -> dict[str, str]:
-        headers = auth_header("Key", key)
-        if remaining is not None:
-            # Time-to-start deadline on fal's side. fal-client refuses values <= 1 s, fal's docs > 0.1 s:
-            # never send less than 1 s; our own cancel covers a shorter deadline.
-            headers["X-Fal-Request-Timeout"] = f"{max(1.0, math.floor(remaining * 10) / 10):.1f}"
-        return headers
+        return {**auth_header("Key", key), **wire.request_timeout(remaining)}
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def _generate(self, ctx: AttemptContext) -> GenerationResult:
-        key = self._key or self._credential()
-        if key is None:
-            raise AuthenticationError(
-                "no fal key: pass api_key= or set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)", provider=self.name
-            )
-        self._key = key
+        key = self._require_key()
         with self._http.lease() as client:
-            self._prefetch_price(client, key)
-            arguments = self._arguments(ctx)
+            self.pricing.prefetch(client, key)
+            arguments = wire.arguments(ctx)
             if self.mode == "run":
                 output, units, job = await self._run(ctx, client, key, arguments)
             else:
@@ -353,7 +323,7 @@ class FalGenerator(HttpGenerator):
                     exc.request_id = exc.request_id or job.request_id
                     if job.status != "COMPLETED":
                         await self._abandon(ctx, client, key, job)
-                    elif job.in_progress_at is None and job.completed.get("error_type") in _TIMEOUT_TYPES:
+                    elif job.in_progress_at is None and job.completed.get("error_type") in wire.TIMEOUT_TYPES:
                         ctx.add_cost(Cost(usd=0.0, basis="expired before it started: not billed", estimated=False))
                     else:  # it ran to COMPLETED, but its usage could not be read: it may well be billed
                         ctx.add_cost(
@@ -367,20 +337,20 @@ class FalGenerator(HttpGenerator):
                     exc.request_id = exc.request_id or job.request_id
                 # The request completed, so it is billed even though its images are not delivered.
                 ctx.add_cost(
-                    await self._cost(
+                    await self.pricing.cost(
                         client,
                         key,
                         units,
                         ctx.request.num_images,
-                        _inference_s(job.completed, output),
+                        wire.inference_s(job.completed, output),
                         request=ctx.request,
                     )
                 )
                 raise
-            inference_s = _inference_s(job.completed, output)
-            ctx.add_cost(await self._cost(client, key, units, len(images), inference_s, request=ctx.request))
+            inference_s = wire.inference_s(job.completed, output)
+            ctx.add_cost(await self.pricing.cost(client, key, units, len(images), inference_s, request=ctx.request))
             timings = Timings(queue_s=_queue_s(job, inference_s), inference_s=inference_s, download_s=download_s)
-            return ctx.result(images, model=self.model, seed=self._seed_used(ctx, output), timings=timings)
+            return ctx.result(images, model=self.model, seed=wire.seed_used(ctx, output), timings=timings)
 
     async def _submit(
         self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, arguments: dict[str, Any]
@@ -492,7 +462,7 @@ class FalGenerator(HttpGenerator):
         error = job.completed.get("error")
         error_type = job.completed.get("error_type")
         if error or error_type:
-            raise _completed_error(str(error or error_type), str(error_type or ""), job.request_id)
+            raise wire.completed_error(str(error or error_type), str(error_type or ""), job.request_id)
 
     async def _stream(self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, job: _Job) -> bool:
         """Follow the SSE status stream; True when it delivered COMPLETED, False to fall back to polling.
@@ -577,7 +547,7 @@ class FalGenerator(HttpGenerator):
         async def read() -> tuple[dict[str, Any], float | None]:
             response = await self._get_job(client, key, job, job.response_url, what="result")
             output = parse_json(response, provider=self.name, what="result", request_id=job.request_id)
-            return output, _units(response)
+            return output, wire.billable_units(response)
 
         return await self._reads(ctx).run(read, what=f"result of {job.request_id}")
 
@@ -612,35 +582,27 @@ class FalGenerator(HttpGenerator):
             ctx.job_started(request_id)
         output = parse_json(response, provider=self.name, what="run", request_id=request_id or None)
         job = _Job(request_id, "", "", "", submitted=started, status="COMPLETED")
-        return output, _units(response), job
+        return output, wire.billable_units(response), job
 
     async def _images(
         self, ctx: AttemptContext, client: httpx.AsyncClient, output: dict[str, Any], request_id: str
     ) -> tuple[list[GeneratedImage], float]:
-        entries = output.get("images")
-        if not isinstance(entries, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("url"), str) for e in entries
-        ):
-            raise ProviderResponseError(
-                "result has no list of images with urls", provider=self.name, request_id=request_id, retryable=True
-            )
-        nsfw = nsfw_flags(ctx.request, output, len(entries), provider=self.name, request_id=request_id)
+        urls = wire.image_urls(output, provider=self.name, request_id=request_id)
+        nsfw = wire.nsfw_flags(ctx.request, output, len(urls), provider=self.name, request_id=request_id)
         started = time.monotonic()
-        decoded = await gather_all([self._download(ctx, client, e["url"], request_id) for e in entries])
+        decoded = await gather_all([self._download(ctx, client, url, request_id) for url in urls])
         download_s = time.monotonic() - started
         images = []
         for index, image in enumerate(decoded):
             if image.format != ctx.request.output_format:
                 image = await asyncio.to_thread(convert_image, image, ctx.request.output_format)
-            images.append(
-                image.to_generated(url=entries[index]["url"], nsfw=nsfw[index] if index < len(nsfw) else None)
-            )
+            images.append(image.to_generated(url=urls[index], nsfw=nsfw[index] if index < len(nsfw) else None))
         flagged = sum(1 for flag in nsfw if flag)
         if flagged:
             ctx.warn(
                 "ignored",
                 "safety_checker",
-                f"{flagged} of {len(entries)} images were flagged by the safety checker (GeneratedImage.nsfw)",
+                f"{flagged} of {len(urls)} images were flagged by the safety checker (GeneratedImage.nsfw)",
             )
         return images, download_s
 
@@ -657,7 +619,7 @@ class FalGenerator(HttpGenerator):
         await self._settle_abandoned(
             ctx,
             self._cancelled_cost(client, key, job, ctx.request),
-            timeout=2 * self.cancel_timeout_s + _PRICING_WAIT_S,
+            timeout=2 * self.cancel_timeout_s + PRICING_WAIT_S,
             what=f"cancel of fal request {job.request_id}",
         )
 
@@ -679,21 +641,17 @@ class FalGenerator(HttpGenerator):
                 timeout=self.cancel_timeout_s,
                 what=f"status of fal request {job.request_id}",
             )
-        if job.in_progress_at is None and job.completed.get("error_type") in _TIMEOUT_TYPES:
+        if job.in_progress_at is None and job.completed.get("error_type") in wire.TIMEOUT_TYPES:
             return Cost(usd=0.0, basis="expired before it started: not billed", estimated=False)
         if status is None:
             return Cost.unknown(f"cancel of fal request {job.request_id} failed: it may run and be billed")
-        return await self._cost(client, key, None, request.num_images, None, note="abandoned", request=request)
+        return await self.pricing.cost(client, key, None, request.num_images, None, note="abandoned", request=request)
 
     async def arecover_job(self, job_id: str, request: GenerationRequest, *, wait: bool = False) -> RecoveredJob:
         """Queue request `job_id` (submitted for `request` by a process that is gone): its images when it
         completed, its error when it failed; one still queued or running is cancelled unless `wait`.
         Never submits."""
-        key = self._key or self._credential()
-        if key is None:
-            raise AuthenticationError(
-                "no fal key: pass api_key= or set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)", provider=self.name
-            )
+        key = self._require_key()
         ctx = AttemptContext(self, request)
         job = self._job(job_id, {}, time.monotonic())
         with self._http.lease() as client:
@@ -707,15 +665,15 @@ class FalGenerator(HttpGenerator):
                 output, units = await self._result(ctx, client, key, job)
                 images, download_s = await self._images(ctx, client, output, job_id)
             except LightningError as exc:
-                if job.in_progress_at is None and job.completed.get("error_type") in _TIMEOUT_TYPES:
+                if job.in_progress_at is None and job.completed.get("error_type") in wire.TIMEOUT_TYPES:
                     cost = Cost(usd=0.0, basis="expired before it started: not billed", estimated=False)
                 else:
                     cost = Cost.unknown(f"request completed but its result could not be read ({type(exc).__name__})")
                 return RecoveredJob(job_id, "failed", cost, error=exc)
-            inference_s = _inference_s(job.completed, output)
-            cost = await self._cost(client, key, units, len(images), inference_s, request=request)
+            inference_s = wire.inference_s(job.completed, output)
+            cost = await self.pricing.cost(client, key, units, len(images), inference_s, request=request)
         timings = Timings(queue_s=_queue_s(job, inference_s), inference_s=inference_s, download_s=download_s)
-        result = ctx.result(images, model=self.model, seed=self._seed_used(ctx, output), timings=timings, cost=cost)
+        result = ctx.result(images, model=self.model, seed=wire.seed_used(ctx, output), timings=timings, cost=cost)
         result.request_id = job_id
         return RecoveredJob(job_id, "succeeded", cost, result=result)
 
@@ -748,112 +706,6 @@ class FalGenerator(HttpGenerator):
         log.debug("PUT %s -> %d", job.cancel_url, response.status_code)
         return response.status_code
 
-    # -- cost -------------------------------------------------------------------------------------
-
-    def _prefetch_price(self, client: httpx.AsyncClient, key: SecretStr) -> None:
-        """Start the pricing lookup alongside the first job (once per generator and loop)."""
-        if self._price is not None or self._price_retry_pending():
-            return
-        loop = asyncio.get_running_loop()
-        task = self._price_tasks.get(loop)
-        if task is None or task.done():
-            self._price_tasks[loop] = loop.create_task(self._fetch_price(client, key))
-
-    def _price_retry_pending(self) -> bool:
-        return self._price_failed_at is not None and time.monotonic() - self._price_failed_at < _PRICING_RETRY_S
-
-    async def _fetch_price(self, client: httpx.AsyncClient, key: SecretStr) -> None:
-        try:
-            response = await send(
-                client,
-                "GET",
-                f"{self.rest_url}/v1/models/pricing?endpoint_id={quote(self.app, safe='/')}",
-                provider=self.name,
-                hints=self.error_hints,
-                what="pricing lookup",
-                headers=auth_header("Key", key),
-                timeout=httpx.Timeout(3.0),
-            )
-            body = parse_json(response, provider=self.name, what="pricing lookup")
-        except LightningError as exc:
-            log.debug("fal pricing API unavailable (%s); using the price table", exc)
-            self._price_failed_at = time.monotonic()
-            return
-        for entry in body.get("prices") or ():
-            if isinstance(entry, dict) and entry.get("endpoint_id") == self.app:
-                try:
-                    usd = float(entry["unit_price"])
-                except (KeyError, TypeError, ValueError):
-                    break
-                unit = str(entry.get("unit") or "unit")
-                price = Price(usd=usd, unit=unit, source="fal pricing API", as_of=time.strftime("%Y-%m-%d"))
-                self._price = (price, "fal pricing API")
-                return
-        log.debug("fal pricing API has no price for %s; using the price table", self.app)
-        self._price_failed_at = time.monotonic()
-
-    async def _unit_price(self, client: httpx.AsyncClient, key: SecretStr) -> tuple[Price, str] | None:
-        if self._price is None and not self._price_retry_pending():
-            self._prefetch_price(client, key)
-            task = self._price_tasks.get(asyncio.get_running_loop())
-            if task is not None:
-                try:
-                    async with async_timeout(_PRICING_WAIT_S):
-                        await asyncio.shield(task)  # shared by concurrent calls: never cancel it from here
-                except TIMEOUT_ERRORS:
-                    log.debug("fal pricing lookup still running; using the price table for this call")
-        if self._price is not None:
-            return self._price
-        fallback = self.prices.fal_unit(self.app)
-        return None if fallback is None else (fallback, f"price table: {fallback.source}, {fallback.as_of}")
-
-    async def _cost(
-        self,
-        client: httpx.AsyncClient,
-        key: SecretStr,
-        units: float | None,
-        images: int,
-        inference_s: float | None,
-        note: str = "",
-        request: GenerationRequest | None = None,
-    ) -> Cost:
-        """Billable units x unit price; without the units header they are inferred (estimated), or the
-        cost is unknown when nothing to infer them from is known."""
-        priced = await self._unit_price(client, key)
-        prefix = f"{note}: " if note else ""
-        if priced is None:
-            return Cost.unknown(f"{prefix}no price known for {self.app}")
-        price, source = priced
-        estimated = units is None or source != "fal pricing API"
-        if units is None:
-            unit = price.unit.lower()
-            if "second" in unit:
-                if inference_s is None:
-                    return Cost.unknown(f"{prefix}billed per {price.unit}, but no inference time was reported")
-                units = inference_s
-            elif "megapixel" in unit:
-                if request is None:
-                    return Cost.unknown(f"{prefix}billed per {price.unit}, but the image size is not known")
-                units = request.width * request.height * images / 1e6  # the size we asked for, per image
-            else:
-                units = float(images)
-            basis_units = f"~{units:g} (assumed)"
-        else:
-            basis_units = f"{units:g}"
-        return Cost(
-            usd=units * price.usd,
-            basis=f"{prefix}billable units {basis_units} x ${price.usd:g}/{price.unit} ({source})",
-            estimated=estimated,
-        )
-
-    def _seed_used(self, ctx: AttemptContext, output: dict[str, Any]) -> int:
-        seed = output.get("seed")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            return ctx.request.seed
-        if seed != ctx.request.seed:
-            ctx.warn("ignored", "seed", f"requested seed {ctx.request.seed} but fal reports seed {seed}")
-        return seed
-
 
 async def _drain(events: AsyncIterator[ServerSentEvent]) -> None:
     """Read a status stream to its end after COMPLETED (fal closes it right after that event), so that its
@@ -869,38 +721,6 @@ async def _drain(events: AsyncIterator[ServerSentEvent]) -> None:
         pass
 
 
-def nsfw_flags(
-    request: GenerationRequest, output: dict[str, Any], images: int, *, provider: str, request_id: str | None
-) -> list[bool]:
-    """fal's `has_nsfw_concepts` per image; ContentFilteredError when the safety checker flagged every one."""
-    flags = output.get("has_nsfw_concepts")
-    nsfw = [bool(f) for f in flags] if isinstance(flags, list) else []
-    if request.safety_checker and nsfw and len(nsfw) == images and all(nsfw):
-        raise ContentFilteredError(
-            "every image was flagged by the safety checker (has_nsfw_concepts)",
-            provider=provider,
-            request_id=request_id,
-        )
-    return nsfw
-
-
-def _units(response: httpx.Response) -> float | None:
-    value = response.headers.get("x-fal-billable-units")
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None
-
-
-def _inference_s(completed: dict[str, Any], output: dict[str, Any]) -> float | None:
-    metrics = completed.get("metrics")
-    value = metrics.get("inference_time") if isinstance(metrics, dict) else None
-    if not isinstance(value, (int, float)):
-        timings = output.get("timings")
-        value = timings.get("inference") if isinstance(timings, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _queue_s(job: _Job, inference_s: float | None) -> float | None:
     """Submit to IN_PROGRESS as we saw it; without that event, the wait less the inference time."""
     if job.in_progress_at is not None:
@@ -908,21 +728,6 @@ def _queue_s(job: _Job, inference_s: float | None) -> float | None:
     if job.completed and inference_s is not None:
         return max(0.0, time.monotonic() - job.submitted - inference_s)
     return None
-
-
-def _completed_error(message: str, error_type: str, request_id: str) -> LightningError:
-    """Map a COMPLETED status that carries `error` / `error_type`."""
-    text = f"request completed with an error: {mask_secrets(message)}" + (f" ({error_type})" if error_type else "")
-    fields: dict[str, Any] = {"provider": "fal", "request_id": request_id}
-    if error_type in _FILTERED_TYPES:
-        return ContentFilteredError(text, **fields)
-    if error_type in _TIMEOUT_TYPES:
-        return GenerationTimeoutError(text, **fields)
-    if error_type.startswith(_UNAVAILABLE_PREFIXES):
-        return ProviderUnavailableError(text, **fields)
-    if error_type in ("bad_request", "validation_error"):
-        return InvalidRequestError(text, **fields)
-    return ProviderResponseError(text, retryable=True, **fields)
 
 
 def _webhook(webhook: str | None, events: Sequence[str] | None, mode: str) -> str | None:

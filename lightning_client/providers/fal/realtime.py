@@ -23,28 +23,27 @@ import contextlib
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
+from pydantic import SecretStr
 
 from lightning_client._compat import TIMEOUT_ERRORS, async_timeout
 from lightning_client._log import get_logger, mask_secrets
 from lightning_client.errors import (
-    AuthenticationError,
-    ContentFilteredError,
     GenerationTimeoutError,
-    InvalidRequestError,
     LightningError,
     ProviderResponseError,
     ProviderUnavailableError,
-    RateLimitError,
 )
 from lightning_client.generator import AttemptContext, BaseGenerator, Capabilities
-from lightning_client.images import convert_image, decode_data_uri, decode_image
-from lightning_client.providers._http import _tls_context, auth_header, send
-from lightning_client.providers.fal.generator import nsfw_flags
+from lightning_client.images import DecodedImage, convert_image, decode_data_uri, decode_image
+from lightning_client.providers._http import ERROR_CODES, ErrorHints, _tls_context, auth_header, send
+from lightning_client.providers.fal import wire
+from lightning_client.providers.fal.pricing import FalPricing
 from lightning_client.realtime_backend import GeneratorBackend, RealtimeBackend, Transport
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, GenerationWarning, Timings
@@ -52,9 +51,7 @@ from lightning_client.result import Cost, GeneratedImage, GenerationResult, Gene
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
 
-    from lightning_client.providers.fal.generator import FalGenerator
-
-__all__ = ["FalRealtimeBackend"]
+__all__ = ["FalRealtimeBackend", "FalSocketAccess"]
 
 log = get_logger("lightning_client.providers.fal")
 
@@ -67,25 +64,33 @@ OPEN_TIMEOUT_S = 30.0
 #: Longest wait for one result on the socket.
 RESULT_TIMEOUT_S = 120.0
 
-_ERRORS: dict[str, type[LightningError]] = {
-    "TIMEOUT": GenerationTimeoutError,
-    "UNAUTHORIZED": AuthenticationError,
-    "FORBIDDEN": AuthenticationError,
-    "RATE_LIMITED": RateLimitError,
-    "TOO_MANY_REQUESTS": RateLimitError,
-    "BAD_REQUEST": InvalidRequestError,
-    "VALIDATION_ERROR": InvalidRequestError,
-    "CONTENT_POLICY_VIOLATION": ContentFilteredError,
-    "INTERNAL_ERROR": ProviderUnavailableError,
-    "CONNECTION_CLOSED": ProviderUnavailableError,
-}
-
 
 def realtime_error(error: str, reason: str, request_id: str | None = None) -> LightningError:
     """Map an `x-fal-error` frame (`error`, `reason`) onto the taxonomy; unknown codes are response errors."""
-    cls = _ERRORS.get(error.upper(), ProviderResponseError)
+    cls = ERROR_CODES.get(error.upper(), ProviderResponseError)
     text = f"fal realtime error {error}" + (f": {mask_secrets(reason)}" if reason else "")
     return cls(text, request_id=request_id)  # the attempt fills in the generator's name
+
+
+@dataclass(frozen=True)
+class FalSocketAccess:
+    """What a realtime session uses of its `FalGenerator`: given by the generator, so this module never
+    reaches into it."""
+
+    #: The generator itself: the queue-API fallback, and the name, model and capabilities of every attempt.
+    generator: BaseGenerator
+    #: The endpoint id (`owner/app[/path]`) and the run and platform API roots.
+    app: str
+    run_url: str
+    rest_url: str
+    hints: ErrorHints
+    pricing: FalPricing
+    #: The generator's HTTP client for the running event loop.
+    client: Callable[[], httpx.AsyncClient]
+    #: The fal key (AuthenticationError when there is none).
+    key: Callable[[], SecretStr]
+    #: Download one output file: (client, url, request id) -> (image, seconds).
+    download: Callable[[httpx.AsyncClient, str, str], Awaitable[tuple[DecodedImage, float]]]
 
 
 class _IdleClosed(ProviderUnavailableError):
@@ -132,12 +137,12 @@ class _SocketAttempts(BaseGenerator):
 
     def __init__(self, backend: FalRealtimeBackend) -> None:
         self._backend = backend
-        self.name = backend.generator.name
-        self.model = backend.generator.model
+        self.name = backend.fal.generator.name
+        self.model = backend.fal.generator.model
 
     @property
     def capabilities(self) -> Capabilities:
-        return self._backend.generator.capabilities
+        return self._backend.fal.generator.capabilities
 
     async def _generate(self, ctx: AttemptContext) -> GenerationResult:
         return await self._backend.exchange(ctx)
@@ -146,15 +151,15 @@ class _SocketAttempts(BaseGenerator):
 class FalRealtimeBackend(RealtimeBackend):
     """A session on fal's realtime WebSocket, falling back to the queue API when the socket is refused."""
 
-    def __init__(self, generator: FalGenerator) -> None:
-        self.generator = generator
-        rest = generator.rest_url
+    def __init__(self, fal: FalSocketAccess) -> None:
+        self.fal = fal
+        rest = fal.rest_url
         self.token_url = DEFAULT_TOKEN_URL if rest == "https://api.fal.ai" else rest
-        run = generator.run_url
+        run = fal.run_url
         self.socket_url = (
             ("wss" + run.removeprefix("https")) if run.startswith("https") else "ws" + run.removeprefix("http")
         )
-        self.alias = generator.app.split("/")[1]
+        self.alias = fal.app.split("/")[1]
         self._attempts = _SocketAttempts(self)
         self._socket: _Socket | None = None
         self._token: tuple[str, float] | None = None  # the token, and until when (monotonic) it is used
@@ -168,7 +173,7 @@ class FalRealtimeBackend(RealtimeBackend):
 
     @property
     def provider(self) -> str:
-        return self.generator.name
+        return self.fal.generator.name
 
     @property
     def transport(self) -> Transport:
@@ -184,7 +189,7 @@ class FalRealtimeBackend(RealtimeBackend):
 
     @property
     def capabilities(self) -> Capabilities:
-        return self.generator.capabilities
+        return self.fal.generator.capabilities
 
     @property
     def warnings(self) -> list[GenerationWarning]:
@@ -193,7 +198,7 @@ class FalRealtimeBackend(RealtimeBackend):
     async def start(self) -> None:
         await self._connected()
         if self._fallback is None:  # the price is known by the first frame, not looked up on it
-            self.generator._prefetch_price(self.generator._http.get(), self._key())
+            self.fal.pricing.prefetch(self.fal.client(), self.fal.key())
 
     async def run(self, request: GenerationRequest) -> GenerationResult:
         if self._fallback is None:
@@ -212,24 +217,16 @@ class FalRealtimeBackend(RealtimeBackend):
 
     # -- token -----------------------------------------------------------------------------------
 
-    def _key(self) -> Any:
-        key = self.generator._key or self.generator._credential()
-        if key is None:
-            raise AuthenticationError(
-                "no fal key: pass api_key= or set FAL_KEY (or FAL_KEY_ID and FAL_KEY_SECRET)", provider=self.provider
-            )
-        return key
-
     async def _fetch_token(self) -> str:
-        client = self.generator._http.get()
+        client = self.fal.client()
         response = await send(
             client,
             "POST",
             f"{self.token_url}/tokens/",
             provider=self.provider,
             what="realtime token",
-            hints=self.generator.error_hints,
-            headers=auth_header("Key", self._key()),
+            hints=self.fal.hints,
+            headers=auth_header("Key", self.fal.key()),
             json_body={"allowed_apps": [self.alias], "token_expiration": TOKEN_EXPIRATION_S},
         )
         try:
@@ -301,7 +298,7 @@ class FalRealtimeBackend(RealtimeBackend):
         from websockets.asyncio.client import connect
         from websockets.exceptions import InvalidHandshake, InvalidStatus
 
-        url = f"{self.socket_url}/{self.generator.app}/realtime?{urlencode({'fal_jwt_token': token})}"
+        url = f"{self.socket_url}/{self.fal.app}/realtime?{urlencode({'fal_jwt_token': token})}"
         try:
             # wss: the same verifying roots as the generator's HTTP (certifi, or SSL_CERT_FILE / SSL_CERT_DIR).
             if url.startswith("wss:"):
@@ -321,12 +318,12 @@ class FalRealtimeBackend(RealtimeBackend):
 
     def _fall_back(self, status: int) -> None:
         message = (
-            f"fal refused the realtime WebSocket for {self.generator.app} (HTTP {status}); "
+            f"fal refused the realtime WebSocket for {self.fal.app} (HTTP {status}); "
             "the session uses the queue API instead, cancelling superseded requests"
         )
         log.warning("%s", message)
         warning = GenerationWarning(kind="emulated", setting="realtime", message=message, provider=self.provider)
-        self._fallback = GeneratorBackend(self.generator, transport="queue", emulated=True, warnings=[warning])
+        self._fallback = GeneratorBackend(self.fal.generator, transport="queue", emulated=True, warnings=[warning])
 
     async def _read(self, socket: _Socket) -> None:
         """Hand each result frame to the oldest waiting input; fail them all when the socket ends."""
@@ -419,7 +416,7 @@ class FalRealtimeBackend(RealtimeBackend):
         When fal closes the socket as idle just as the input goes out, the input was not run
         ("no inputs"), so it is sent once more on a new socket.
         """
-        arguments = {**self.generator._arguments(ctx), "sync_mode": True}
+        arguments = {**wire.arguments(ctx), "sync_mode": True}
         for retry in (False, True):
             socket = await self._connected()
             if socket is None:  # refused just now: the session moves to the queue on the next job
@@ -473,7 +470,7 @@ class FalRealtimeBackend(RealtimeBackend):
         entries = output.get("images")
         if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
             raise ProviderResponseError("realtime result has no images", provider=self.provider, request_id=request_id)
-        nsfw = nsfw_flags(ctx.request, output, len(entries), provider=self.provider, request_id=request_id)
+        nsfw = wire.nsfw_flags(ctx.request, output, len(entries), provider=self.provider, request_id=request_id)
         started = time.monotonic()
         images: list[GeneratedImage] = []
         for index, entry in enumerate(entries):
@@ -490,9 +487,7 @@ class FalRealtimeBackend(RealtimeBackend):
         ctx.add_cost(await self._cost(inference_s, len(images)))
         queue_s = None if inference_s is None else max(0.0, waited_s - inference_s)
         timings = Timings(queue_s=queue_s, inference_s=inference_s, download_s=time.monotonic() - started)
-        return ctx.result(
-            images, model=self.generator.model, seed=self.generator._seed_used(ctx, output), timings=timings
-        )
+        return ctx.result(images, model=self.fal.generator.model, seed=wire.seed_used(ctx, output), timings=timings)
 
     async def _image(self, entry: dict[str, Any], request_id: str | None) -> Any:
         content = entry.get("content")
@@ -509,7 +504,7 @@ class FalRealtimeBackend(RealtimeBackend):
                     decode_image, data, provider=self.provider, declared_type=kind or declared
                 )
             if isinstance(url, str):
-                image, _ = await self.generator._download_output(self.generator._http.get(), url, request_id or "")
+                image, _ = await self.fal.download(self.fal.client(), url, request_id or "")
                 return image
         except LightningError as exc:
             exc.request_id = exc.request_id or request_id
@@ -520,6 +515,4 @@ class FalRealtimeBackend(RealtimeBackend):
 
     async def _cost(self, inference_s: float | None, images: int, note: str = "") -> Cost:
         """fal's unit price x the units a realtime frame implies (no billable-units header on a socket)."""
-        client: httpx.AsyncClient = self.generator._http.get()
-        cost: Cost = await self.generator._cost(client, self._key(), None, images, inference_s, note=note)
-        return cost
+        return await self.fal.pricing.cost(self.fal.client(), self.fal.key(), None, images, inference_s, note=note)

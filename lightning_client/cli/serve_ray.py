@@ -1,6 +1,6 @@
-"""`lightning-client serve --ray`: the same server on Ray Serve, worker replicas holding the local model.
+"""`lightning-client serve --ray`: the same server on Ray Serve, worker replicas holding the folder's model.
 
-The command line (`lightning_client.cli.serve`) hands its options here.
+`lightning-client serve` hands its options here; the application itself is `lightning_client.serving.ray`.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lightning_client.cli._common import MissingKeysError, UsageError, hosted_providers
+from lightning_client.assembly import MissingKeysError, hosted_providers
+from lightning_client.cli._common import UsageError, folder_flags, start_sandbox
 from lightning_client.sandbox_endpoints import SandboxEndpoints
 from lightning_client.state import is_url
-from lightning_client.testing import ENDPOINTS
 
 if TYPE_CHECKING:
     from lightning_client.serving.settings import ServerSettings
@@ -37,12 +37,11 @@ def serve_ray(
 ) -> None:
     """Start (or join, with `address`) a Ray cluster, serve until SIGINT/SIGTERM, then stop what was started.
 
-    With `config`: its `[ray]` table (`--replicas` and `--address` override it), its local
-    generator on the replicas and its router at the ingress. Otherwise the replicas serve
-    `local_model`, in front of the sandbox's providers or those with keys. Raises `UsageError`
+    With `config`: its `[ray]` table (`--replicas` and `--address` override it), its generator
+    of weights on disk on the replicas and its router at the ingress. Otherwise the replicas serve
+    the weights in `folder`, in front of the sandbox's providers or those with keys. Raises `UsageError`
     (or `ConfigurationError`) for options that cannot work together.
     """
-    local_model = folder  # the command line's folder of local weights
     try:
         from pydantic import ValidationError
 
@@ -57,8 +56,10 @@ def serve_ray(
     if address is not None:
         overrides["address"] = address
     if config is not None:
-        if sandbox or sandbox_url or local_model is not None:
-            raise UsageError("--config describes what to serve; do not combine it with --sandbox or --local-model")
+        if sandbox or sandbox_url or folder is not None:
+            raise UsageError(
+                f"--config describes what to serve; do not combine it with --sandbox or {folder_flags()[0]}"
+            )
         app_config = config_from_file(
             config, server=settings, overrides=overrides, device=None if device == "auto" else device
         )
@@ -66,30 +67,23 @@ def serve_ray(
             app_config = app_config.model_copy(update={"ray": app_config.ray.model_copy(update={"autoscaling": None})})
         serve_on_ray(app_config, host=host, port=port, on_ready=_ready)
         return
-    if local_model is None:
-        raise UsageError("--ray serves the local model on worker replicas: give --local-model DIR (or --config)")
+    if folder is None:
+        raise UsageError(
+            f"--ray serves the folder's model on worker replicas: give {folder_flags()[0]} DIR (or --config)"
+        )
     try:
         ray_settings = RaySettings.model_validate(overrides)
     except ValidationError as exc:
         raise UsageError(f"--ray settings: {_first_problem(exc)}") from exc
     with contextlib.ExitStack() as stack:
-        endpoints = None
-        if sandbox_url is not None:
-            try:
-                endpoints = SandboxEndpoints.from_url(sandbox_url, ENDPOINTS)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-        elif sandbox:
-            from lightning_client.testing.sandbox import Sandbox
-
-            started = stack.enter_context(Sandbox())
-            endpoints = SandboxEndpoints(started.urls)
+        started = start_sandbox(stack, sandbox, sandbox_url)
+        endpoints = None if started is None else SandboxEndpoints(started.urls)  # what the ingress unpickles
         hosted: list[str] = []
         with contextlib.suppress(MissingKeysError):
-            hosted = hosted_providers(endpoints is not None, None)
+            hosted = hosted_providers(endpoints is not None)
         app_config = make_config(
             ray_settings,
-            local_model=local_model,
+            folder,
             device=device,
             server=settings,
             hosted=hosted,
