@@ -321,7 +321,7 @@ class FalGenerator(HttpGenerator):
             self.pricing.prefetch(client, key)
             arguments = self._prepare_payload(ctx)
             if self.mode == "run":
-                output, units, job = await self._run(ctx, client, key, arguments)
+                output, units, job = await self._run(ctx, client, arguments)
             else:
                 job = await self._submit(ctx, client, key, arguments)
                 ctx.job_started(job.request_id)
@@ -564,7 +564,7 @@ class FalGenerator(HttpGenerator):
         return await self._reads(ctx).run(read, what=f"result of {job.request_id}")
 
     async def _run(
-        self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, arguments: dict[str, Any]
+        self, ctx: AttemptContext, client: httpx.AsyncClient, arguments: dict[str, Any]
     ) -> tuple[dict[str, Any], float | None, _Job]:
         """`mode="run"`: one POST that returns the output; the request id comes with it."""
         started = time.monotonic()
