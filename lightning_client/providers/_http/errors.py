@@ -54,7 +54,8 @@ class ErrorHints:
 PLAIN = ErrorHints()
 
 #: Error codes an answer names, and the class of the taxonomy raised for each: the taxonomy's class names
-#: (what `lightning-client serve` sends as `error.code`) and fal's realtime `x-fal-error` codes.
+#: (what `lightning-client serve` sends as `error.code`) and the upper-case codes of error frames
+#: (a realtime socket's).
 ERROR_CODES: dict[str, type[LightningError]] = {
     "InvalidRequestError": InvalidRequestError,
     "AuthenticationError": AuthenticationError,
@@ -67,6 +68,7 @@ ERROR_CODES: dict[str, type[LightningError]] = {
     "BudgetExceededError": BudgetExceededError,
     # every provider behind the server failed: to its client, the server is unavailable
     "AllProvidersFailedError": ProviderUnavailableError,
+    # error frames
     "TIMEOUT": GenerationTimeoutError,
     "UNAUTHORIZED": AuthenticationError,
     "FORBIDDEN": AuthenticationError,

@@ -298,8 +298,20 @@ class FalGenerator(HttpGenerator):
 
     # -- request mapping --------------------------------------------------------------------------
 
-    def _headers(self, key: SecretStr, remaining: float | None) -> dict[str, str]:
-        return {**auth_header("Key", key), **wire.request_timeout(remaining)}
+    def _auth_headers(self) -> dict[str, str]:
+        return auth_header("Key", self._require_key())
+
+    def _prepare_headers(self, ctx: AttemptContext) -> dict[str, str]:
+        return {**self._auth_headers(), **wire.request_timeout(ctx.remaining())}
+
+    def _prepare_route(self, ctx: AttemptContext) -> str:
+        """The queue submit (with `fal_webhook`), or in `mode="run"` the synchronous run."""
+        if self.mode == "run":
+            return f"{self.run_url}/{self.app}"
+        return f"{self.queue_url}/{self.app}" + ("?" + urlencode({"fal_webhook": self.webhook}) if self.webhook else "")
+
+    def _prepare_payload(self, ctx: AttemptContext) -> dict[str, Any]:
+        return wire.arguments(ctx)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -307,9 +319,9 @@ class FalGenerator(HttpGenerator):
         key = self._require_key()
         with self._http.lease() as client:
             self.pricing.prefetch(client, key)
-            arguments = wire.arguments(ctx)
+            arguments = self._prepare_payload(ctx)
             if self.mode == "run":
-                output, units, job = await self._run(ctx, client, key, arguments)
+                output, units, job = await self._run(ctx, client, arguments)
             else:
                 job = await self._submit(ctx, client, key, arguments)
                 ctx.job_started(job.request_id)
@@ -359,9 +371,9 @@ class FalGenerator(HttpGenerator):
         post, answer = self._post_create(
             ctx,
             client,
-            f"{self.queue_url}/{self.app}" + ("?" + urlencode({"fal_webhook": self.webhook}) if self.webhook else ""),
+            self._prepare_route(ctx),
             what="submit",
-            prepare=lambda: (self._headers(key, ctx.remaining()), None),
+            prepare=lambda: (self._prepare_headers(ctx), None),
             json_body=arguments,
         )
         try:
@@ -552,20 +564,19 @@ class FalGenerator(HttpGenerator):
         return await self._reads(ctx).run(read, what=f"result of {job.request_id}")
 
     async def _run(
-        self, ctx: AttemptContext, client: httpx.AsyncClient, key: SecretStr, arguments: dict[str, Any]
+        self, ctx: AttemptContext, client: httpx.AsyncClient, arguments: dict[str, Any]
     ) -> tuple[dict[str, Any], float | None, _Job]:
         """`mode="run"`: one POST that returns the output; the request id comes with it."""
-        remaining = ctx.remaining()
         started = time.monotonic()
         try:
             response = await send(
                 client,
                 "POST",
-                f"{self.run_url}/{self.app}",
+                self._prepare_route(ctx),
                 provider=self.name,
                 hints=self.error_hints,
                 what="run",
-                headers=self._headers(key, remaining),
+                headers=self._prepare_headers(ctx),
                 json_body=arguments,
                 creates=True,
             )

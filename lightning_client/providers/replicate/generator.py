@@ -199,6 +199,28 @@ class ReplicateGenerator(HttpGenerator):
     def _credential(cls, value: str | SecretStr | None = None) -> SecretStr | None:
         return secret_from(value, argument="api_key", env=cls.credential_env, provider=cls.kind)
 
+    def _require_token(self) -> SecretStr:
+        """The token given or found in the environment (remembered once found); AuthenticationError without."""
+        token = self._token or self._credential()
+        if token is None:
+            raise AuthenticationError(
+                "no Replicate API token: pass api_key= or set REPLICATE_API_TOKEN", provider=self.name
+            )
+        self._token = token
+        return token
+
+    def _auth_headers(self) -> dict[str, str]:
+        return auth_header("Bearer", self._require_token())
+
+    def _prepare_route(self, ctx: AttemptContext) -> str:
+        """The model's, the version's or the deployment's predictions route."""
+        return self._create_url
+
+    def _download_headers(self, url: str) -> dict[str, str] | None:
+        """The token for files on the API's own host or Replicate's file hosts; none elsewhere."""
+        host = urlsplit(url).netloc
+        return self._auth_headers() if host == self._api_host or _FILE_HOSTS.search(host) else None
+
     @classmethod
     def for_sandbox(cls, sandbox: SandboxEndpoints, **options: Any) -> ReplicateGenerator:
         return cls(api_key=SANDBOX_TOKEN, base_url=sandbox.url("replicate"), **options)
@@ -218,12 +240,7 @@ class ReplicateGenerator(HttpGenerator):
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def _generate(self, ctx: AttemptContext) -> GenerationResult:
-        token = self._token or self._credential()
-        if token is None:
-            raise AuthenticationError(
-                "no Replicate API token: pass api_key= or set REPLICATE_API_TOKEN", provider=self.name
-            )
-        self._token = token
+        token = self._require_token()
         inputs = wire.inputs(ctx)
         with self._http.lease() as client:
             if len(inputs) == 1:
@@ -312,7 +329,7 @@ class ReplicateGenerator(HttpGenerator):
         post, answer = self._post_create(
             ctx,
             client,
-            self._create_url,
+            self._prepare_route(ctx),
             what="create prediction",
             prepare=prepare,
             json_body=body,
@@ -506,7 +523,7 @@ class ReplicateGenerator(HttpGenerator):
         pid = prediction["id"]
         urls = wire.output_urls(prediction, provider=self.name)
         started = time.monotonic()
-        downloads = gather_all([self._download(ctx, client, token, url, pid) for url in urls])
+        downloads = gather_all([self._download(ctx, client, url, pid) for url in urls])
         if prediction.get("status") == "succeeded":
             images = await downloads
         else:  # `processing` with outputs: terminal metrics usually follow within moments
@@ -534,12 +551,8 @@ class ReplicateGenerator(HttpGenerator):
             return prediction
         return refreshed if refreshed.get("status") in ("processing", "succeeded") else prediction
 
-    async def _download(
-        self, ctx: AttemptContext, client: httpx.AsyncClient, token: SecretStr, url: str, pid: str
-    ) -> DecodedImage:
-        host = urlsplit(url).netloc
-        headers = auth_header("Bearer", token) if host == self._api_host or _FILE_HOSTS.search(host) else None
-        image, seconds = await self._download_output(client, url, pid, headers=headers, ctx=ctx)
+    async def _download(self, ctx: AttemptContext, client: httpx.AsyncClient, url: str, pid: str) -> DecodedImage:
+        image, seconds = await self._download_output(client, url, pid, headers=self._download_headers(url), ctx=ctx)
         log.debug("prediction %s: downloaded %s in %.1f ms", pid, url, seconds * 1e3)
         return image
 
@@ -571,11 +584,7 @@ class ReplicateGenerator(HttpGenerator):
         """The predictions a create for `request` sent at `since` (epoch seconds) made, when its answer was
         lost with its process: listed predictions with its input, created since, not in `exclude` (ids
         other attempts recorded); oldest first, one per prediction the request needs."""
-        token = self._token or self._credential()
-        if token is None:
-            raise AuthenticationError(
-                "no Replicate API token: pass api_key= or set REPLICATE_API_TOKEN", provider=self.name
-            )
+        token = self._require_token()
         ctx = AttemptContext(self, request)
         with self._http.lease() as client:
             response = await send(
@@ -592,11 +601,7 @@ class ReplicateGenerator(HttpGenerator):
     async def arecover_job(self, job_id: str, request: GenerationRequest, *, wait: bool = False) -> RecoveredJob:
         """Prediction `job_id` (made for `request` by a process that is gone): its images when it
         finished, its error when it failed; one still running is cancelled unless `wait`. Never creates."""
-        token = self._token or self._credential()
-        if token is None:
-            raise AuthenticationError(
-                "no Replicate API token: pass api_key= or set REPLICATE_API_TOKEN", provider=self.name
-            )
+        token = self._require_token()
         ctx = AttemptContext(self, request)
         with self._http.lease() as client:
             prediction = await self._reads(ctx).run(
