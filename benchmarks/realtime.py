@@ -26,7 +26,7 @@ from typing import Any
 from _common import FAL_KEY, summarize_ms, write_result
 
 import lightning_client as lc
-from lightning_client.realtime import RealtimeSession
+from lightning_client.realtime import RealtimeSessionLike
 from lightning_client.testing import Sandbox
 
 COMPUTE_S = 0.2
@@ -112,7 +112,7 @@ async def _local_fps(frames: int) -> dict[str, Any]:
             for i in range(frames):
                 await gen.agenerate(f"direct {i}", seed=i, **request)
             direct_s = time.monotonic() - started
-            session: RealtimeSession
+            session: RealtimeSessionLike
             async with gen.realtime(throttle_s=0) as session:
                 started = time.monotonic()
                 for i in range(frames):

@@ -3,6 +3,10 @@
 The request/result models and the errors are imported eagerly; generators, the router,
 the ledger and the testing sandbox load on first use, so `import lightning_client`
 stays fast and never imports torch.
+
+The package is also the composition root: it installs the realtime opener the generator contract
+calls (`install_realtime`), so `gen.realtime()` reaches the realtime sessions, a higher layer,
+without the generator module importing them.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from lightning_client.errors import (
     RateLimitError,
     UnknownProviderError,
 )
-from lightning_client.generator import BaseGenerator, Capabilities, Generator
+from lightning_client.generator import BaseGenerator, Capabilities, Generator, install_realtime
 from lightning_client.request import GenerationRequest
 from lightning_client.result import (
     Attempt,
@@ -39,14 +43,18 @@ from lightning_client.result import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from lightning_client import testing, webhooks
     from lightning_client.cache import ResultCache
     from lightning_client.config import Config, load_config, read_config
+    from lightning_client.generator import AttemptRecorder
     from lightning_client.ledger import Ledger
     from lightning_client.providers.fal import FalGenerator
     from lightning_client.providers.local import LocalGenerator
     from lightning_client.providers.remote import RemoteGenerator
     from lightning_client.providers.replicate import ReplicateGenerator
+    from lightning_client.realtime.session import RealtimeSession
     from lightning_client.routing.router import Router
 
 
@@ -54,6 +62,22 @@ if TYPE_CHECKING:
 Warning = GenerationWarning
 
 get_logger("lightning_client").addHandler(logging.NullHandler())
+
+
+def _open_realtime(
+    generator: Generator,
+    *,
+    throttle_s: float,
+    ledger: AttemptRecorder | None,
+    providers: Sequence[str] | None,
+) -> RealtimeSession:
+    """A session from `lightning_client.realtime`, imported on the first one (it loads routing too)."""
+    from lightning_client.realtime.session import open_session
+
+    return open_session(generator, throttle_s=throttle_s, ledger=ledger, providers=providers)
+
+
+install_realtime(_open_realtime)
 
 _LAZY = {
     "ReplicateGenerator": "lightning_client.providers.replicate",

@@ -42,8 +42,7 @@ from lightning_client.result import (
 )
 
 if TYPE_CHECKING:
-    # Re-exported for the annotations of `open_realtime`'s callers (routing imports nothing of realtime).
-    from lightning_client.realtime.session import RealtimeSession as RealtimeSession
+    from lightning_client.realtime_contract import RealtimeSessionLike
     from lightning_client.sandbox_endpoints import SandboxEndpoints
 
 __all__ = [
@@ -56,7 +55,9 @@ __all__ = [
     "Generator",
     "LightningDeprecationWarning",
     "ProviderOption",
+    "RealtimeOpener",
     "for_client_request",
+    "install_realtime",
     "observe_attempts",
     "open_realtime",
 ]
@@ -321,22 +322,41 @@ class Generator(Protocol):
     def close(self) -> None: ...
 
 
+class RealtimeOpener(Protocol):
+    """Opens a realtime session on a generator (for a router, over `providers`, in order)."""
+
+    def __call__(
+        self,
+        generator: Generator,
+        *,
+        throttle_s: float,
+        ledger: AttemptRecorder | None,
+        providers: Sequence[str] | None,
+    ) -> RealtimeSessionLike: ...
+
+
+#: The opener `open_realtime` calls; installed by the package (`lightning_client/__init__.py`), the
+#: composition root, so this layer never imports the realtime sessions above it.
+_realtime_opener: RealtimeOpener | None = None
+
+
+def install_realtime(opener: RealtimeOpener) -> None:
+    """Make `opener` what `BaseGenerator.realtime()` and `Router.realtime()` open sessions with."""
+    global _realtime_opener
+    _realtime_opener = opener
+
+
 def open_realtime(
     generator: Generator,
     *,
     throttle_s: float,
     ledger: AttemptRecorder | None = None,
     providers: Sequence[str] | None = None,
-) -> RealtimeSession:
-    """A realtime session on `generator`; a router's moves across its generators (`providers`: which ones).
-
-    The package's one upward entry: the generator contract reaches realtime sessions (a higher
-    layer) only here, importing them when a session is opened (tests/test_layering.py allows this
-    edge and no other).
-    """
-    from lightning_client.realtime.session import open_session
-
-    return open_session(generator, throttle_s=throttle_s, ledger=ledger, providers=providers)
+) -> RealtimeSessionLike:
+    """A realtime session on `generator`; a router's moves across its generators (`providers`: which ones)."""
+    if _realtime_opener is None:  # pragma: no cover - `import lightning_client` installs it first
+        raise RuntimeError("no realtime opener installed; import lightning_client first")
+    return _realtime_opener(generator, throttle_s=throttle_s, ledger=ledger, providers=providers)
 
 
 def expected_wait(generator: Generator) -> float | None:
@@ -643,7 +663,7 @@ class BaseGenerator(ClosingContext, ABC):
         """Synchronous `agenerate`; works in plain scripts and inside a running loop (Jupyter)."""
         return run_sync(self.agenerate(request, **fields))
 
-    def realtime(self, *, throttle_s: float = 0.1, ledger: AttemptRecorder | None = None) -> RealtimeSession:
+    def realtime(self, *, throttle_s: float = 0.1, ledger: AttemptRecorder | None = None) -> RealtimeSessionLike:
         """A latest-wins realtime session on this generator (`async with`, or `with` in scripts)."""
         return open_realtime(self, throttle_s=throttle_s, ledger=ledger)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Literal
 
 from lightning_client.errors import (
     AuthenticationError,
@@ -18,14 +17,11 @@ from lightning_client.errors import (
     RateLimitError,
 )
 from lightning_client.generator import Capabilities, Generator
+from lightning_client.realtime_contract import Transport
 from lightning_client.request import GenerationRequest
 from lightning_client.result import GenerationResult, GenerationWarning
 
-__all__ = ["GeneratorBackend", "RealtimeBackend", "Transport", "backend_for", "is_session_failure"]
-
-#: How a backend reaches its provider: fal's realtime socket, fal's queue API after the socket was
-#: refused, in-process on a warm pipeline, or create-and-cancel over a generator's normal API.
-Transport = Literal["websocket", "queue", "in-process", "create-and-cancel"]
+__all__ = ["GeneratorBackend", "RealtimeBackend", "backend_for", "is_session_failure"]
 
 #: Errors that say the provider cannot serve the session now (rather than "this request is bad").
 _SESSION_FAILURES = (ProviderUnavailableError, AuthenticationError, RateLimitError, GenerationTimeoutError)

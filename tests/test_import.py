@@ -34,3 +34,13 @@ def test_console_script_help() -> None:
         [sys.executable, "-m", "lightning_client", "--help"], capture_output=True, text=True, check=True
     )
     assert "Usage" in out.stdout
+
+
+def test_import_installs_the_realtime_opener_and_loads_no_session_yet() -> None:
+    code = (
+        "import sys, lightning_client, lightning_client.generator as g; "
+        "print(g._realtime_opener is not None, "
+        "[m for m in sys.modules if m.startswith(('lightning_client.realtime', 'lightning_client.routing'))])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True []"

@@ -1,7 +1,9 @@
 """The package's layers hold: no import circle, and no module imports a module of a higher layer.
 
-Every import counts: at module level, inside functions, and under `if TYPE_CHECKING:`. The one
-upward edge allowed is the documented lazy entry in `ALLOWED_UPWARD`.
+Every import counts: at module level, inside functions, and under `if TYPE_CHECKING:`; no upward
+edge is allowed. Where a lower layer needs a higher one at run time, the package face (the top
+layer, the composition root) installs it: `lightning_client/__init__.py` installs the realtime
+opener `Generator.realtime()` calls (`lightning_client.generator.install_realtime`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ LAYERS: dict[str, int] = {
         0,
     ),
     # 1 the generator contract and what records it
-    **dict.fromkeys(("generator", "realtime_backend", "ledger", "cache"), 1),
+    **dict.fromkeys(("generator", "realtime_contract", "realtime_backend", "ledger", "cache"), 1),
     # 2 providers
     "providers": 2,
     # 3 routing
@@ -60,10 +62,6 @@ LAYERS: dict[str, int] = {
     # 7 the package face
     **dict.fromkeys(("__init__", "__main__"), 7),
 }
-
-#: The one upward edge: `BaseGenerator.realtime()` and `Router.realtime()` open sessions through
-#: `lightning_client.generator.open_realtime`, which imports the session module when called.
-ALLOWED_UPWARD: frozenset[tuple[str, str]] = frozenset({("generator", "realtime.session")})
 
 
 @dataclass(frozen=True)
@@ -212,25 +210,22 @@ def circles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
     return sorted(found)
 
 
-def upward(
-    edges: Iterable[Edge], layers: Mapping[str, int], allowed: frozenset[tuple[str, str]] = ALLOWED_UPWARD
-) -> list[str]:
-    """Each import of a module of a higher layer, except the allowed ones, as a readable line."""
+def upward(edges: Iterable[Edge], layers: Mapping[str, int]) -> list[str]:
+    """Each import of a module of a higher layer, as a readable line."""
     found = set()
     for edge in edges:
         low, high = layer_of(edge.source, layers), layer_of(edge.target, layers)
-        if low is not None and high is not None and high > low and (edge.source, edge.target) not in allowed:
+        if low is not None and high is not None and high > low:
             found.add(f"{edge.source} (layer {low}) imports {edge.target} (layer {high}), line {edge.line}")
     return sorted(found)
 
 
-def graph_of(edges: Iterable[Edge], allowed: frozenset[tuple[str, str]] = ALLOWED_UPWARD) -> dict[str, set[str]]:
-    """Module -> the modules it imports, leaving out the allowed upward edge (its circle is by design)."""
+def graph_of(edges: Iterable[Edge]) -> dict[str, set[str]]:
+    """Module -> the modules it imports."""
     graph: dict[str, set[str]] = {}
     for edge in edges:
         graph.setdefault(edge.target, set())
-        if (edge.source, edge.target) not in allowed:
-            graph.setdefault(edge.source, set()).add(edge.target)
+        graph.setdefault(edge.source, set()).add(edge.target)
     return graph
 
 
@@ -254,14 +249,6 @@ def test_no_module_imports_a_higher_layer() -> None:
     assert not found, "imports of a higher layer:\n" + "\n".join(found)
 
 
-def test_the_allowed_upward_edge_is_lazy() -> None:
-    for source, target in ALLOWED_UPWARD:
-        uses = [e for e in EDGES if (e.source, e.target) == (source, target)]
-        assert uses, f"{source} no longer imports {target}: drop it from ALLOWED_UPWARD"
-        eager = [e.line for e in uses if e.eager]
-        assert not eager, f"{source} imports {target} at import time (lines {eager}); only inside a function"
-
-
 # -- the checker itself sees what it must ----------------------------------------------------------
 
 
@@ -271,15 +258,14 @@ def test_circles_are_found_in_a_small_graph() -> None:
     assert circles({"a": {"b"}, "b": set()}) == []
 
 
-def test_upward_edges_are_found_and_the_allowed_one_passes() -> None:
+def test_upward_edges_are_found_lazy_ones_too() -> None:
     layers = {"low": 0, "high": 1, "high.entry": 1}
     edges = [Edge("low", "high", 3, True), Edge("low", "high.entry", 9, False), Edge("high", "low", 1, True)]
-    assert upward(edges, layers, frozenset()) == [
+    assert upward(edges, layers) == [
         "low (layer 0) imports high (layer 1), line 3",
         "low (layer 0) imports high.entry (layer 1), line 9",
     ]
-    assert upward(edges, layers, frozenset({("low", "high.entry")})) == ["low (layer 0) imports high (layer 1), line 3"]
-    assert circles(graph_of(edges, frozenset())) == [["high", "low"]]
+    assert circles(graph_of(edges)) == [["high", "low"]]
 
 
 def test_longest_prefix_decides_the_layer() -> None:

@@ -8,19 +8,14 @@ session that moves to its next generator when one fails.
 from __future__ import annotations
 
 from lightning_client.realtime.router_backend import RouterBackend
-from lightning_client.realtime.session import (
-    DEFAULT_THROTTLE_S,
+from lightning_client.realtime.session import DEFAULT_THROTTLE_S, RealtimeSession, SyncRealtimeSession
+from lightning_client.realtime_backend import GeneratorBackend, RealtimeBackend, backend_for, is_session_failure
+from lightning_client.realtime_contract import (
     RealtimeResult,
-    RealtimeSession,
+    RealtimeSessionLike,
     RealtimeStats,
-    SyncRealtimeSession,
-)
-from lightning_client.realtime_backend import (
-    GeneratorBackend,
-    RealtimeBackend,
+    SyncRealtimeSessionLike,
     Transport,
-    backend_for,
-    is_session_failure,
 )
 
 __all__ = [
@@ -29,9 +24,11 @@ __all__ = [
     "RealtimeBackend",
     "RealtimeResult",
     "RealtimeSession",
+    "RealtimeSessionLike",
     "RealtimeStats",
     "RouterBackend",
     "SyncRealtimeSession",
+    "SyncRealtimeSessionLike",
     "Transport",
     "backend_for",
     "is_session_failure",

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from lightning_client.errors import AllProvidersFailedError, LightningError
 from lightning_client.generator import AttemptEvent, Capabilities, observe_attempts
-from lightning_client.realtime_backend import RealtimeBackend, Transport, backend_for, is_session_failure
+from lightning_client.realtime_backend import RealtimeBackend, backend_for, is_session_failure
+from lightning_client.realtime_contract import Transport
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Attempt, GenerationResult, GenerationWarning
 

@@ -30,19 +30,13 @@ from lightning_client._sync import run_sync
 from lightning_client.errors import InvalidRequestError, LightningError
 from lightning_client.generator import AttemptRecorder, Generator, as_request, observe_attempts
 from lightning_client.realtime.router_backend import RouterBackend
-from lightning_client.realtime_backend import RealtimeBackend, Transport, backend_for
+from lightning_client.realtime_backend import RealtimeBackend, backend_for
+from lightning_client.realtime_contract import RealtimeResult, RealtimeStats, Transport
 from lightning_client.request import GenerationRequest
 from lightning_client.result import GenerationResult
 from lightning_client.routing.router import Router
 
-__all__ = [
-    "JobGate",
-    "RealtimeResult",
-    "RealtimeSession",
-    "RealtimeStats",
-    "SyncRealtimeSession",
-    "open_session",
-]
+__all__ = ["JobGate", "RealtimeSession", "SyncRealtimeSession", "open_session"]
 
 #: Held around each job from before it is sent until it has ended (a server's admission slot); a
 #: `LightningError` raised on entry fails that job, and nothing is sent.
@@ -50,34 +44,6 @@ JobGate = Callable[[], contextlib.AbstractAsyncContextManager[object]]
 
 #: The default minimum interval between two jobs (fal's own client throttles to one per 128 ms).
 DEFAULT_THROTTLE_S = 0.1
-
-
-class RealtimeResult(GenerationResult):
-    """A `GenerationResult` served by a realtime session, saying which send it answers."""
-
-    send_id: int
-    #: Seconds from the `send` call to the result being ready.
-    latency_s: float
-    transport: str
-    emulated: bool = False
-
-
-@dataclass(frozen=True)
-class RealtimeStats:
-    """Counters of one session.
-
-    sends: `send` calls; sent: jobs started on the provider; superseded: sends replaced before they
-    were sent (never billed); cancelled: running jobs cancelled because a newer send replaced them
-    (or the session closed); served: results yielded; failed: jobs that ended in an error (a job
-    its gate refused included: never sent).
-    """
-
-    sends: int = 0
-    sent: int = 0
-    superseded: int = 0
-    cancelled: int = 0
-    served: int = 0
-    failed: int = 0
 
 
 @dataclass

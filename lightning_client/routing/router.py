@@ -61,7 +61,7 @@ from lightning_client.routing.policies import Policy, Stats, make_policy
 
 if TYPE_CHECKING:
     from lightning_client.cache import CacheMode, ResultCache
-    from lightning_client.generator import RealtimeSession
+    from lightning_client.realtime_contract import RealtimeSessionLike
     from lightning_client.state.recovery import Recovered
 
 __all__ = ["DeadlineExceededError", "HedgeConfig", "Router"]
@@ -337,7 +337,7 @@ class Router(ClosingContext):
         """Synchronous `arecover`."""
         return run_sync(self.arecover(folder, wait=wait))
 
-    def realtime(self, *, throttle_s: float = 0.1, providers: Sequence[str] | None = None) -> RealtimeSession:
+    def realtime(self, *, throttle_s: float = 0.1, providers: Sequence[str] | None = None) -> RealtimeSessionLike:
         """A realtime session on the first generator that can serve it, moving to the next when that one fails."""
         return open_realtime(self, throttle_s=throttle_s, providers=providers)
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from lightning_client.errors import InvalidRequestError
 from lightning_client.generator import BaseGenerator, Capabilities, Generator, expected_wait
+from lightning_client.realtime.session import RealtimeSession, open_session
 from lightning_client.routing.router import Router
 
 if TYPE_CHECKING:
     from lightning_client.ledger import Ledger
-    from lightning_client.realtime import RealtimeSession
     from lightning_client.request import GenerationRequest
     from lightning_client.result import GenerationResult
     from lightning_client.routing.breaker import CircuitBreaker
@@ -121,12 +121,13 @@ class Served:
 
     def realtime(self, provider: str | None, *, throttle_s: float, ledger: Ledger) -> RealtimeSession:
         """A realtime session: the router's (over all, or only `provider`), or the generator's own,
-        recording into `ledger` (a router records into its own)."""
+        recording into `ledger` (a router records into its own). Opened here, above the realtime
+        layer, as the concrete `RealtimeSession` (the server sets its `gate`)."""
         if self._router is not None:
-            return self._router.realtime(throttle_s=throttle_s, providers=None if provider is None else [provider])
+            return open_session(self._router, throttle_s=throttle_s, providers=None if provider is None else [provider])
         if not isinstance(self.generator, BaseGenerator):
             raise InvalidRequestError(f"{self.name} has no realtime sessions", field="provider")
-        return self.generator.realtime(throttle_s=throttle_s, ledger=ledger)
+        return open_session(self.generator, throttle_s=throttle_s, ledger=ledger)
 
     async def aclose(self) -> None:
         await self.generator.aclose()

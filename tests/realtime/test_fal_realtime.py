@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 import lightning_client as lc
-from lightning_client.realtime import RealtimeResult, RealtimeSession, backend_for
+from lightning_client.realtime import RealtimeResult, RealtimeSessionLike, backend_for
 from lightning_client.testing import Sandbox
 from lightning_client.testing.sandbox import ProviderHandle
 from tests.realtime.conftest import Until
@@ -28,7 +28,7 @@ async def gen(lightning_sandbox: Sandbox, fal_sandbox: ProviderHandle) -> AsyncI
     await generator.aclose()
 
 
-async def collect(session: RealtimeSession) -> list[RealtimeResult]:
+async def collect(session: RealtimeSessionLike) -> list[RealtimeResult]:
     await session.finish()
     return [result async for result in session]
 

@@ -77,7 +77,8 @@ async def test_router_session_moves_to_next_generator_on_session_failure(
         [fal_for(lightning_sandbox), lc.ReplicateGenerator(api_key=TOKEN, base_url=lightning_sandbox.replicate_url)]
     )
     async with router, router.realtime(throttle_s=0) as session:
-        assert isinstance(session.backend, RouterBackend) and session.provider == "replicate"
+        assert isinstance(session, RealtimeSession) and isinstance(session.backend, RouterBackend)
+        assert session.provider == "replicate"
         await session.send("routed", **SMALL)
         await session.finish()
         [result] = [r async for r in session]
@@ -121,7 +122,8 @@ def test_throttle_must_be_non_negative(replicate: lc.ReplicateGenerator) -> None
 
 
 async def test_send_before_start_and_after_close(replicate: lc.ReplicateGenerator) -> None:
-    session: RealtimeSession = replicate.realtime()
+    session = replicate.realtime()
+    assert isinstance(session, RealtimeSession)
     with pytest.raises(RuntimeError, match="start the session"):
         await session.send("too early")
     async with session:

@@ -44,7 +44,8 @@ from lightning_client.images import DecodedImage, convert_image, decode_data_uri
 from lightning_client.providers._http import ERROR_CODES, ErrorHints, _tls_context, auth_header, send
 from lightning_client.providers.fal import wire
 from lightning_client.providers.fal.pricing import FalPricing
-from lightning_client.realtime_backend import GeneratorBackend, RealtimeBackend, Transport
+from lightning_client.realtime_backend import GeneratorBackend, RealtimeBackend
+from lightning_client.realtime_contract import Transport
 from lightning_client.request import GenerationRequest
 from lightning_client.result import Cost, GeneratedImage, GenerationResult, GenerationWarning, Timings
 
