@@ -52,7 +52,7 @@ LAYERS: dict[str, int] = {
     # 2 providers
     "providers": 2,
     # 3 routing
-    **dict.fromkeys(("routing", "state.recovery"), 3),
+    "routing": 3,
     # 4 features over generators and routers
     **dict.fromkeys(("realtime", "batching", "webhooks", "report", "testing", "config"), 4),
     # 5 what is served and how it is built
@@ -270,7 +270,7 @@ def test_upward_edges_are_found_lazy_ones_too() -> None:
 
 def test_longest_prefix_decides_the_layer() -> None:
     assert layer_of("state") == 0 and layer_of("state.store") == 0
-    assert layer_of("state.recovery") == 3
+    assert layer_of("a.b.c", {"a": 0, "a.b": 2}) == 2 and layer_of("a.bc", {"a": 0, "a.b": 2}) == 0
     assert layer_of("providers.fal.realtime") == 2
     assert layer_of("realtime_backend") == 1 and layer_of("realtime.session") == 4
     assert layer_of("no_such_module") is None

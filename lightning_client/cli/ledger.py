@@ -30,8 +30,8 @@ from lightning_client.cli._common import (
 )
 from lightning_client.errors import ConfigurationError
 from lightning_client.ledger import Ledger, ProviderSummary
+from lightning_client.routing.recovery import Recovered
 from lightning_client.state import is_url
-from lightning_client.state.recovery import Recovered
 
 ledger_app = typer.Typer(
     cls=Group,

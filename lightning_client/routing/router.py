@@ -62,7 +62,7 @@ from lightning_client.routing.policies import Policy, Stats, make_policy
 if TYPE_CHECKING:
     from lightning_client.cache import CacheMode, ResultCache
     from lightning_client.realtime_contract import RealtimeSessionLike
-    from lightning_client.state.recovery import Recovered
+    from lightning_client.routing.recovery import Recovered
 
 __all__ = ["DeadlineExceededError", "HedgeConfig", "Router"]
 
@@ -329,7 +329,7 @@ class Router(ClosingContext):
         and the ledger row completed with outcome and billed cost; a job still running is
         cancelled, or awaited when `wait`. No job is ever created.
         """
-        from lightning_client.state.recovery import arecover
+        from lightning_client.routing.recovery import arecover
 
         return await arecover(self, folder, wait=wait)
 
