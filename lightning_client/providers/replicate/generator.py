@@ -413,20 +413,9 @@ class ReplicateGenerator(HttpGenerator):
         """After a create with an unknown outcome: the prediction it made, claimed for this attempt, "absent"
         when provably none was made, else None (`recovery.find_created`)."""
 
-        async def list_once() -> dict[str, Any]:
-            response = await send(
-                client,
-                "GET",
-                f"{self.base_url}/v1/predictions",
-                provider=self.name,
-                what="list predictions",
-                headers=auth_header("Bearer", token),
-            )
-            return parse_json(response, provider=self.name, what="list predictions")
-
         reads = self._reads(ctx)
         return await find_created(
-            lambda: reads.run(list_once, what="list predictions"),
+            lambda: reads.run(lambda: self._list_predictions(client, token), what="list predictions"),
             base_url=self.base_url,
             payload=payload,
             sent_at=sent_at,
@@ -587,16 +576,20 @@ class ReplicateGenerator(HttpGenerator):
         token = self._require_token()
         ctx = AttemptContext(self, request)
         with self._http.lease() as client:
-            response = await send(
-                client,
-                "GET",
-                f"{self.base_url}/v1/predictions",
-                provider=self.name,
-                what="list predictions",
-                headers=auth_header("Bearer", token),
-            )
-        listed = parse_json(response, provider=self.name, what="list predictions").get("results")
+            listed = (await self._list_predictions(client, token)).get("results")
         return find_listed(listed, wire.inputs(ctx), since, exclude)
+
+    async def _list_predictions(self, client: httpx.AsyncClient, token: SecretStr) -> dict[str, Any]:
+        """The account's most recent predictions, as Replicate lists them (one page)."""
+        response = await send(
+            client,
+            "GET",
+            f"{self.base_url}/v1/predictions",
+            provider=self.name,
+            what="list predictions",
+            headers=auth_header("Bearer", token),
+        )
+        return parse_json(response, provider=self.name, what="list predictions")
 
     async def arecover_job(self, job_id: str, request: GenerationRequest, *, wait: bool = False) -> RecoveredJob:
         """Prediction `job_id` (made for `request` by a process that is gone): its images when it
