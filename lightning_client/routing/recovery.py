@@ -5,7 +5,7 @@ is claimed first (so two recovering processes never handle the same one), then i
 asked for every remote job id it recorded: finished jobs are collected (images saved when a
 folder is given), failed ones recorded with their cost, ones still running cancelled unless
 `wait`. An attempt whose create never answered has no id: it is resolved as the live path resolves
-it (Replicate: a listed prediction with its input, created since it was sent), else it ends
+it (a provider that lists its jobs: a listed job with its input, created since it was sent), else it ends
 "unknown" with an unknown cost. Nothing is ever created.
 """
 
