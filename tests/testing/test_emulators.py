@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -21,6 +20,7 @@ from lightning_client.testing import Sandbox, emulators
 from lightning_client.testing._jobs import Job, JobState
 from lightning_client.testing._provider import ProviderCore, json_response
 from lightning_client.testing.emulators import Emulator, register_emulator
+from tests.testing.conftest import sandbox_on_a_fixed_port
 
 
 def _finish(job: Job) -> tuple[JobState, str | None, str | None]:
@@ -83,19 +83,10 @@ def test_a_registered_provider_is_served_after_the_others(echo: Emulator) -> Non
     from lightning_client.testing import ENDPOINTS
 
     assert ENDPOINTS == ("replicate", "fal", "fal_run", "fal_rest", "echo")
-    for _ in range(20):  # another process may take one of the five ports between probe and bind
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        try:
-            sb = Sandbox(port=port).start()
-        except OSError:
-            continue
-        with sb:
-            assert sb.url("echo").endswith(f":{port + 4}") and sb.fal_rest_url.endswith(f":{port + 3}")
-            assert SandboxEndpoints.from_url(sb.replicate_url, ENDPOINTS).urls == sb.urls
-        return
-    raise AssertionError("no five consecutive free ports found")
+    sb, port = sandbox_on_a_fixed_port()
+    with sb:
+        assert sb.url("echo").endswith(f":{port + 4}") and sb.fal_rest_url.endswith(f":{port + 3}")
+        assert SandboxEndpoints.from_url(sb.replicate_url, ENDPOINTS).urls == sb.urls
 
 
 def test_a_registered_provider_has_a_handle_and_environment(echo: Emulator) -> None:

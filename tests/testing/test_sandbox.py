@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 
@@ -12,6 +11,7 @@ import pytest
 
 from lightning_client.testing import Latency, Sandbox
 from lightning_client.testing._replicate_schema import VERSION
+from tests.testing.conftest import sandbox_on_a_fixed_port
 
 AUTH = {"Authorization": "Bearer r8_test"}
 BODY = {"version": VERSION, "input": {"prompt": "x", "seed": 1}}
@@ -46,19 +46,10 @@ def test_provider_can_be_left_out() -> None:
 
 
 def test_fixed_port_numbers_follow_the_given_port() -> None:
-    for _ in range(20):  # another process may take one of the four ports between probe and bind
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        try:
-            sb = Sandbox(port=port).start()
-        except OSError:
-            continue
-        with sb:
-            assert sb.replicate_url.endswith(f":{port}") and sb.fal_url.endswith(f":{port + 1}")
-            assert sb.fal_run_url.endswith(f":{port + 2}") and sb.fal_rest_url.endswith(f":{port + 3}")
-        return
-    raise AssertionError("no four consecutive free ports found")
+    sb, port = sandbox_on_a_fixed_port()
+    with sb:
+        assert sb.replicate_url.endswith(f":{port}") and sb.fal_url.endswith(f":{port + 1}")
+        assert sb.fal_run_url.endswith(f":{port + 2}") and sb.fal_rest_url.endswith(f":{port + 3}")
 
 
 def test_a_busy_port_fails_start() -> None:
